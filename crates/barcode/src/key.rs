@@ -1,0 +1,356 @@
+//! [`Barcode`], any barcode form imbtrack accepts, and [`BarcodeKey`], its compact 128-bit index
+//! key.
+//!
+//! Key layout (bit 0 = least significant):
+//!
+//! | bits     | IMb                         | IMpb                        | IMcb                          |
+//! |----------|-----------------------------|-----------------------------|-------------------------------|
+//! | 120..128 | kind 1                      | kind 2                      | kind 3                        |
+//! | 113..117 | —                           | tracking length − 20        | —                             |
+//! | 37..103  | tracking value (66 bits)    | tracking digits as a number | —                             |
+//! | 0..37    | routing value R (37 bits)   | (part of the number)        | —                             |
+//! | 72..102  | —                           | —                           | Mailer ID as a number         |
+//! | 0..72    | —                           | —                           | serial, 6 bits a character    |
+//!
+//! An IMb key is tracking-major, so every key of one tracking code, whatever its routing, lies in
+//! one contiguous range ([`BarcodeKey::imb_tracking_range`]). An IMpb key holds the tracking
+//! number only: the `420` ZIP is routing, which the scan record keeps beside the key. Kind 0 is
+//! never a key, so an all-zero slot can mark "empty" in a table.
+
+use std::fmt;
+use std::ops::Range;
+
+use crate::error::{Error, ErrorKind};
+use crate::imb::{decode, Bars, Imb, ROUTING_END, TRACKING_SPAN};
+use crate::imcb::Imcb;
+use crate::impb::Impb;
+
+const KIND_SHIFT: u32 = 120;
+const KIND_IMB: u128 = 1;
+const KIND_IMPB: u128 = 2;
+const KIND_IMCB: u128 = 3;
+const IMB_ROUTING_BITS: u32 = 37;
+const IMPB_LENGTH_SHIFT: u32 = 113;
+const IMCB_SERIAL_BITS: u32 = 72;
+
+/// The kinds of barcode imbtrack indexes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum BarcodeKind {
+    /// Intelligent Mail barcode (letters and flats).
+    Imb,
+    /// Intelligent Mail package barcode or package tracking number.
+    Impb,
+    /// Intelligent Mail container barcode.
+    Imcb,
+}
+
+/// Any barcode form imbtrack accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Barcode {
+    /// An IMb.
+    Imb(Imb),
+    /// A package barcode.
+    Impb(Impb),
+    /// A container barcode.
+    Imcb(Imcb),
+}
+
+/// A barcode as one `u128`, ordered and hashable; see the module docs for the layout.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BarcodeKey(u128);
+
+fn is_bar_letter(c: char) -> bool {
+    matches!(c.to_ascii_uppercase(), 'A' | 'D' | 'F' | 'T')
+}
+
+impl Barcode {
+    /// Recognises the form of `input` and parses it:
+    /// - 65 bar letters → IMb (decoded as printed or upside down, never repaired);
+    /// - `99M…` or `(99)M…` → IMcb;
+    /// - `TRACKING-ROUTING`, or 20, 25, 29 or 31 digits → IMb; a 20-digit number that is no
+    ///   valid IMb is tried as a legacy package number;
+    /// - other digit strings → IMpb (`420`+ZIP forms and bare tracking numbers).
+    ///
+    /// Whitespace is ignored; a caller that knows the class (a feed's `impb` column) should call
+    /// [`Impb::parse`] directly, since 20-digit numbers read as IMbs here.
+    pub fn parse(input: &str) -> Result<Barcode, Error> {
+        let significant = || input.chars().filter(|c| !c.is_whitespace());
+        let len = significant().count();
+        if len == 65 && significant().all(is_bar_letter) {
+            return Ok(Barcode::Imb(decode(&Bars::parse(input)?, false)?.imb));
+        }
+        let trimmed = input.trim_start();
+        if trimmed.starts_with("99M") || trimmed.starts_with("(99)") {
+            return Imcb::parse(input).map(Barcode::Imcb);
+        }
+        if input.contains('-') {
+            return Imb::from_payload(input).map(Barcode::Imb);
+        }
+        match len {
+            20 => Imb::from_payload(input)
+                .map(Barcode::Imb)
+                .or_else(|e| Impb::parse(input).map(Barcode::Impb).map_err(|_| e)),
+            25 | 29 | 31 => Imb::from_payload(input).map(Barcode::Imb),
+            _ if significant().any(|c| c.is_ascii_alphabetic()) => {
+                Err(Error::new(ErrorKind::UnknownForm { len }))
+            }
+            _ => Impb::parse(input).map(Barcode::Impb),
+        }
+    }
+
+    /// Which kind of barcode this is.
+    pub fn kind(&self) -> BarcodeKind {
+        match self {
+            Barcode::Imb(_) => BarcodeKind::Imb,
+            Barcode::Impb(_) => BarcodeKind::Impb,
+            Barcode::Imcb(_) => BarcodeKind::Imcb,
+        }
+    }
+
+    /// The index key. For a package barcode it covers the tracking number, not the `420` ZIP.
+    pub fn key(&self) -> BarcodeKey {
+        let raw = match self {
+            Barcode::Imb(imb) => {
+                KIND_IMB << KIND_SHIFT
+                    | imb.tracking_value() << IMB_ROUTING_BITS
+                    | u128::from(imb.routing_value())
+            }
+            Barcode::Impb(impb) => {
+                let number = impb
+                    .tracking()
+                    .bytes()
+                    .fold(0u128, |v, d| v * 10 + u128::from(d - b'0'));
+                KIND_IMPB << KIND_SHIFT
+                    | ((impb.tracking().len() - 20) as u128) << IMPB_LENGTH_SHIFT
+                    | number
+            }
+            Barcode::Imcb(imcb) => {
+                let mailer_id = imcb
+                    .mailer_id()
+                    .bytes()
+                    .fold(0u128, |v, d| v * 10 + u128::from(d - b'0'));
+                let serial = imcb.serial().bytes().enumerate().fold(0u128, |v, (i, c)| {
+                    v | u128::from(serial_code(c)) << (6 * (11 - i))
+                });
+                KIND_IMCB << KIND_SHIFT | mailer_id << IMCB_SERIAL_BITS | serial
+            }
+        };
+        BarcodeKey(raw)
+    }
+}
+
+impl fmt::Display for Barcode {
+    /// The canonical digit string: IMb `TRACKING-ROUTING`, IMpb `420`+ZIP+tracking, IMcb `99M…`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Barcode::Imb(b) => b.fmt(f),
+            Barcode::Impb(b) => b.fmt(f),
+            Barcode::Imcb(b) => b.fmt(f),
+        }
+    }
+}
+
+fn serial_code(c: u8) -> u8 {
+    match c {
+        b'0'..=b'9' => c - b'0',
+        _ => c - b'A' + 10,
+    }
+}
+
+fn serial_char(code: u8) -> Option<u8> {
+    match code {
+        0..=9 => Some(b'0' + code),
+        10..=35 => Some(b'A' + code - 10),
+        _ => None,
+    }
+}
+
+fn write_decimal(out: &mut [u8], mut value: u128) -> Option<()> {
+    for slot in out.iter_mut().rev() {
+        *slot = b'0' + (value % 10) as u8;
+        value /= 10;
+    }
+    (value == 0).then_some(())
+}
+
+impl BarcodeKey {
+    /// The raw value, for storage.
+    pub fn as_u128(self) -> u128 {
+        self.0
+    }
+
+    /// Checks a stored raw value and makes it a key again; anything that did not come from
+    /// [`Barcode::key`] is an error.
+    pub fn from_u128(raw: u128) -> Result<BarcodeKey, Error> {
+        let invalid = || Error::new(ErrorKind::InvalidKey { raw });
+        let barcode = BarcodeKey::barcode_of(raw).ok_or_else(invalid)?;
+        if barcode.key().0 == raw {
+            Ok(BarcodeKey(raw))
+        } else {
+            Err(invalid())
+        }
+    }
+
+    /// The kind of barcode.
+    pub fn kind(self) -> BarcodeKind {
+        match self.0 >> KIND_SHIFT {
+            KIND_IMB => BarcodeKind::Imb,
+            KIND_IMPB => BarcodeKind::Impb,
+            _ => BarcodeKind::Imcb,
+        }
+    }
+
+    /// The barcode again, losslessly (an IMpb without its `420` ZIP).
+    pub fn to_barcode(self) -> Barcode {
+        BarcodeKey::barcode_of(self.0).expect("a BarcodeKey always holds a valid barcode")
+    }
+
+    /// Every IMb key with this tracking code, whatever the routing.
+    pub fn imb_tracking_range(tracking: &str) -> Result<Range<BarcodeKey>, Error> {
+        let start = Barcode::Imb(Imb::new(tracking, "")?).key().0;
+        Ok(BarcodeKey(start)..BarcodeKey(start + (1 << IMB_ROUTING_BITS)))
+    }
+
+    fn barcode_of(raw: u128) -> Option<Barcode> {
+        let body = raw & ((1 << KIND_SHIFT) - 1);
+        match raw >> KIND_SHIFT {
+            KIND_IMB => {
+                let tracking = body >> IMB_ROUTING_BITS;
+                let routing = (body & ((1 << IMB_ROUTING_BITS) - 1)) as u64;
+                if tracking >= TRACKING_SPAN || routing >= ROUTING_END {
+                    return None;
+                }
+                Imb::from_parts(tracking, routing).ok().map(Barcode::Imb)
+            }
+            KIND_IMPB => {
+                let len = (body >> IMPB_LENGTH_SHIFT) as usize + 20;
+                let mut digits = [0u8; 34];
+                let digits = digits.get_mut(..len)?;
+                write_decimal(digits, body & ((1 << IMPB_LENGTH_SHIFT) - 1))?;
+                Some(Barcode::Impb(Impb::from_tracking_digits(digits)))
+            }
+            KIND_IMCB => {
+                let mailer_id = body >> IMCB_SERIAL_BITS;
+                let mut text = [0u8; 18];
+                let mailer_id_len = if mailer_id >= 900_000_000 { 9 } else { 6 };
+                write_decimal(&mut text[..mailer_id_len], mailer_id)?;
+                for (i, slot) in text[mailer_id_len..].iter_mut().enumerate() {
+                    *slot = serial_char((body >> (6 * (11 - i)) & 0x3F) as u8)?;
+                }
+                Some(Barcode::Imcb(Imcb::from_body(text)))
+            }
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Debug for BarcodeKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "BarcodeKey({:#034x} = {})", self.0, self.to_barcode())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forms_are_recognised() {
+        let imb = Barcode::parse("01234567094987654321-01234567891").unwrap();
+        assert_eq!(
+            Barcode::parse("AADTFFDFTDADTAADAATFDTDDAAADDTDTTDAFADADDDTFFFDDTTTADFAAADFTDAADA")
+                .unwrap(),
+            imb
+        );
+        assert_eq!(
+            Barcode::parse("0123456709498765432101234567891").unwrap(),
+            imb
+        );
+        assert_eq!(
+            Barcode::parse("9400 1112 0108 0805 4830 16")
+                .unwrap()
+                .kind(),
+            BarcodeKind::Impb
+        );
+        assert_eq!(
+            Barcode::parse("4201002334249200190132607600833457")
+                .unwrap()
+                .kind(),
+            BarcodeKind::Impb
+        );
+        assert_eq!(
+            Barcode::parse("99M123456ABC123456789").unwrap().kind(),
+            BarcodeKind::Imcb
+        );
+        // 20 digits read as an IMb first; when the second digit rules that out, as a legacy
+        // package number.
+        assert_eq!(
+            Barcode::parse("7196 9010 7560 0307 7385").unwrap().kind(),
+            BarcodeKind::Imb
+        );
+        assert_eq!(
+            Barcode::parse("07123456789012345678").unwrap().kind(),
+            BarcodeKind::Impb
+        );
+        assert_eq!(
+            Barcode::parse("9999999999999999999 5").unwrap_err().code(),
+            "barcode_id_second_digit"
+        );
+        assert_eq!(Barcode::parse("hello").unwrap_err().code(), "unknown_form");
+    }
+
+    #[test]
+    fn keys_round_trip_every_kind() {
+        for input in [
+            "00000000000000000000",
+            "94999999999999999999-99999999999",
+            "01234567094987654321-012345678",
+            "9405803699300124287899",
+            "4201002334249200190132607600833457",
+            "71969010756003077385",
+            "92748931507708513018050063",
+            "99M123456ABC123456789",
+            "99M901234567XYZ000001",
+            "99M000000000000000000",
+        ] {
+            let barcode = Barcode::parse(input).unwrap();
+            let key = barcode.key();
+            let back = BarcodeKey::from_u128(key.as_u128()).unwrap();
+            assert_eq!(back, key);
+            let again = key.to_barcode();
+            assert_eq!(again.key(), key, "{input}");
+            match (barcode, again) {
+                (Barcode::Impb(a), Barcode::Impb(b)) => assert_eq!(a.tracking(), b.tracking()),
+                (a, b) => assert_eq!(a, b),
+            }
+        }
+    }
+
+    #[test]
+    fn foreign_values_are_not_keys() {
+        for raw in [
+            0u128,
+            1,
+            u128::MAX,
+            4 << KIND_SHIFT,
+            KIND_IMB << KIND_SHIFT | (TRACKING_SPAN << IMB_ROUTING_BITS),
+        ] {
+            assert_eq!(
+                BarcodeKey::from_u128(raw).unwrap_err().code(),
+                "invalid_key",
+                "{raw:#x}"
+            );
+        }
+    }
+
+    #[test]
+    fn tracking_range_holds_every_routing() {
+        let range = BarcodeKey::imb_tracking_range("01234567094987654321").unwrap();
+        for routing in ["", "01234", "012345678", "01234567891", "99999999999"] {
+            let key = Barcode::Imb(Imb::new("01234567094987654321", routing).unwrap()).key();
+            assert!(range.contains(&key), "{routing}");
+        }
+        let other = Barcode::Imb(Imb::new("01234567094987654322", "").unwrap()).key();
+        assert!(!range.contains(&other));
+    }
+}
