@@ -11,8 +11,9 @@ use crate::tables::{
 
 /// Length of the tracking code.
 const TRACKING_LEN: usize = 20;
+const TEN_TO_18: u128 = 1_000_000_000_000_000_000;
 /// The tracking code's share of the value: 10 × 5 × 10^18 combinations (second digit in base 5).
-pub(crate) const TRACKING_SPAN: u128 = 50 * 1_000_000_000_000_000_000;
+pub(crate) const TRACKING_SPAN: u128 = 50 * TEN_TO_18;
 /// First routing value R of each routing length; the ranges are disjoint, which is what lets a
 /// decoder recover the length (spec step 1).
 const ROUTING_BASE_5: u64 = 1;
@@ -90,6 +91,9 @@ impl Imb {
     /// and faults are checked in its order: tracking length, tracking digits, barcode
     /// identifier, routing length, routing digits.
     pub fn new(tracking: &str, routing: &str) -> Result<Imb, Error> {
+        if let Some(imb) = Imb::from_clean_digits(tracking.as_bytes(), routing.as_bytes()) {
+            return Ok(imb);
+        }
         let (tracking, routing) = (tracking.trim(), routing.trim());
         let tracking_len = tracking.chars().count();
         if tracking_len != TRACKING_LEN {
@@ -122,6 +126,24 @@ impl Imb {
         Ok(Imb {
             digits,
             routing_len: routing_len as u8,
+        })
+    }
+
+    /// The fast path of [`Imb::new`] for fields that are plain ASCII digits of valid lengths
+    /// (nearly every feed record); `None` sends anything else to the checks that name the fault.
+    fn from_clean_digits(tracking: &[u8], routing: &[u8]) -> Option<Imb> {
+        let valid = tracking.len() == TRACKING_LEN
+            && matches!(routing.len(), 0 | 5 | 9 | 11)
+            && tracking.iter().chain(routing).all(u8::is_ascii_digit)
+            && tracking[1] <= b'4';
+        valid.then(|| {
+            let mut digits = [b'0'; 31];
+            digits[..TRACKING_LEN].copy_from_slice(tracking);
+            digits[TRACKING_LEN..TRACKING_LEN + routing.len()].copy_from_slice(routing);
+            Imb {
+                digits,
+                routing_len: routing.len() as u8,
+            }
         })
     }
 
@@ -201,11 +223,11 @@ impl Imb {
 
     /// The tracking code as a number below [`TRACKING_SPAN`], second digit in base 5.
     pub(crate) fn tracking_value(&self) -> u128 {
-        let d = |i: usize| u128::from(self.digits[i] - b'0');
-        let head = d(0) * 5 + d(1);
-        self.digits[2..TRACKING_LEN]
+        let head = (self.digits[0] - b'0') * 5 + (self.digits[1] - b'0');
+        let tail = self.digits[2..TRACKING_LEN]
             .iter()
-            .fold(head, |v, &digit| v * 10 + u128::from(digit - b'0'))
+            .fold(0u64, |v, &digit| v * 10 + u64::from(digit - b'0'));
+        u128::from(head) * TEN_TO_18 + u128::from(tail)
     }
 
     /// The binary value of spec step 1 (at most 102 bits).
@@ -217,6 +239,21 @@ impl Imb {
     /// routing range. `tracking_value` must be below [`TRACKING_SPAN`].
     pub(crate) fn from_parts(tracking_value: u128, routing_value: u64) -> Result<Imb, Error> {
         debug_assert!(tracking_value < TRACKING_SPAN);
+        let head = (tracking_value / TEN_TO_18) as u8;
+        Imb::from_split(head, (tracking_value % TEN_TO_18) as u64, routing_value)
+    }
+
+    /// The inverse of [`Imb::value`]. One 128-by-64-bit division splits off the last 18
+    /// tracking digits; the rest (R × 50 + the first two digits) fits a `u64`.
+    fn from_value(value: u128) -> Result<Imb, Error> {
+        let high = u64::try_from(value / TEN_TO_18)
+            .map_err(|_| Error::new(ErrorKind::RoutingRange { value: u64::MAX }))?;
+        Imb::from_split((high % 50) as u8, (value % TEN_TO_18) as u64, high / 50)
+    }
+
+    /// Builds the digits from the first two tracking digits as `head` = 5 × d0 + d1, the last
+    /// 18 as a number, and the routing value R.
+    fn from_split(head: u8, tail: u64, routing_value: u64) -> Result<Imb, Error> {
         let (routing_len, routing) = match routing_value {
             0 => (0, 0),
             ROUTING_BASE_5..ROUTING_BASE_9 => (5, routing_value - ROUTING_BASE_5),
@@ -229,13 +266,9 @@ impl Imb {
             }
         };
         let mut digits = [b'0'; 31];
-        let head = (tracking_value / 1_000_000_000_000_000_000) as u8;
         digits[0] = b'0' + head / 5;
         digits[1] = b'0' + head % 5;
-        write_digits(
-            &mut digits[2..TRACKING_LEN],
-            (tracking_value % 1_000_000_000_000_000_000) as u64,
-        );
+        write_digits(&mut digits[2..TRACKING_LEN], tail);
         write_digits(
             &mut digits[TRACKING_LEN..TRACKING_LEN + routing_len],
             routing,
@@ -327,18 +360,43 @@ pub fn frame_check_sequence(value: u128) -> u16 {
 /// Bar letter for each state: bit 1 = ascender, bit 0 = descender.
 const STATE_LETTERS: [u8; 4] = *b"TDAF";
 
-fn bar_state(letter: u8) -> u8 {
-    match letter {
-        b'T' => 0,
-        b'D' => 1,
-        b'A' => 2,
-        _ => 3,
+/// Bar state of each bar letter (the inverse of [`STATE_LETTERS`]); a table rather than a
+/// `match`, because bar letters are unpredictable and a branch per bar mispredicts half the time.
+static LETTER_STATES: [u8; 256] = {
+    let mut states = [0u8; 256];
+    states[b'D' as usize] = 1;
+    states[b'A' as usize] = 2;
+    states[b'F' as usize] = 3;
+    states
+};
+
+/// Each bar letter in either case mapped to its upper case; 0 for anything else.
+static CANONICAL_LETTERS: [u8; 256] = {
+    let mut letters = [0u8; 256];
+    let mut i = 0;
+    while i < 4 {
+        let upper = STATE_LETTERS[i];
+        letters[upper as usize] = upper;
+        letters[upper.to_ascii_lowercase() as usize] = upper;
+        i += 1;
     }
+    letters
+};
+
+fn bar_state(letter: u8) -> u8 {
+    LETTER_STATES[letter as usize]
 }
 
 impl Bars {
     /// Parses 65 bar letters in any case; whitespace is ignored.
     pub fn parse(input: &str) -> Result<Bars, Error> {
+        // Fast path: exactly 65 bar letters, checked and upper-cased through a table.
+        if let Ok(letters) = <&[u8; BAR_COUNT]>::try_from(input.as_bytes()) {
+            let bars = letters.map(|b| CANONICAL_LETTERS[b as usize]);
+            if !bars.contains(&0) {
+                return Ok(Bars(bars));
+            }
+        }
         let mut bars = [0u8; BAR_COUNT];
         let mut count = 0;
         for c in input.chars().filter(|c| !c.is_whitespace()) {
@@ -460,10 +518,7 @@ pub fn decode_exact(bars: &Bars) -> Result<Imb, Error> {
             read: read_fcs,
         });
     }
-    let routing_value = value / TRACKING_SPAN;
-    let routing_value = u64::try_from(routing_value)
-        .map_err(|_| Error::new(ErrorKind::RoutingRange { value: u64::MAX }))?;
-    Imb::from_parts(value % TRACKING_SPAN, routing_value)
+    Imb::from_value(value)
 }
 
 /// Decodes bars as printed or, failing that, as read upside down. With `repair`, a read that

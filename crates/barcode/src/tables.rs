@@ -5,9 +5,9 @@
 pub(crate) const BAR_COUNT: usize = 65;
 
 /// Table I: the 1,287 5-of-13 characters, codewords 0..=1286.
-pub(crate) const TABLE_5_OF_13: [u16; 1287] = n_of_13_table::<1287>(5);
+pub(crate) static TABLE_5_OF_13: [u16; 1287] = n_of_13_table::<1287>(5);
 /// Table II: the 78 2-of-13 characters, codewords 1287..=1364.
-pub(crate) const TABLE_2_OF_13: [u16; 78] = n_of_13_table::<78>(2);
+pub(crate) static TABLE_2_OF_13: [u16; 78] = n_of_13_table::<78>(2);
 
 /// Spec Appendix C `InitializeNof13Table`: every 13-bit value with `n` bits set, pairs of a value
 /// and its bit-reversal from the start, palindromes from the end.
@@ -44,7 +44,7 @@ pub(crate) const INVERTED: u16 = 0x8000;
 
 /// Inverse of Tables I and II for all 8,192 13-bit values: codeword (0..=1364), plus [`INVERTED`]
 /// for the complemented (8-of-13 and 11-of-13) forms, or [`NOT_A_CHARACTER`].
-pub(crate) const CHARACTER_TO_CODEWORD: [u16; 8192] = {
+pub(crate) static CHARACTER_TO_CODEWORD: [u16; 8192] = {
     let mut inverse = [NOT_A_CHARACTER; 8192];
     let mut i = 0;
     while i < 1287 {
@@ -64,25 +64,25 @@ pub(crate) const CHARACTER_TO_CODEWORD: [u16; 8192] = {
 };
 
 /// The character (0 = A … 9 = J) carried by each bar's descender (Table IV, index = bar − 1).
-pub(crate) const DESCENDER_CHARACTER: [u8; BAR_COUNT] = [
+pub(crate) static DESCENDER_CHARACTER: [u8; BAR_COUNT] = [
     7, 1, 9, 5, 8, 0, 2, 4, 6, 3, 5, 8, 9, 7, 3, 0, 6, 1, 7, 4, 6, 8, 9, 2, 5, 1, 7, 5, 4, 3, 8, 7,
     6, 0, 2, 5, 4, 9, 3, 0, 1, 6, 8, 2, 0, 4, 5, 9, 6, 7, 5, 2, 6, 3, 8, 5, 1, 9, 8, 7, 4, 0, 2, 6,
     3,
 ];
 /// The bit of that character the descender carries.
-pub(crate) const DESCENDER_BIT: [u8; BAR_COUNT] = [
+pub(crate) static DESCENDER_BIT: [u8; BAR_COUNT] = [
     2, 10, 12, 5, 9, 1, 5, 4, 3, 9, 11, 5, 10, 1, 6, 3, 4, 1, 10, 0, 2, 11, 8, 6, 1, 12, 3, 8, 6,
     4, 4, 11, 0, 6, 1, 9, 11, 5, 3, 7, 3, 10, 7, 11, 8, 2, 10, 3, 5, 8, 0, 3, 12, 11, 8, 4, 5, 1,
     3, 0, 7, 12, 9, 8, 10,
 ];
 /// The character carried by each bar's ascender.
-pub(crate) const ASCENDER_CHARACTER: [u8; BAR_COUNT] = [
+pub(crate) static ASCENDER_CHARACTER: [u8; BAR_COUNT] = [
     4, 0, 2, 6, 3, 5, 1, 9, 8, 7, 1, 2, 0, 6, 4, 8, 2, 9, 5, 3, 0, 1, 3, 7, 4, 6, 8, 9, 2, 0, 5, 1,
     9, 4, 3, 8, 6, 7, 1, 2, 4, 3, 9, 5, 7, 8, 3, 0, 2, 1, 4, 0, 9, 1, 7, 0, 2, 4, 6, 3, 7, 1, 9, 5,
     8,
 ];
 /// The bit of that character the ascender carries.
-pub(crate) const ASCENDER_BIT: [u8; BAR_COUNT] = [
+pub(crate) static ASCENDER_BIT: [u8; BAR_COUNT] = [
     3, 0, 8, 11, 1, 12, 8, 11, 10, 6, 4, 12, 2, 7, 9, 6, 7, 9, 2, 8, 4, 0, 12, 7, 10, 9, 0, 7, 10,
     5, 7, 9, 6, 8, 2, 12, 1, 4, 2, 0, 1, 5, 4, 6, 12, 1, 0, 9, 4, 7, 5, 10, 2, 6, 9, 11, 2, 12, 6,
     7, 5, 11, 0, 3, 2,
@@ -92,7 +92,7 @@ pub(crate) const ASCENDER_BIT: [u8; BAR_COUNT] = [
 pub(crate) const CRC11_POLY: u16 = 0x735;
 
 /// Byte-at-a-time table for the MSB-first CRC-11 (see `crate::imb::frame_check_sequence`).
-pub(crate) const CRC11_TABLE: [u16; 256] = {
+pub(crate) static CRC11_TABLE: [u16; 256] = {
     let mut table = [0u16; 256];
     let mut i = 0;
     while i < 256 {
