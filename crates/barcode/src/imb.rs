@@ -91,7 +91,7 @@ impl Imb {
     /// and faults are checked in its order: tracking length, tracking digits, barcode
     /// identifier, routing length, routing digits.
     pub fn new(tracking: &str, routing: &str) -> Result<Imb, Error> {
-        if let Some(imb) = Imb::from_clean_digits(tracking.as_bytes(), routing.as_bytes()) {
+        if let Some(imb) = Imb::from_digit_fields(tracking.as_bytes(), routing.as_bytes()) {
             return Ok(imb);
         }
         let (tracking, routing) = (tracking.trim(), routing.trim());
@@ -130,8 +130,8 @@ impl Imb {
     }
 
     /// The fast path of [`Imb::new`] for fields that are plain ASCII digits of valid lengths
-    /// (nearly every feed record); `None` sends anything else to the checks that name the fault.
-    fn from_clean_digits(tracking: &[u8], routing: &[u8]) -> Option<Imb> {
+    /// (nearly every feed record): `None` for anything else, which [`Imb::new`] then explains.
+    pub fn from_digit_fields(tracking: &[u8], routing: &[u8]) -> Option<Imb> {
         let valid = tracking.len() == TRACKING_LEN
             && matches!(routing.len(), 0 | 5 | 9 | 11)
             && tracking.iter().chain(routing).all(u8::is_ascii_digit)
@@ -150,6 +150,14 @@ impl Imb {
     /// Parses a payload: `TRACKING-ROUTING`, or 20, 25, 29 or 31 digits (the tracking code
     /// followed by the routing code). All whitespace is ignored.
     pub fn from_payload(payload: &str) -> Result<Imb, Error> {
+        let bytes = payload.as_bytes();
+        if bytes.len() >= TRACKING_LEN {
+            if let Some(imb) =
+                Imb::from_digit_fields(&bytes[..TRACKING_LEN], &bytes[TRACKING_LEN..])
+            {
+                return Ok(imb);
+            }
+        }
         if payload.contains(char::is_whitespace) {
             let compact: String = payload.chars().filter(|c| !c.is_whitespace()).collect();
             return Imb::from_payload(&compact);
@@ -167,6 +175,11 @@ impl Imb {
     /// The 20-digit tracking code.
     pub fn tracking(&self) -> &str {
         self.digit_str(0, TRACKING_LEN)
+    }
+
+    /// The routing code's ASCII digits, for callers that parse them further.
+    pub fn routing_digits(&self) -> &[u8] {
+        &self.digits[TRACKING_LEN..TRACKING_LEN + self.routing_len as usize]
     }
 
     /// The routing code: empty, or a 5-, 9- or 11-digit ZIP Code.

@@ -72,6 +72,12 @@ impl Impb {
     /// GS1 parentheses, or no separator at all), or a bare 20–34 digit tracking number.
     /// Whitespace is ignored.
     pub fn parse(input: &str) -> Result<Impb, Error> {
+        let bytes = input.as_bytes();
+        if (MIN_TRACKING..=MAX_TRACKING + 12).contains(&bytes.len())
+            && bytes.iter().all(u8::is_ascii_digit)
+        {
+            return Impb::parse_digits(bytes, None);
+        }
         let mut digits = [0u8; 64];
         let mut len = 0;
         // Digit count at the first separator after the `420` AI, where the ZIP ends.
@@ -98,7 +104,12 @@ impl Impb {
                 }
             }
         }
-        let digits = &digits[..len];
+        Impb::parse_digits(&digits[..len], separator_at)
+    }
+
+    /// Digits only; `separator_at` is where an FNC1 or parenthesis ended the ZIP.
+    fn parse_digits(digits: &[u8], separator_at: Option<usize>) -> Result<Impb, Error> {
+        let len = digits.len();
         if len > MAX_TRACKING || (digits.starts_with(POSTAL_AI) && len >= 30) {
             return Impb::parse_routed(digits, separator_at);
         }
@@ -149,6 +160,16 @@ impl Impb {
         };
         impb.tracking[..tracking.len()].copy_from_slice(tracking);
         impb
+    }
+
+    /// The tracking number's ASCII digits, for callers that parse them further.
+    pub fn tracking_digits(&self) -> &[u8] {
+        &self.tracking[..self.tracking_len as usize]
+    }
+
+    /// The destination ZIP's ASCII digits (empty without `420`).
+    pub fn zip_digits(&self) -> &[u8] {
+        &self.zip[..self.zip_len as usize]
     }
 
     /// The tracking number, check digit included.

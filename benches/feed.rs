@@ -1,0 +1,84 @@
+//! Feed parsing throughput against plain line splitting of the same bytes, on a clean generated
+//! IV-MTR delimited feed (and its JSON form). Run: `cargo bench -p imbtrack-feed --bench feed`.
+
+#![allow(clippy::unwrap_used)] // a panic is how a bench reports a wrong setup
+
+use std::hint::black_box;
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use imbtrack_feed::time::{days_from_civil, parse_timestamp};
+use imbtrack_feed::{
+    generate, parse_feed_parallel, DiscardRejects, FeedOptions, GenFormat, GenOptions, PreparedFeed,
+};
+use memchr::memchr_iter;
+
+const PIECES: u64 = 200_000;
+
+fn feed(format: GenFormat) -> (Vec<u8>, u64) {
+    let mut options = GenOptions::new(PIECES, days_from_civil(2025, 1, 10));
+    options.days = 3;
+    options.format = format;
+    let mut bytes = Vec::new();
+    let summary = generate(&options, &mut bytes, |_| {}).unwrap();
+    (bytes, summary.records)
+}
+
+/// The baseline: every line found and touched, nothing parsed.
+fn split_lines(bytes: &[u8]) -> usize {
+    let mut start = 0;
+    let mut total = 0;
+    for end in memchr_iter(b'\n', bytes) {
+        total += black_box(&bytes[start..end]).len();
+        start = end + 1;
+    }
+    total
+}
+
+fn bench_format(c: &mut Criterion, name: &str, format: GenFormat) {
+    let options = FeedOptions::at(parse_timestamp(b"2025-01-20T00:00:00Z", None).unwrap());
+    let (bytes, records) = feed(format);
+    // Check the work before timing it: every record accepted.
+    let prepared = PreparedFeed::prepare(&bytes, None).unwrap();
+    let out = prepared.parse_chunk(prepared.chunks(1)[0], &options);
+    assert_eq!((out.report.accepted, out.report.rejected), (records, 0));
+    let setup = || (&bytes, &records);
+    let mut group = c.benchmark_group(format!("feed_{name}"));
+    group.throughput(Throughput::Elements(records));
+    group.sample_size(10);
+    group.bench_function("split_lines", |b| {
+        let (bytes, _) = setup();
+        b.iter(|| split_lines(black_box(bytes)))
+    });
+    group.bench_function("parse_one_thread", |b| {
+        let (bytes, _) = setup();
+        let prepared = PreparedFeed::prepare(bytes, None).unwrap();
+        let whole = prepared.chunks(1)[0];
+        b.iter(|| {
+            prepared
+                .parse_chunk(whole, black_box(&options))
+                .events
+                .len()
+        })
+    });
+    group.bench_function("parse_parallel", |b| {
+        let (bytes, records) = setup();
+        b.iter(|| {
+            let parsed =
+                parse_feed_parallel("bench", black_box(bytes), &options, &mut DiscardRejects, 2)
+                    .unwrap();
+            assert_eq!(parsed.report.accepted, *records);
+        })
+    });
+    group.finish();
+}
+
+fn psv(c: &mut Criterion) {
+    bench_format(c, "psv", GenFormat::Psv);
+}
+
+fn json(c: &mut Criterion) {
+    bench_format(c, "json", GenFormat::Json);
+}
+
+criterion_group!(benches, psv, json);
+criterion_main!(benches);

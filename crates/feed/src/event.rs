@@ -1,0 +1,511 @@
+//! [`ScanEvent`], the fixed-layout record every feed format becomes, and its small parts.
+
+use std::fmt;
+
+use std::hash::{BuildHasher, Hasher};
+
+use hashbrown::{DefaultHashBuilder, HashTable};
+use imbtrack_barcode::BarcodeKey;
+
+/// Which retention class a scan belongs to: letters and flats (IMb) or packages and Special
+/// Services (IMpb).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[repr(u8)]
+pub enum MailClass {
+    /// Letters and flats, identified by an IMb.
+    Mail = 0,
+    /// Packages and Special Services, identified by an IMpb or package tracking number.
+    Package = 1,
+}
+
+impl MailClass {
+    /// `mail` or `package`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MailClass::Mail => "mail",
+            MailClass::Package => "package",
+        }
+    }
+}
+
+/// IV-MTR's handling event kinds. The feeds carry a code of up to two characters; the known
+/// kinds are physical, assumed and logical, and the one letter seen in the wild is `A` (assumed),
+/// so a code is read by its first letter (`P`, `A`, `L`) or by its description.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum HandlingEventType {
+    /// Not given, or not recognised.
+    Unknown = 0,
+    /// The piece itself was scanned.
+    Physical = 1,
+    /// Inherited from a tray, pallet or truck scan through eDoc nesting.
+    Assumed = 2,
+    /// System-generated, such as a Logical Delivery Event.
+    Logical = 3,
+}
+
+impl HandlingEventType {
+    /// Reads a feed's handling event type code or description.
+    pub fn parse(text: &[u8]) -> HandlingEventType {
+        match text.first().map(u8::to_ascii_uppercase) {
+            Some(b'P') => HandlingEventType::Physical,
+            Some(b'A') => HandlingEventType::Assumed,
+            Some(b'L') => HandlingEventType::Logical,
+            _ => HandlingEventType::Unknown,
+        }
+    }
+
+    /// `physical`, `assumed`, `logical` or `unknown`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HandlingEventType::Unknown => "unknown",
+            HandlingEventType::Physical => "physical",
+            HandlingEventType::Assumed => "assumed",
+            HandlingEventType::Logical => "logical",
+        }
+    }
+
+    /// The one-letter code the generator writes (empty for unknown).
+    pub fn code(self) -> &'static str {
+        match self {
+            HandlingEventType::Unknown => "",
+            HandlingEventType::Physical => "P",
+            HandlingEventType::Assumed => "A",
+            HandlingEventType::Logical => "L",
+        }
+    }
+}
+
+/// A ZIP Code of 5, 9 or 11 digits (ZIP, ZIP+4, ZIP+4+delivery point), or none, packed in a
+/// `u64`: the number in the low 40 bits, the length above. Leading zeros survive.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct Zip(u64);
+
+const ZIP_LEN_SHIFT: u32 = 40;
+
+impl Zip {
+    /// No ZIP.
+    pub const NONE: Zip = Zip(0);
+
+    /// Parses 5, 9 or 11 digits; `12345-6789` is accepted for ZIP+4. `None` for anything else.
+    pub fn parse(text: &[u8]) -> Option<Zip> {
+        let mut value = 0u64;
+        let mut len = 0u64;
+        for (i, &b) in text.iter().enumerate() {
+            match b {
+                b'0'..=b'9' => {
+                    value = value * 10 + u64::from(b - b'0');
+                    len += 1;
+                }
+                b'-' if i == 5 && text.len() == 10 => {}
+                _ => return None,
+            }
+        }
+        matches!(len, 5 | 9 | 11).then_some(Zip(len << ZIP_LEN_SHIFT | value))
+    }
+
+    /// Makes a ZIP from its number and digit count (5, 9 or 11).
+    pub fn from_parts(value: u64, len: u32) -> Option<Zip> {
+        let fits = match len {
+            5 => value < 100_000,
+            9 => value < 1_000_000_000,
+            11 => value < 100_000_000_000,
+            _ => false,
+        };
+        fits.then_some(Zip(u64::from(len) << ZIP_LEN_SHIFT | value))
+    }
+
+    /// Number of digits: 0, 5, 9 or 11.
+    pub fn len(self) -> u32 {
+        (self.0 >> ZIP_LEN_SHIFT) as u32
+    }
+
+    /// Whether this is no ZIP.
+    pub fn is_empty(self) -> bool {
+        self.len() == 0
+    }
+
+    /// The ZIP as a number (without its length).
+    pub fn value(self) -> u64 {
+        self.0 & ((1 << ZIP_LEN_SHIFT) - 1)
+    }
+
+    /// The first `digits` digits (5, 9 or 11) of this ZIP, if it has that many.
+    pub fn prefix(self, digits: u32) -> Option<Zip> {
+        let len = self.len();
+        (digits <= len && matches!(digits, 5 | 9 | 11)).then(|| {
+            Zip((u64::from(digits) << ZIP_LEN_SHIFT) | (self.value() / 10u64.pow(len - digits)))
+        })
+    }
+
+    /// The packed form, for storage.
+    pub fn to_bits(self) -> u64 {
+        self.0
+    }
+
+    /// The inverse of [`Zip::to_bits`].
+    pub fn from_bits(bits: u64) -> Option<Zip> {
+        if bits == 0 {
+            return Some(Zip::NONE);
+        }
+        Zip::from_parts(
+            bits & ((1 << ZIP_LEN_SHIFT) - 1),
+            (bits >> ZIP_LEN_SHIFT) as u32,
+        )
+    }
+}
+
+impl fmt::Display for Zip {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.len() {
+            0 => Ok(()),
+            len => write!(f, "{:0width$}", self.value(), width = len as usize),
+        }
+    }
+}
+
+impl fmt::Debug for Zip {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Zip({self})")
+    }
+}
+
+/// A scan event code, kept as text: a 3-character mail operation code (`918`) or a
+/// 2-character package event code (`01`, `OF`). ASCII, zero-padded.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct EventCode([u8; 3]);
+
+impl EventCode {
+    /// Accepts 1 to 3 ASCII letters or digits (upper-cased); `None` otherwise.
+    pub fn parse(text: &[u8]) -> Option<EventCode> {
+        if text.is_empty() || text.len() > 3 || !text.iter().all(u8::is_ascii_alphanumeric) {
+            return None;
+        }
+        let mut code = [0u8; 3];
+        for (slot, b) in code.iter_mut().zip(text) {
+            *slot = b.to_ascii_uppercase();
+        }
+        Some(EventCode(code))
+    }
+
+    /// The code as text.
+    pub fn as_str(&self) -> &str {
+        let len = self.0.iter().position(|&b| b == 0).unwrap_or(3);
+        std::str::from_utf8(&self.0[..len]).expect("event codes are ASCII")
+    }
+
+    /// The raw bytes, for storage.
+    pub fn to_bytes(self) -> [u8; 3] {
+        self.0
+    }
+
+    /// The inverse of [`EventCode::to_bytes`].
+    pub fn from_bytes(bytes: [u8; 3]) -> Option<EventCode> {
+        let len = bytes.iter().position(|&b| b == 0).unwrap_or(3);
+        EventCode::parse(&bytes[..len]).filter(|code| code.0 == bytes)
+    }
+}
+
+impl fmt::Display for EventCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl fmt::Debug for EventCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "EventCode({self})")
+    }
+}
+
+/// An interned string id in a [`SymbolTable`]; 0 means none.
+pub type Symbol = u32;
+
+/// One scan of one piece: what the store keeps. 64 bytes, `Copy`, no heap.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub struct ScanEvent {
+    /// The piece (an IMb key includes its routing code).
+    pub barcode: BarcodeKey,
+    /// Scan instant, milliseconds since the Unix epoch, UTC.
+    pub time_ms: i64,
+    /// Routing (destination) ZIP: the IMb's routing code or the IMpb's `420` ZIP.
+    pub routing: Zip,
+    /// ZIP of the facility that scanned the piece.
+    pub facility_zip: Zip,
+    /// Facility name, city and state, interned ([`SymbolTable::facility`]).
+    pub facility: Symbol,
+    /// Machine name, interned.
+    pub machine: Symbol,
+    /// Operation code (mail) or event code (package).
+    pub code: EventCode,
+    /// Mail or package.
+    pub class: MailClass,
+    /// Physical, assumed or logical.
+    pub handling: HandlingEventType,
+}
+
+/// What makes two scans the same scan: the same piece, instant, event code and facility.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
+pub struct ScanIdentity {
+    /// The piece.
+    pub barcode: BarcodeKey,
+    /// The instant.
+    pub time_ms: i64,
+    /// The event code.
+    pub code: EventCode,
+    /// The facility.
+    pub facility_zip: Zip,
+}
+
+impl ScanEvent {
+    /// The identity deduplication goes by.
+    pub fn identity(&self) -> ScanIdentity {
+        ScanIdentity {
+            barcode: self.barcode,
+            time_ms: self.time_ms,
+            code: self.code,
+            facility_zip: self.facility_zip,
+        }
+    }
+}
+
+/// A facility's descriptive fields, as interned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Facility<'a> {
+    /// Facility name.
+    pub name: &'a str,
+    /// City.
+    pub city: &'a str,
+    /// Two-letter state.
+    pub state: &'a str,
+}
+
+/// Separates a facility's fields inside its interned string.
+const FIELD_SEPARATOR: char = '\u{1f}';
+
+/// Interns the repetitive strings of a feed (facility and machine names) as small ids, so a
+/// [`ScanEvent`] stays fixed-size. Each parser thread keeps its own table; [`SymbolTable::absorb`]
+/// merges them. Lookups hash the parts of a name in place, so interning a known name allocates
+/// nothing.
+#[derive(Clone)]
+pub struct SymbolTable {
+    /// Ids of `strings`, found by the hash of their parts.
+    ids: HashTable<Symbol>,
+    strings: Vec<Box<str>>,
+    hasher: DefaultHashBuilder,
+}
+
+impl Default for SymbolTable {
+    fn default() -> Self {
+        SymbolTable {
+            ids: HashTable::new(),
+            strings: vec!["".into()],
+            hasher: DefaultHashBuilder::default(),
+        }
+    }
+}
+
+impl fmt::Debug for SymbolTable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.strings.iter()).finish()
+    }
+}
+
+/// Whether `stored` is `parts` joined by [`FIELD_SEPARATOR`].
+fn joins(stored: &str, parts: &[&[u8]]) -> bool {
+    let mut rest = stored.as_bytes();
+    for (i, part) in parts.iter().enumerate() {
+        if i > 0 {
+            match rest.split_first() {
+                Some((&sep, r)) if sep == FIELD_SEPARATOR as u8 => rest = r,
+                _ => return false,
+            }
+        }
+        match rest.strip_prefix(*part) {
+            Some(r) => rest = r,
+            None => return false,
+        }
+    }
+    rest.is_empty()
+}
+
+impl SymbolTable {
+    /// An empty table.
+    pub fn new() -> SymbolTable {
+        SymbolTable::default()
+    }
+
+    fn hash_parts<'p>(hasher: &DefaultHashBuilder, parts: impl Iterator<Item = &'p [u8]>) -> u64 {
+        let mut h = hasher.build_hasher();
+        for part in parts {
+            h.write(part);
+            h.write_u8(0xff);
+        }
+        h.finish()
+    }
+
+    /// The id of the parts joined, adding them if new; all-empty parts are 0. The parts are
+    /// checked to be UTF-8 only when they are new, so a known name costs one hash and one
+    /// compare; `None` when a new one is not UTF-8.
+    pub(crate) fn intern_bytes(&mut self, parts: &[&[u8]]) -> Option<Symbol> {
+        if parts.iter().all(|p| p.is_empty()) {
+            return Some(0);
+        }
+        let hash = Self::hash_parts(&self.hasher, parts.iter().copied());
+        let strings = &self.strings;
+        if let Some(&id) = self
+            .ids
+            .find(hash, |&id| joins(&strings[id as usize], parts))
+        {
+            return Some(id);
+        }
+        let mut joined = String::new();
+        for (i, part) in parts.iter().enumerate() {
+            if i > 0 {
+                joined.push(FIELD_SEPARATOR);
+            }
+            joined.push_str(std::str::from_utf8(part).ok()?);
+        }
+        let id = self.strings.len() as Symbol;
+        self.strings.push(joined.into());
+        let (strings, hasher) = (&self.strings, &self.hasher);
+        self.ids.insert_unique(hash, id, |&id| {
+            Self::hash_parts(
+                hasher,
+                strings[id as usize]
+                    .split(FIELD_SEPARATOR)
+                    .map(str::as_bytes),
+            )
+        });
+        Some(id)
+    }
+
+    fn intern_parts(&mut self, parts: &[&str]) -> Symbol {
+        let bytes: [&[u8]; 3] = [
+            parts.first().map_or(&[][..], |p| p.as_bytes()),
+            parts.get(1).map_or(&[][..], |p| p.as_bytes()),
+            parts.get(2).map_or(&[][..], |p| p.as_bytes()),
+        ];
+        self.intern_bytes(&bytes[..parts.len()])
+            .expect("str parts are UTF-8")
+    }
+
+    /// The id of `text`, adding it if new; the empty string is 0.
+    pub fn intern(&mut self, text: &str) -> Symbol {
+        self.intern_parts(&[text])
+    }
+
+    /// Interns a facility's name, city and state as one symbol.
+    pub fn intern_facility(&mut self, facility: Facility<'_>) -> Symbol {
+        self.intern_parts(&[facility.name, facility.city, facility.state])
+    }
+
+    /// The string of `id` (empty for 0 or an unknown id).
+    pub fn get(&self, id: Symbol) -> &str {
+        self.strings.get(id as usize).map_or("", |s| s)
+    }
+
+    /// The facility fields of a symbol made by [`SymbolTable::intern_facility`].
+    pub fn facility(&self, id: Symbol) -> Facility<'_> {
+        let mut parts = self.get(id).split(FIELD_SEPARATOR);
+        Facility {
+            name: parts.next().unwrap_or(""),
+            city: parts.next().unwrap_or(""),
+            state: parts.next().unwrap_or(""),
+        }
+    }
+
+    /// Number of symbols, the empty one included.
+    pub fn len(&self) -> usize {
+        self.strings.len()
+    }
+
+    /// Whether only the empty symbol is present.
+    pub fn is_empty(&self) -> bool {
+        self.strings.len() == 1
+    }
+
+    /// Adds every string of `other` and returns, for each of `other`'s ids, the id it has here.
+    pub fn absorb(&mut self, other: &SymbolTable) -> Vec<Symbol> {
+        other
+            .strings
+            .iter()
+            .map(|s| {
+                let parts: Vec<&str> = s.split(FIELD_SEPARATOR).collect();
+                self.intern_parts(&parts)
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zip_forms() {
+        assert_eq!(Zip::parse(b"01234").unwrap().to_string(), "01234");
+        assert_eq!(Zip::parse(b"01234-5678").unwrap().to_string(), "012345678");
+        assert_eq!(
+            Zip::parse(b"01234567891")
+                .unwrap()
+                .prefix(5)
+                .unwrap()
+                .to_string(),
+            "01234"
+        );
+        assert_eq!(
+            Zip::parse(b"01234567891")
+                .unwrap()
+                .prefix(9)
+                .unwrap()
+                .to_string(),
+            "012345678"
+        );
+        for bad in [
+            &b"1234"[..],
+            b"123456",
+            b"1234a",
+            b"",
+            b"-1234",
+            b"012345678912",
+        ] {
+            assert_eq!(Zip::parse(bad), None, "{:?}", String::from_utf8_lossy(bad));
+        }
+        let zip = Zip::parse(b"00000").unwrap();
+        assert_ne!(zip, Zip::NONE);
+        assert_eq!(Zip::from_bits(zip.to_bits()), Some(zip));
+    }
+
+    #[test]
+    fn event_codes_keep_text() {
+        assert_eq!(EventCode::parse(b"918").unwrap().as_str(), "918");
+        assert_eq!(EventCode::parse(b"of").unwrap().as_str(), "OF");
+        assert_eq!(EventCode::parse(b"01").unwrap().as_str(), "01");
+        assert!(EventCode::parse(b"9180").is_none());
+        assert!(EventCode::parse(b"").is_none());
+        assert!(EventCode::parse(b"9 8").is_none());
+        let code = EventCode::parse(b"PC").unwrap();
+        assert_eq!(EventCode::from_bytes(code.to_bytes()), Some(code));
+    }
+
+    #[test]
+    fn symbols_merge() {
+        let mut a = SymbolTable::new();
+        let mut b = SymbolTable::new();
+        let x = a.intern("DBCS");
+        let y = b.intern("AFCS");
+        let z = b.intern("DBCS");
+        let facility = b.intern_facility(Facility {
+            name: "CHICAGO P&DC",
+            city: "CHICAGO",
+            state: "IL",
+        });
+        let remap = a.absorb(&b);
+        assert_eq!(remap[z as usize], x);
+        assert_eq!(a.get(remap[y as usize]), "AFCS");
+        assert_eq!(a.facility(remap[facility as usize]).city, "CHICAGO");
+        assert_eq!(remap[0], 0);
+        assert_eq!(std::mem::size_of::<ScanEvent>(), 64);
+    }
+}

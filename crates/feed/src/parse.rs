@@ -1,0 +1,529 @@
+//! Format detection, framing and chunking: from a feed's bytes to [`ScanEvent`]s, on one
+//! thread or several.
+
+use std::borrow::Cow;
+use std::io::{self, Read};
+use std::str::FromStr;
+
+use flate2::read::MultiGzDecoder;
+use memchr::{memchr, memchr_iter};
+use rayon::prelude::*;
+use serde_json::value::RawValue;
+
+use crate::delimited::Header;
+use crate::event::{ScanEvent, SymbolTable};
+use crate::json::{JsonObject, JsonRecord};
+use crate::record::{build_event, FeedOptions};
+use crate::reject::{ParseReport, Reject, RejectList, RejectReason, RejectSink};
+
+/// A feed format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// IV-MTR delimited file with a header row (`|` or `,`).
+    Delimited,
+    /// IV-MTR JSON push body, array of events, or JSON lines.
+    Json,
+    /// Legacy IMb Tracing records, headerless or with their own header names.
+    Legacy,
+}
+
+impl FromStr for Format {
+    type Err = String;
+
+    /// `psv`, `csv` (or `delimited`), `json`, `legacy`.
+    fn from_str(name: &str) -> Result<Format, String> {
+        match name.to_ascii_lowercase().as_str() {
+            "psv" | "csv" | "delimited" => Ok(Format::Delimited),
+            "json" | "jsonl" | "ndjson" => Ok(Format::Json),
+            "legacy" => Ok(Format::Legacy),
+            other => Err(format!("unknown format {other:?} (psv, csv, json, legacy)")),
+        }
+    }
+}
+
+/// A fault of a whole feed, as opposed to one of its records.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum FeedError {
+    /// The header row of a delimited feed lacks a required column or cannot be read.
+    #[error("bad header row: {0}")]
+    Header(String),
+    /// The input starts like gzip but does not decompress.
+    #[error("gzip input does not decompress: {0}")]
+    Gzip(io::Error),
+    /// Writing to the rejects sink failed.
+    #[error("cannot write rejects: {0}")]
+    Rejects(io::Error),
+}
+
+const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
+const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
+
+/// How the body of a feed is framed.
+#[derive(Debug, Clone)]
+enum Body {
+    /// One record a line from `start`: delimited rows (with their header) or JSON lines (none).
+    Lines {
+        header: Option<Header>,
+        start: usize,
+        first_line: u64,
+    },
+    /// One JSON document: an envelope, an array of events, or a single event.
+    Document,
+}
+
+/// A feed decompressed, its format detected and its header read, ready to be cut into chunks
+/// that parse independently.
+#[derive(Debug)]
+pub struct PreparedFeed<'a> {
+    data: Cow<'a, [u8]>,
+    body: Body,
+    format: Format,
+}
+
+/// A run of whole records of a [`PreparedFeed`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Chunk {
+    start: usize,
+    end: usize,
+    first_line: u64,
+}
+
+/// What parsing one chunk produced. Symbols are the chunk's own until merged.
+#[derive(Debug, Default)]
+pub struct ChunkOutput {
+    /// Accepted events, in input order.
+    pub events: Vec<ScanEvent>,
+    /// The symbols the events' facility and machine ids refer to.
+    pub symbols: SymbolTable,
+    /// Rejected records, in input order.
+    pub rejects: RejectList,
+    /// Counts.
+    pub report: ParseReport,
+}
+
+/// A whole parsed feed.
+#[derive(Debug, Default)]
+pub struct ParsedFeed {
+    /// Accepted events, in input order.
+    pub events: Vec<ScanEvent>,
+    /// The symbols of the events' facility and machine ids.
+    pub symbols: SymbolTable,
+    /// Counts.
+    pub report: ParseReport,
+}
+
+fn first_line(data: &[u8]) -> &[u8] {
+    let end = memchr(b'\n', data).unwrap_or(data.len());
+    data[..end].strip_suffix(b"\r").unwrap_or(&data[..end])
+}
+
+impl<'a> PreparedFeed<'a> {
+    /// Decompresses gzip (by its magic bytes), skips a UTF-8 BOM, detects the format unless
+    /// `format` names it, and reads the header row of a delimited feed.
+    pub fn prepare(input: &'a [u8], format: Option<Format>) -> Result<PreparedFeed<'a>, FeedError> {
+        let data: Cow<'a, [u8]> = if input.starts_with(&GZIP_MAGIC) {
+            let mut out = Vec::with_capacity(input.len() * 4);
+            MultiGzDecoder::new(input)
+                .read_to_end(&mut out)
+                .map_err(FeedError::Gzip)?;
+            Cow::Owned(out)
+        } else {
+            Cow::Borrowed(input)
+        };
+        let start = if data.starts_with(UTF8_BOM) {
+            UTF8_BOM.len()
+        } else {
+            0
+        };
+        let text = &data[start..];
+        let first_byte = text.iter().find(|b| !b.is_ascii_whitespace()).copied();
+        let format = format.unwrap_or(match first_byte {
+            Some(b'{' | b'[') => Format::Json,
+            _ if Header::is_legacy_record(first_line(text)) => Format::Legacy,
+            _ => Format::Delimited,
+        });
+        let body = match format {
+            // Nothing but whitespace: an empty feed, whatever its format.
+            _ if first_byte.is_none() => Body::Lines {
+                header: None,
+                start,
+                first_line: 1,
+            },
+            Format::Json => {
+                if serde_json::from_slice::<&RawValue>(text).is_ok() {
+                    Body::Document
+                } else {
+                    Body::Lines {
+                        header: None,
+                        start,
+                        first_line: 1,
+                    }
+                }
+            }
+            Format::Legacy if Header::is_legacy_record(first_line(text)) => Body::Lines {
+                header: Some(Header::legacy()),
+                start,
+                first_line: 1,
+            },
+            Format::Legacy | Format::Delimited => {
+                let line = first_line(text);
+                let after = memchr(b'\n', text).map_or(text.len(), |i| i + 1);
+                Body::Lines {
+                    header: Some(Header::parse(line)?),
+                    start: start + after,
+                    first_line: 2,
+                }
+            }
+        };
+        Ok(PreparedFeed { data, body, format })
+    }
+
+    /// The format found (or given).
+    pub fn format(&self) -> Format {
+        self.format
+    }
+
+    /// Size of the (decompressed) feed in bytes.
+    pub fn len(&self) -> usize {
+        self.data.len()
+    }
+
+    /// Whether the feed is empty.
+    pub fn is_empty(&self) -> bool {
+        self.data.is_empty()
+    }
+
+    /// Cuts the body into chunks of whole records, each starting at or after the given cut
+    /// offsets moved forward to the next line start. A JSON document is one chunk.
+    pub fn chunks_at(&self, cuts: &[usize]) -> Vec<Chunk> {
+        let (start, first_line) = match self.body {
+            Body::Document => {
+                return vec![Chunk {
+                    start: 0,
+                    end: self.data.len(),
+                    first_line: 1,
+                }]
+            }
+            Body::Lines {
+                start, first_line, ..
+            } => (start, first_line),
+        };
+        let end = self.data.len();
+        let mut bounds = vec![start];
+        for &cut in cuts {
+            let cut = cut.clamp(start, end);
+            let next = if cut == start {
+                start
+            } else {
+                memchr(b'\n', &self.data[cut - 1..]).map_or(end, |i| cut + i)
+            };
+            if next > *bounds.last().unwrap_or(&start) && next < end {
+                bounds.push(next);
+            }
+        }
+        bounds.push(end);
+        let newlines: Vec<u64> = bounds
+            .par_windows(2)
+            .map(|w| memchr_iter(b'\n', &self.data[w[0]..w[1]]).count() as u64)
+            .collect();
+        let mut line = first_line;
+        bounds
+            .windows(2)
+            .zip(newlines)
+            .map(|(w, count)| {
+                let chunk = Chunk {
+                    start: w[0],
+                    end: w[1],
+                    first_line: line,
+                };
+                line += count;
+                chunk
+            })
+            .collect()
+    }
+
+    /// About `count` chunks of similar size.
+    pub fn chunks(&self, count: usize) -> Vec<Chunk> {
+        let count = count.max(1);
+        let step = self.data.len() / count + 1;
+        let cuts: Vec<usize> = (1..count).map(|i| i * step).collect();
+        self.chunks_at(&cuts)
+    }
+
+    /// Parses one chunk.
+    pub fn parse_chunk(&self, chunk: Chunk, options: &FeedOptions) -> ChunkOutput {
+        let mut out = ChunkOutput::default();
+        let bytes = &self.data[chunk.start..chunk.end];
+        match &self.body {
+            Body::Document => parse_document(bytes, options, &mut out),
+            Body::Lines { header, .. } => {
+                parse_lines(bytes, chunk.first_line, header.as_ref(), options, &mut out)
+            }
+        }
+        out
+    }
+}
+
+/// Accepts or rejects one record into `out`.
+fn take(
+    out: &mut ChunkOutput,
+    line: u64,
+    index: Option<u64>,
+    raw: &[u8],
+    result: Result<ScanEvent, RejectReason>,
+) {
+    match result {
+        Ok(event) => {
+            out.report.records += 1;
+            out.report.accepted += 1;
+            out.events.push(event);
+        }
+        Err(reason) => {
+            out.report.count_reject(&reason);
+            out.rejects
+                .rejects
+                .push((line, index, reason, raw.to_vec()));
+        }
+    }
+}
+
+/// Rough bytes per record, to size the event buffer once.
+const BYTES_PER_RECORD_GUESS: usize = 120;
+
+fn parse_lines(
+    bytes: &[u8],
+    first_line: u64,
+    header: Option<&Header>,
+    options: &FeedOptions,
+    out: &mut ChunkOutput,
+) {
+    out.events.reserve(bytes.len() / BYTES_PER_RECORD_GUESS);
+    let mut fields = Vec::new();
+    let mut line_no = first_line;
+    let mut start = 0;
+    while start < bytes.len() {
+        let end = memchr(b'\n', &bytes[start..]).map_or(bytes.len(), |i| start + i);
+        let raw = &bytes[start..end];
+        let line = raw.strip_suffix(b"\r").unwrap_or(raw);
+        let this_line = line_no;
+        line_no += 1;
+        start = end + 1;
+        if line.trim_ascii().is_empty() {
+            continue;
+        }
+        if line.len() > options.max_record_len {
+            take(
+                out,
+                this_line,
+                None,
+                line,
+                Err(RejectReason::TooLong { len: line.len() }),
+            );
+            continue;
+        }
+        // UTF-8 is checked field by field where text is used (`RawRecord::text`), and by
+        // serde_json for JSON: a second pass over every line would cost a tenth of the parse.
+        match header {
+            Some(header) => {
+                let result = header
+                    .read(line, &mut fields)
+                    .and_then(|record| build_event(&record, options, &mut out.symbols));
+                take(out, this_line, None, line, result);
+            }
+            None => match serde_json::from_slice::<JsonObject<'_>>(line) {
+                Err(e) => take(
+                    out,
+                    this_line,
+                    None,
+                    line,
+                    Err(RejectReason::MalformedJson(e.to_string())),
+                ),
+                Ok(object) if object.is_envelope() => {
+                    let (events, inherited) = object.event_list();
+                    for (index, event) in events.into_iter().enumerate() {
+                        let result = json_event(event, &inherited, options, &mut out.symbols);
+                        take(
+                            out,
+                            this_line,
+                            Some(index as u64),
+                            event.get().as_bytes(),
+                            result,
+                        );
+                    }
+                }
+                Ok(object) => {
+                    let result = build_event(&object.fields.raw(), options, &mut out.symbols);
+                    take(out, this_line, None, line, result);
+                }
+            },
+        }
+    }
+}
+
+fn json_event(
+    event: &RawValue,
+    inherited: &JsonRecord<'_>,
+    options: &FeedOptions,
+    symbols: &mut SymbolTable,
+) -> Result<ScanEvent, RejectReason> {
+    let text = event.get();
+    if text.len() > options.max_record_len {
+        return Err(RejectReason::TooLong { len: text.len() });
+    }
+    let object: JsonObject<'_> =
+        serde_json::from_str(text).map_err(|e| RejectReason::MalformedJson(e.to_string()))?;
+    let record = object.fields.inherit(inherited);
+    build_event(&record.raw(), options, symbols)
+}
+
+/// A whole JSON document: envelope, array of events, or one event. Each event is located by
+/// its line (counted up to where it starts) and its index in the array.
+fn parse_document(bytes: &[u8], options: &FeedOptions, out: &mut ChunkOutput) {
+    let base = bytes.as_ptr() as usize;
+    let (events, inherited): (Vec<&RawValue>, JsonRecord<'_>) =
+        match serde_json::from_slice::<&RawValue>(bytes) {
+            Err(e) => {
+                return take(
+                    out,
+                    1,
+                    None,
+                    bytes,
+                    Err(RejectReason::MalformedJson(e.to_string())),
+                )
+            }
+            Ok(raw) if raw.get().starts_with('[') => match serde_json::from_str(raw.get()) {
+                Ok(events) => (events, JsonRecord::default()),
+                Err(e) => {
+                    return take(
+                        out,
+                        1,
+                        None,
+                        bytes,
+                        Err(RejectReason::MalformedJson(e.to_string())),
+                    )
+                }
+            },
+            Ok(raw) => match serde_json::from_str::<JsonObject<'_>>(raw.get()) {
+                Ok(object) if object.is_envelope() => object.event_list(),
+                Ok(object) => {
+                    let result = build_event(&object.fields.raw(), options, &mut out.symbols);
+                    return take(out, 1, None, bytes, result);
+                }
+                Err(e) => {
+                    return take(
+                        out,
+                        1,
+                        None,
+                        bytes,
+                        Err(RejectReason::MalformedJson(e.to_string())),
+                    )
+                }
+            },
+        };
+    let (mut line, mut counted_to) = (1u64, 0usize);
+    for (index, event) in events.into_iter().enumerate() {
+        let offset = (event.get().as_ptr() as usize)
+            .saturating_sub(base)
+            .min(bytes.len());
+        line += memchr_iter(b'\n', &bytes[counted_to..offset]).count() as u64;
+        counted_to = offset;
+        let result = json_event(event, &inherited, options, &mut out.symbols);
+        take(
+            out,
+            line,
+            Some(index as u64),
+            event.get().as_bytes(),
+            result,
+        );
+    }
+}
+
+/// Replays a chunk's rejects into the sink and folds its events and symbols into `feed`.
+fn merge(
+    feed: &mut ParsedFeed,
+    chunk: ChunkOutput,
+    source: &str,
+    rejects: &mut dyn RejectSink,
+) -> Result<(), FeedError> {
+    for (line, index, reason, raw) in &chunk.rejects.rejects {
+        let reject = Reject {
+            line: *line,
+            index: *index,
+            reason: reason.clone(),
+            raw,
+        };
+        rejects
+            .reject(source, &reject)
+            .map_err(FeedError::Rejects)?;
+    }
+    feed.report.merge(&chunk.report);
+    if feed.events.is_empty() && feed.symbols.is_empty() {
+        feed.symbols = chunk.symbols;
+        feed.events = chunk.events;
+        return Ok(());
+    }
+    let remap = feed.symbols.absorb(&chunk.symbols);
+    feed.events
+        .extend(chunk.events.into_iter().map(|mut event| {
+            event.facility = remap[event.facility as usize];
+            event.machine = remap[event.machine as usize];
+            event
+        }));
+    Ok(())
+}
+
+/// Parses a whole feed on the calling thread.
+pub fn parse_feed(
+    source: &str,
+    input: &[u8],
+    options: &FeedOptions,
+    rejects: &mut dyn RejectSink,
+) -> Result<ParsedFeed, FeedError> {
+    parse_feed_at(source, input, options, rejects, &[])
+}
+
+/// Parses a whole feed cut at (about) the given offsets, the chunks in parallel on rayon's
+/// pool; the result is the same as [`parse_feed`]'s wherever the cuts fall.
+pub fn parse_feed_at(
+    source: &str,
+    input: &[u8],
+    options: &FeedOptions,
+    rejects: &mut dyn RejectSink,
+    cuts: &[usize],
+) -> Result<ParsedFeed, FeedError> {
+    let feed = PreparedFeed::prepare(input, options.format)?;
+    let chunks = feed.chunks_at(cuts);
+    merge_outputs(&feed, chunks, source, options, rejects)
+}
+
+/// Parses a whole feed in about `threads × 4` chunks on rayon's pool.
+pub fn parse_feed_parallel(
+    source: &str,
+    input: &[u8],
+    options: &FeedOptions,
+    rejects: &mut dyn RejectSink,
+    threads: usize,
+) -> Result<ParsedFeed, FeedError> {
+    let feed = PreparedFeed::prepare(input, options.format)?;
+    let chunks = feed.chunks(threads.max(1) * 4);
+    merge_outputs(&feed, chunks, source, options, rejects)
+}
+
+fn merge_outputs(
+    feed: &PreparedFeed<'_>,
+    chunks: Vec<Chunk>,
+    source: &str,
+    options: &FeedOptions,
+    rejects: &mut dyn RejectSink,
+) -> Result<ParsedFeed, FeedError> {
+    let outputs: Vec<ChunkOutput> = chunks
+        .into_par_iter()
+        .map(|chunk| feed.parse_chunk(chunk, options))
+        .collect();
+    let mut parsed = ParsedFeed::default();
+    for output in outputs {
+        merge(&mut parsed, output, source, rejects)?;
+    }
+    Ok(parsed)
+}

@@ -1,0 +1,306 @@
+//! The fields a scan record can carry, however its format names them, and the one function that
+//! turns them into a [`ScanEvent`] or a [`RejectReason`].
+
+use imbtrack_barcode::{Barcode, Imb, Impb};
+
+use crate::event::{EventCode, HandlingEventType, MailClass, ScanEvent, SymbolTable, Zip};
+use crate::reject::RejectReason;
+use crate::time::{parse_date_and_time, parse_timestamp, MS_PER_DAY};
+
+/// A field imbtrack reads from a record. Everything else in a record is ignored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Field {
+    Imb,
+    ImbTracking,
+    ImbRouting,
+    Impb,
+    Time,
+    Date,
+    TimeOfDay,
+    Code,
+    FacilityZip,
+    RoutingZip,
+    Handling,
+    FacilityName,
+    FacilityCity,
+    FacilityState,
+    Machine,
+}
+
+pub(crate) const FIELD_COUNT: usize = 15;
+
+/// Every field, in declaration order (`FIELDS[f as usize] == f`).
+pub(crate) const FIELDS: [Field; FIELD_COUNT] = [
+    Field::Imb,
+    Field::ImbTracking,
+    Field::ImbRouting,
+    Field::Impb,
+    Field::Time,
+    Field::Date,
+    Field::TimeOfDay,
+    Field::Code,
+    Field::FacilityZip,
+    Field::RoutingZip,
+    Field::Handling,
+    Field::FacilityName,
+    Field::FacilityCity,
+    Field::FacilityState,
+    Field::Machine,
+];
+
+/// The field a column header or JSON key names. Names are compared lower-cased with `_`, `-`,
+/// spaces and dots removed, so `scanDatetime`, `scan_date_time` and `Scan Datetime` agree. The
+/// legacy IMb Tracing names (`imb_digits`, `postnet`, `facility`, `op_code`, `scan_date`,
+/// `scan_time`) map onto the same fields.
+pub(crate) fn field_for_name(name: &str) -> Option<Field> {
+    let mut key = [0u8; 32];
+    let mut len = 0;
+    for b in name
+        .trim()
+        .bytes()
+        .filter(|b| !matches!(b, b'_' | b'-' | b' ' | b'.'))
+    {
+        if len == key.len() {
+            return None;
+        }
+        key[len] = b.to_ascii_lowercase();
+        len += 1;
+    }
+    Some(match &key[..len] {
+        b"imb" | b"barcode" => Field::Imb,
+        b"imbtrackingcode" | b"imbdigits" | b"trackingcode" => Field::ImbTracking,
+        b"imbroutingcode" | b"postnet" | b"routingcode" => Field::ImbRouting,
+        b"impb" | b"pic" | b"trackingnumber" => Field::Impb,
+        b"scandatetime" | b"eventdatetime" | b"scantimestamp" => Field::Time,
+        b"scandate" => Field::Date,
+        b"scantime" => Field::TimeOfDay,
+        b"scaneventcode" | b"opcode" | b"operationcode" | b"eventcode" => Field::Code,
+        b"scanfacilityzip" | b"facility" | b"facilityzip" | b"facilityidzip" => Field::FacilityZip,
+        b"destinationzipcode" | b"destinationzip" | b"routingzip" => Field::RoutingZip,
+        b"handlingeventtype" => Field::Handling,
+        b"scanfacilityname" => Field::FacilityName,
+        b"scanfacilitycity" => Field::FacilityCity,
+        b"scanfacilitystate" => Field::FacilityState,
+        b"machinename" => Field::Machine,
+        _ => return None,
+    })
+}
+
+/// The values of one record by [`Field`], borrowed from the input; an empty slice is absent.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct RawRecord<'a> {
+    values: [&'a [u8]; FIELD_COUNT],
+}
+
+impl<'a> RawRecord<'a> {
+    pub(crate) fn set(&mut self, field: Field, value: &'a [u8]) {
+        self.values[field as usize] = value.trim_ascii();
+    }
+
+    pub(crate) fn get(&self, field: Field) -> &'a [u8] {
+        self.values[field as usize]
+    }
+
+    fn text(&self, field: Field) -> Result<&'a str, RejectReason> {
+        std::str::from_utf8(self.get(field)).map_err(|_| RejectReason::InvalidUtf8)
+    }
+}
+
+/// Parse settings that come from the source, not the bytes.
+#[derive(Debug, Clone)]
+pub struct FeedOptions {
+    /// The format, or `None` to detect it from the first bytes.
+    pub format: Option<crate::Format>,
+    /// Minutes east of UTC for timestamps that carry no offset; `None` rejects them.
+    pub default_offset_minutes: Option<i32>,
+    /// "Now", milliseconds since the epoch, for the time plausibility check.
+    pub now_ms: i64,
+    /// Oldest accepted scan, as an age before `now_ms`.
+    pub max_age_ms: i64,
+    /// Latest accepted scan, as a distance after `now_ms` (clock skew at plants).
+    pub max_ahead_ms: i64,
+    /// Longest accepted record in bytes.
+    pub max_record_len: usize,
+}
+
+impl FeedOptions {
+    /// Defaults for a feed read at `now_ms`: detect the format, no default offset, scans from
+    /// up to 400 days ago (past every retention window) to one day ahead, records up to 64 KiB.
+    pub fn at(now_ms: i64) -> FeedOptions {
+        FeedOptions {
+            format: None,
+            default_offset_minutes: None,
+            now_ms,
+            max_age_ms: 400 * MS_PER_DAY,
+            max_ahead_ms: MS_PER_DAY,
+            max_record_len: 64 * 1024,
+        }
+    }
+}
+
+/// Validates a record and builds its event. Checks go barcode, time, event code, facility ZIP,
+/// so a record with several faults is rejected for the first.
+pub(crate) fn build_event(
+    raw: &RawRecord<'_>,
+    options: &FeedOptions,
+    symbols: &mut SymbolTable,
+) -> Result<ScanEvent, RejectReason> {
+    let (barcode, routing) = barcode(raw)?;
+    let class = match barcode {
+        Barcode::Impb(_) => MailClass::Package,
+        Barcode::Imb(_) | Barcode::Imcb(_) => MailClass::Mail,
+    };
+
+    let time_ms = if !raw.get(Field::Time).is_empty() {
+        parse_timestamp(raw.get(Field::Time), options.default_offset_minutes)?
+    } else if !raw.get(Field::Date).is_empty() {
+        parse_date_and_time(
+            raw.get(Field::Date),
+            raw.get(Field::TimeOfDay),
+            options.default_offset_minutes,
+        )?
+    } else {
+        return Err(RejectReason::MissingTime);
+    };
+    if time_ms < options.now_ms - options.max_age_ms
+        || time_ms > options.now_ms + options.max_ahead_ms
+    {
+        return Err(RejectReason::TimeOutOfRange);
+    }
+
+    let code = match raw.get(Field::Code) {
+        [] => return Err(RejectReason::MissingEventCode),
+        text => EventCode::parse(text).ok_or(RejectReason::BadEventCode)?,
+    };
+    let facility_zip = match raw.get(Field::FacilityZip) {
+        [] => return Err(RejectReason::MissingZip),
+        text => Zip::parse(text).ok_or(RejectReason::BadZip {
+            field: "facility_zip",
+        })?,
+    };
+
+    let facility = symbols
+        .intern_bytes(&[
+            raw.get(Field::FacilityName),
+            raw.get(Field::FacilityCity),
+            raw.get(Field::FacilityState),
+        ])
+        .ok_or(RejectReason::InvalidUtf8)?;
+    let machine = symbols
+        .intern_bytes(&[raw.get(Field::Machine)])
+        .ok_or(RejectReason::InvalidUtf8)?;
+    Ok(ScanEvent {
+        barcode: barcode.key(),
+        time_ms,
+        routing,
+        facility_zip,
+        facility,
+        machine,
+        code,
+        class,
+        handling: HandlingEventType::parse(raw.get(Field::Handling)),
+    })
+}
+
+/// The record's barcode and routing ZIP, from whichever barcode columns it has.
+fn barcode(raw: &RawRecord<'_>) -> Result<(Barcode, Zip), RejectReason> {
+    let routing_of = |digits: &[u8]| {
+        if digits.is_empty() {
+            Ok(Zip::NONE)
+        } else {
+            Zip::parse(digits).ok_or(RejectReason::BadZip { field: "routing" })
+        }
+    };
+    let imb_routing = |imb: &Imb| routing_of(imb.routing_digits());
+    let imb_bytes = raw.get(Field::Imb);
+    if imb_bytes.len() >= 20 {
+        if let Some(imb) = Imb::from_digit_fields(&imb_bytes[..20], &imb_bytes[20..]) {
+            return Ok((Barcode::Imb(imb), imb_routing(&imb)?));
+        }
+    }
+    let imb = raw.text(Field::Imb)?;
+    if !imb.is_empty() {
+        // Nearly always 20-31 digits; bars, dashed and package forms go the general way.
+        let barcode = match Imb::from_payload(imb) {
+            Ok(imb) => Barcode::Imb(imb),
+            Err(e)
+                if imb.bytes().all(|b| b.is_ascii_digit())
+                    && matches!(imb.len(), 20 | 25 | 29 | 31) =>
+            {
+                return Err(RejectReason::BadBarcode(e))
+            }
+            Err(_) => Barcode::parse(imb).map_err(RejectReason::BadBarcode)?,
+        };
+        let routing = match &barcode {
+            Barcode::Imb(imb) => imb_routing(imb)?,
+            Barcode::Impb(impb) => package_routing(impb, raw, routing_of)?,
+            Barcode::Imcb(_) => Zip::NONE,
+        };
+        return Ok((barcode, routing));
+    }
+    let (tracking, routing) = (raw.get(Field::ImbTracking), raw.get(Field::ImbRouting));
+    if let Some(imb) = Imb::from_digit_fields(tracking, routing) {
+        return Ok((Barcode::Imb(imb), imb_routing(&imb)?));
+    }
+    let tracking = raw.text(Field::ImbTracking)?;
+    if !tracking.is_empty() {
+        let imb =
+            Imb::new(tracking, raw.text(Field::ImbRouting)?).map_err(RejectReason::BadBarcode)?;
+        return Ok((Barcode::Imb(imb), imb_routing(&imb)?));
+    }
+    let package = raw.text(Field::Impb)?;
+    if !package.is_empty() {
+        let impb = Impb::parse(package).map_err(RejectReason::BadBarcode)?;
+        return Ok((
+            Barcode::Impb(impb),
+            package_routing(&impb, raw, routing_of)?,
+        ));
+    }
+    Err(RejectReason::MissingBarcode)
+}
+
+/// A package's routing ZIP: the barcode's `420` ZIP, else a destination ZIP column.
+fn package_routing(
+    impb: &Impb,
+    raw: &RawRecord<'_>,
+    routing_of: impl Fn(&[u8]) -> Result<Zip, RejectReason>,
+) -> Result<Zip, RejectReason> {
+    if impb.zip_digits().is_empty() {
+        routing_of(raw.get(Field::RoutingZip))
+    } else {
+        routing_of(impb.zip_digits())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn field_list_is_in_order() {
+        for (i, field) in FIELDS.iter().enumerate() {
+            assert_eq!(*field as usize, i);
+        }
+    }
+
+    #[test]
+    fn header_names_in_any_style() {
+        for name in [
+            "scanDatetime",
+            "scan_date_time",
+            "SCAN DATETIME",
+            " scanDateTime ",
+        ] {
+            assert_eq!(field_for_name(name), Some(Field::Time), "{name}");
+        }
+        assert_eq!(field_for_name("imbTrackingCode"), Some(Field::ImbTracking));
+        assert_eq!(field_for_name("imb_routing_code"), Some(Field::ImbRouting));
+        assert_eq!(field_for_name("pic"), Some(Field::Impb));
+        assert_eq!(field_for_name("op_code"), Some(Field::Code));
+        assert_eq!(field_for_name("edocJobId"), None);
+        assert_eq!(
+            field_for_name("a_name_much_longer_than_any_field_we_know_of"),
+            None
+        );
+    }
+}

@@ -1,0 +1,382 @@
+//! Scan timestamps: ISO 8601 with an offset or `Z` (fractions of a second allowed, `T` or a
+//! space between date and time, offsets `±HH`, `±HHMM`, `±HH:MM`), and the legacy IMb Tracing
+//! form `M/D/YYYY` + `hh:mmAM`. A time without an offset takes the source's default offset or is
+//! rejected. Everything becomes milliseconds since the Unix epoch, UTC.
+
+/// Why a timestamp was not accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeError {
+    /// Not a timestamp of any accepted form.
+    Malformed,
+    /// A field out of range (month 13, day 31 of a 30-day month, hour 25, offset beyond ±18 h).
+    OutOfRange,
+    /// No UTC offset, and the source gives no default.
+    WithoutOffset,
+}
+
+/// Days from 1970-01-01 to the given proleptic Gregorian date (Howard Hinnant's algorithm).
+pub fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let m = i64::from(month);
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(day) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// The date of a day number from [`days_from_civil`].
+pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (yoe + era * 400 + i64::from(month <= 2), month, day)
+}
+
+fn days_in_month(year: i64, month: u32) -> u32 {
+    match month {
+        2 if year % 4 == 0 && (year % 100 != 0 || year % 400 == 0) => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
+}
+
+pub(crate) const MS_PER_DAY: i64 = 86_400_000;
+
+/// Formats epoch milliseconds as RFC 3339 UTC (`2025-01-15T15:00:00Z`, `.123` when there are
+/// milliseconds).
+pub fn format_utc(time_ms: i64) -> String {
+    let days = time_ms.div_euclid(MS_PER_DAY);
+    let ms = time_ms.rem_euclid(MS_PER_DAY);
+    let (y, m, d) = civil_from_days(days);
+    let (h, min, s, frac) = (ms / 3_600_000, ms / 60_000 % 60, ms / 1000 % 60, ms % 1000);
+    if frac == 0 {
+        format!("{y:04}-{m:02}-{d:02}T{h:02}:{min:02}:{s:02}Z")
+    } else {
+        format!("{y:04}-{m:02}-{d:02}T{h:02}:{min:02}:{s:02}.{frac:03}Z")
+    }
+}
+
+/// A cursor over ASCII bytes with the few reads timestamps need.
+struct Cursor<'a> {
+    bytes: &'a [u8],
+    pos: usize,
+}
+
+impl Cursor<'_> {
+    fn peek(&self) -> Option<u8> {
+        self.bytes.get(self.pos).copied()
+    }
+
+    fn eat(&mut self, b: u8) -> bool {
+        let hit = self.peek() == Some(b);
+        self.pos += usize::from(hit);
+        hit
+    }
+
+    /// Exactly `n` digits.
+    fn digits(&mut self, n: usize) -> Result<u32, TimeError> {
+        let field = self
+            .bytes
+            .get(self.pos..self.pos + n)
+            .ok_or(TimeError::Malformed)?;
+        let mut value = 0u32;
+        for &b in field {
+            if !b.is_ascii_digit() {
+                return Err(TimeError::Malformed);
+            }
+            value = value * 10 + u32::from(b - b'0');
+        }
+        self.pos += n;
+        Ok(value)
+    }
+
+    /// One to `max` digits.
+    fn some_digits(&mut self, max: usize) -> Result<u32, TimeError> {
+        let n = self.bytes[self.pos..]
+            .iter()
+            .take(max)
+            .take_while(|b| b.is_ascii_digit())
+            .count();
+        if n == 0 {
+            return Err(TimeError::Malformed);
+        }
+        self.digits(n)
+    }
+
+    fn at_end(&self) -> bool {
+        self.pos == self.bytes.len()
+    }
+}
+
+fn epoch_ms(
+    year: i64,
+    month: u32,
+    day: u32,
+    hour: u32,
+    minute: u32,
+    second: u32,
+    ms: u32,
+) -> Result<i64, TimeError> {
+    if !(1..=12).contains(&month)
+        || day == 0
+        || day > days_in_month(year, month)
+        || hour > 23
+        || minute > 59
+        || second > 60
+    {
+        return Err(TimeError::OutOfRange);
+    }
+    // A leap second is folded into the next second's start; scans are not that precise.
+    let seconds = i64::from(hour * 3600 + minute * 60 + second.min(59));
+    Ok(days_from_civil(year, month, day) * MS_PER_DAY + seconds * 1000 + i64::from(ms))
+}
+
+/// Reads `Z`, `±HH`, `±HHMM` or `±HH:MM` (minutes east of UTC), or nothing.
+fn offset(cursor: &mut Cursor<'_>) -> Result<Option<i32>, TimeError> {
+    let sign = match cursor.peek() {
+        None => return Ok(None),
+        Some(b'Z' | b'z') => {
+            cursor.pos += 1;
+            return Ok(Some(0));
+        }
+        Some(b'+') => 1,
+        Some(b'-') => -1,
+        Some(_) => return Err(TimeError::Malformed),
+    };
+    cursor.pos += 1;
+    let hours = cursor.digits(2)?;
+    let minutes = if cursor.at_end() {
+        0
+    } else {
+        cursor.eat(b':');
+        cursor.digits(2)?
+    };
+    if hours > 18 || minutes > 59 {
+        return Err(TimeError::OutOfRange);
+    }
+    Ok(Some(sign * (hours * 60 + minutes) as i32))
+}
+
+fn apply_offset(
+    local_ms: i64,
+    offset: Option<i32>,
+    default_offset: Option<i32>,
+) -> Result<i64, TimeError> {
+    let minutes = offset.or(default_offset).ok_or(TimeError::WithoutOffset)?;
+    Ok(local_ms - i64::from(minutes) * 60_000)
+}
+
+/// Parses one timestamp field. `default_offset` (minutes east of UTC) applies to times that
+/// carry none. Legacy `M/D/YYYY hh:mmAM` is accepted here too.
+pub fn parse_timestamp(text: &[u8], default_offset: Option<i32>) -> Result<i64, TimeError> {
+    let text = text.trim_ascii();
+    if text.contains(&b'/') {
+        let split = text
+            .iter()
+            .position(|&b| b == b' ' || b == b'T')
+            .ok_or(TimeError::Malformed)?;
+        return parse_date_and_time(&text[..split], &text[split + 1..], default_offset);
+    }
+    let mut c = Cursor {
+        bytes: text,
+        pos: 0,
+    };
+    let year = c.digits(4)?;
+    if !c.eat(b'-') {
+        return Err(TimeError::Malformed);
+    }
+    let month = c.digits(2)?;
+    if !c.eat(b'-') {
+        return Err(TimeError::Malformed);
+    }
+    let day = c.digits(2)?;
+    if !(c.eat(b'T') || c.eat(b't') || c.eat(b' ')) {
+        return Err(TimeError::Malformed);
+    }
+    let hour = c.digits(2)?;
+    if !c.eat(b':') {
+        return Err(TimeError::Malformed);
+    }
+    let minute = c.digits(2)?;
+    let second = if c.eat(b':') { c.digits(2)? } else { 0 };
+    let mut ms = 0;
+    if c.eat(b'.') || c.eat(b',') {
+        let start = c.pos;
+        let fraction = c.some_digits(9)?;
+        let digits = (c.pos - start) as u32;
+        ms = if digits >= 3 {
+            fraction / 10u32.pow(digits - 3)
+        } else {
+            fraction * 10u32.pow(3 - digits)
+        };
+    }
+    let local = epoch_ms(i64::from(year), month, day, hour, minute, second, ms)?;
+    let zone = offset(&mut c)?;
+    if !c.at_end() {
+        return Err(TimeError::Malformed);
+    }
+    apply_offset(local, zone, default_offset)
+}
+
+/// Parses the legacy record's separate date (`M/D/YYYY`) and time (`hh:mmAM`, `hh:mm AM`,
+/// `HH:MM` or `HH:MM:SS`, optionally followed by an offset) fields.
+pub fn parse_date_and_time(
+    date: &[u8],
+    time: &[u8],
+    default_offset: Option<i32>,
+) -> Result<i64, TimeError> {
+    let mut d = Cursor {
+        bytes: date.trim_ascii(),
+        pos: 0,
+    };
+    let month = d.some_digits(2)?;
+    if !d.eat(b'/') {
+        return Err(TimeError::Malformed);
+    }
+    let day = d.some_digits(2)?;
+    if !d.eat(b'/') {
+        return Err(TimeError::Malformed);
+    }
+    let year = d.digits(4)?;
+    if !d.at_end() {
+        return Err(TimeError::Malformed);
+    }
+    let mut t = Cursor {
+        bytes: time.trim_ascii(),
+        pos: 0,
+    };
+    let mut hour = t.some_digits(2)?;
+    if !t.eat(b':') {
+        return Err(TimeError::Malformed);
+    }
+    let minute = t.digits(2)?;
+    let second = if t.eat(b':') { t.digits(2)? } else { 0 };
+    t.eat(b' ');
+    let meridiem = match t.peek().map(|b| b.to_ascii_uppercase()) {
+        Some(m @ (b'A' | b'P')) => {
+            t.pos += 1;
+            if !(t.eat(b'M') || t.eat(b'm')) {
+                return Err(TimeError::Malformed);
+            }
+            Some(m)
+        }
+        _ => None,
+    };
+    if let Some(m) = meridiem {
+        if hour == 0 || hour > 12 {
+            return Err(TimeError::OutOfRange);
+        }
+        hour = hour % 12 + if m == b'P' { 12 } else { 0 };
+    }
+    let local = epoch_ms(i64::from(year), month, day, hour, minute, second, 0)?;
+    t.eat(b' ');
+    let zone = offset(&mut t)?;
+    if !t.at_end() {
+        return Err(TimeError::Malformed);
+    }
+    apply_offset(local, zone, default_offset)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn utc(text: &str) -> Result<String, TimeError> {
+        parse_timestamp(text.as_bytes(), None).map(format_utc)
+    }
+
+    #[test]
+    fn iso_forms() {
+        assert_eq!(
+            utc("2025-01-15T10:00:00-05:00").unwrap(),
+            "2025-01-15T15:00:00Z"
+        );
+        assert_eq!(utc("2025-01-15T10:00:00Z").unwrap(), "2025-01-15T10:00:00Z");
+        assert_eq!(
+            utc("2025-01-15 10:00:00.123456-0500").unwrap(),
+            "2025-01-15T15:00:00.123Z"
+        );
+        assert_eq!(
+            utc("2025-01-15T10:00:00.5+01").unwrap(),
+            "2025-01-15T09:00:00.500Z"
+        );
+        assert_eq!(utc("2024-02-29T23:59Z").unwrap(), "2024-02-29T23:59:00Z");
+        assert_eq!(
+            utc("2025-01-01T00:30:00+01:00").unwrap(),
+            "2024-12-31T23:30:00Z"
+        );
+    }
+
+    #[test]
+    fn faults() {
+        assert_eq!(utc("2025-01-15T10:00:00"), Err(TimeError::WithoutOffset));
+        assert_eq!(
+            parse_timestamp(b"2025-01-15T10:00:00", Some(-300))
+                .map(format_utc)
+                .unwrap(),
+            "2025-01-15T15:00:00Z"
+        );
+        assert_eq!(utc("2025-02-29T10:00:00Z"), Err(TimeError::OutOfRange));
+        assert_eq!(utc("2025-13-01T10:00:00Z"), Err(TimeError::OutOfRange));
+        assert_eq!(utc("2025-01-15T24:00:00Z"), Err(TimeError::OutOfRange));
+        assert_eq!(utc("2025-01-15T10:00:00+19:00"), Err(TimeError::OutOfRange));
+        assert_eq!(utc("2025-01-15"), Err(TimeError::Malformed));
+        assert_eq!(utc("yesterday"), Err(TimeError::Malformed));
+        assert_eq!(utc("2025-01-15T10:00:00Zjunk"), Err(TimeError::Malformed));
+        assert_eq!(utc(""), Err(TimeError::Malformed));
+    }
+
+    #[test]
+    fn legacy_forms() {
+        let legacy = |d: &str, t: &str| {
+            parse_date_and_time(d.as_bytes(), t.as_bytes(), Some(-480)).map(format_utc)
+        };
+        assert_eq!(
+            legacy("2/16/2012", "10:56PM").unwrap(),
+            "2012-02-17T06:56:00Z"
+        );
+        assert_eq!(
+            legacy("2/17/2012", "04:29AM").unwrap(),
+            "2012-02-17T12:29:00Z"
+        );
+        assert_eq!(
+            legacy("12/1/2012", "12:05 am").unwrap(),
+            "2012-12-01T08:05:00Z"
+        );
+        assert_eq!(
+            legacy("12/1/2012", "12:05PM").unwrap(),
+            "2012-12-01T20:05:00Z"
+        );
+        assert_eq!(legacy("12/1/2012", "13:05PM"), Err(TimeError::OutOfRange));
+        assert_eq!(
+            parse_date_and_time(b"2/16/2012", b"10:56PM", None),
+            Err(TimeError::WithoutOffset)
+        );
+        assert_eq!(
+            parse_timestamp(b"2/16/2012 10:56PM -08:00", None)
+                .map(format_utc)
+                .unwrap(),
+            "2012-02-17T06:56:00Z"
+        );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn civil_round_trip(days in -1_000_000i64..1_000_000) {
+            let (y, m, d) = civil_from_days(days);
+            proptest::prop_assert_eq!(days_from_civil(y, m, d), days);
+        }
+
+        #[test]
+        fn formatted_times_parse_back(ms in -2_000_000_000_000i64..5_000_000_000_000) {
+            proptest::prop_assert_eq!(parse_timestamp(format_utc(ms).as_bytes(), None), Ok(ms));
+        }
+    }
+}
