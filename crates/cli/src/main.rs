@@ -4,6 +4,7 @@
 //! 2 usage error.
 
 mod barcode;
+mod gen;
 
 use std::io::{self, Write};
 use std::process::ExitCode;
@@ -25,6 +26,9 @@ enum Command {
     /// Encode, decode and parse barcodes.
     #[command(subcommand)]
     Barcode(barcode::BarcodeCommand),
+    /// Write a realistic synthetic scan feed (mail and packages, late and duplicate scans,
+    /// bad records on request) and print a JSON summary of what it holds.
+    Gen(gen::GenArgs),
 }
 
 /// Whether every input succeeded.
@@ -36,6 +40,7 @@ pub(crate) enum Outcome {
 fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<Outcome> {
     match cli.command {
         Command::Barcode(command) => barcode::run(command, out),
+        Command::Gen(args) => gen::run(args, out).map(|()| Outcome::AllGood),
     }
 }
 

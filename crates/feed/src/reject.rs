@@ -244,3 +244,42 @@ impl ParseReport {
         *self.rejects_by_reason.entry(reason.code()).or_default() += 1;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reject_file_writes_one_json_line_each() {
+        let mut file = RejectFile::new(Vec::new());
+        let reject = Reject {
+            line: 7,
+            index: None,
+            reason: RejectReason::MissingZip,
+            raw: b"a|b|\xFF\r\n",
+        };
+        file.reject("plant.psv", &reject).unwrap();
+        let json = Reject {
+            line: 1,
+            index: Some(3),
+            reason: RejectReason::ColumnCount {
+                expected: 4,
+                found: 5,
+            },
+            raw: b"{}",
+        };
+        file.reject("push", &json).unwrap();
+        let text = String::from_utf8(file.into_inner()).unwrap();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines[0]["source"], "plant.psv");
+        assert_eq!(lines[0]["line"], 7);
+        assert_eq!(lines[0]["reason"], "missing_zip");
+        assert_eq!(lines[0]["raw"], "a|b|\u{FFFD}");
+        assert!(lines[0].get("index").is_none());
+        assert_eq!(lines[1]["index"], 3);
+        assert_eq!(lines[1]["message"], "row has 5 columns, the header 4");
+    }
+}
