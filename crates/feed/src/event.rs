@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use std::hash::{BuildHasher, Hasher};
+use std::hash::BuildHasher;
 
 use hashbrown::{DefaultHashBuilder, HashTable};
 use imbtrack_barcode::BarcodeKey;
@@ -335,13 +335,29 @@ impl SymbolTable {
         SymbolTable::default()
     }
 
-    fn hash_parts<'p>(hasher: &DefaultHashBuilder, parts: impl Iterator<Item = &'p [u8]>) -> u64 {
-        let mut h = hasher.build_hasher();
-        for part in parts {
-            h.write(part);
-            h.write_u8(0xff);
+    /// The hash of the parts joined by [`FIELD_SEPARATOR`], so a name hashes the same whether
+    /// it comes in parts or already joined (a hasher's `write` calls do not compose).
+    fn hash_joined(hasher: &DefaultHashBuilder, parts: &[&[u8]]) -> u64 {
+        let mut buffer = [0u8; 192];
+        let len: usize =
+            parts.iter().map(|p| p.len()).sum::<usize>() + parts.len().saturating_sub(1);
+        let mut heap = Vec::new();
+        let joined: &mut [u8] = if len <= buffer.len() {
+            &mut buffer[..len]
+        } else {
+            heap.resize(len, 0);
+            &mut heap
+        };
+        let mut at = 0;
+        for (i, part) in parts.iter().enumerate() {
+            if i > 0 {
+                joined[at] = FIELD_SEPARATOR as u8;
+                at += 1;
+            }
+            joined[at..at + part.len()].copy_from_slice(part);
+            at += part.len();
         }
-        h.finish()
+        hasher.hash_one(&*joined)
     }
 
     /// The id of the parts joined, adding them if new; all-empty parts are 0. The parts are
@@ -351,7 +367,7 @@ impl SymbolTable {
         if parts.iter().all(|p| p.is_empty()) {
             return Some(0);
         }
-        let hash = Self::hash_parts(&self.hasher, parts.iter().copied());
+        let hash = Self::hash_joined(&self.hasher, parts);
         let strings = &self.strings;
         if let Some(&id) = self
             .ids
@@ -370,12 +386,7 @@ impl SymbolTable {
         self.strings.push(joined.into());
         let (strings, hasher) = (&self.strings, &self.hasher);
         self.ids.insert_unique(hash, id, |&id| {
-            Self::hash_parts(
-                hasher,
-                strings[id as usize]
-                    .split(FIELD_SEPARATOR)
-                    .map(str::as_bytes),
-            )
+            Self::hash_joined(hasher, &[strings[id as usize].as_bytes()])
         });
         Some(id)
     }
@@ -427,14 +438,7 @@ impl SymbolTable {
 
     /// Adds every string of `other` and returns, for each of `other`'s ids, the id it has here.
     pub fn absorb(&mut self, other: &SymbolTable) -> Vec<Symbol> {
-        other
-            .strings
-            .iter()
-            .map(|s| {
-                let parts: Vec<&str> = s.split(FIELD_SEPARATOR).collect();
-                self.intern_parts(&parts)
-            })
-            .collect()
+        other.strings.iter().map(|s| self.intern(s)).collect()
     }
 }
 
@@ -487,6 +491,25 @@ mod tests {
         assert!(EventCode::parse(b"9 8").is_none());
         let code = EventCode::parse(b"PC").unwrap();
         assert_eq!(EventCode::from_bytes(code.to_bytes()), Some(code));
+    }
+
+    #[test]
+    fn a_name_is_one_symbol_in_parts_or_joined() {
+        let mut table = SymbolTable::new();
+        let parts = table.intern_facility(Facility {
+            name: "A P&DC",
+            city: "A",
+            state: "IL",
+        });
+        assert_eq!(table.intern("A P&DC\u{1f}A\u{1f}IL"), parts);
+        let long = "x".repeat(300);
+        let long_parts = table.intern_facility(Facility {
+            name: &long,
+            city: "B",
+            state: "CA",
+        });
+        assert_eq!(table.intern(&format!("{long}\u{1f}B\u{1f}CA")), long_parts);
+        assert_eq!(table.len(), 3);
     }
 
     #[test]

@@ -1,0 +1,792 @@
+//! [`Store`]: the head (open buckets in memory behind the WAL), the sealed buckets, and the
+//! operations over both: append, seal, compact, expire, query, stats, and recovery at open.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use hashbrown::{HashMap, HashSet};
+use imbtrack_barcode::{BarcodeKey, BarcodeKind};
+use imbtrack_feed::time::civil_from_days;
+use imbtrack_feed::{MailClass, ScanEvent, ScanIdentity, SymbolTable, Zip};
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::bucket::{self, BucketKind, SealedBucket, StoredScan, BUCKET_FILE};
+use crate::fsutil::{atomic_write, disk_bytes, sync_dir};
+use crate::retention::{RetentionPolicy, DAY_MS};
+use crate::wal::{Wal, WalRecord, WalRepair};
+use crate::StoreError;
+
+const MANIFEST: &str = "MANIFEST.json";
+const BUCKETS: &str = "buckets";
+const WAL_DIR: &str = "wal";
+const QUARANTINE: &str = "quarantine";
+const TMP_PREFIX: &str = ".tmp-";
+const DELETING_PREFIX: &str = ".deleting-";
+
+/// Tunables of a store.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// Retention windows.
+    pub retention: RetentionPolicy,
+    /// How long after its day ends a head bucket stays open for late scans before sealing.
+    pub seal_grace_ms: i64,
+    /// Size at which the WAL starts a new segment.
+    pub wal_segment_bytes: u64,
+    /// Delta buckets a day may have before they are merged into its base.
+    pub max_deltas: usize,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            retention: RetentionPolicy::default(),
+            seal_grace_ms: DAY_MS,
+            wal_segment_bytes: 64 << 20,
+            max_deltas: 4,
+        }
+    }
+}
+
+/// A bucket's identity: class and UTC day (days since the epoch).
+pub type BucketId = (MailClass, i64);
+
+/// The scans of one open (class, day), in memory.
+#[derive(Default)]
+struct HeadBucket {
+    pieces: HashMap<BarcodeKey, Vec<ScanEvent>>,
+    identities: HashSet<ScanIdentity>,
+}
+
+/// The sealed files of one day.
+#[derive(Default)]
+struct SealedDay {
+    base: Option<SealedBucket>,
+    deltas: Vec<SealedBucket>,
+}
+
+impl SealedDay {
+    fn all(&self) -> impl Iterator<Item = &SealedBucket> {
+        self.base.iter().chain(&self.deltas)
+    }
+}
+
+#[derive(Serialize, Deserialize, Default)]
+struct Manifest {
+    version: u32,
+    /// Live bucket directory names under `buckets/`.
+    buckets: BTreeSet<String>,
+}
+
+/// What an append did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct AppendReport {
+    /// New scans, now durable.
+    pub accepted: u64,
+    /// Scans the store already had (same piece, instant, code and facility).
+    pub duplicates: u64,
+}
+
+/// What an expiry pass did.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
+pub struct ExpireReport {
+    /// Bucket directories removed.
+    pub dropped_buckets: u64,
+    /// Open (head) buckets dropped.
+    pub dropped_head_buckets: u64,
+    /// Bytes of the removed files.
+    pub freed_bytes: u64,
+}
+
+/// What a seal pass did.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
+pub struct SealReport {
+    /// Buckets written (bases and deltas).
+    pub sealed_buckets: u64,
+    /// Scans moved from the head into them.
+    pub sealed_scans: u64,
+    /// Days whose deltas were merged into their base.
+    pub compacted_days: u64,
+}
+
+/// What opening the store found and repaired.
+#[derive(Debug, Default, Clone)]
+pub struct RecoveryReport {
+    /// Sealed buckets mapped.
+    pub buckets_opened: usize,
+    /// Buckets moved to `quarantine/`, with why.
+    pub quarantined: Vec<(PathBuf, String)>,
+    /// Torn or damaged WAL segments cut at their last good record.
+    pub wal_repairs: Vec<WalRepair>,
+    /// Scans replayed from the WAL into the head.
+    pub replayed_scans: u64,
+    /// Leftover temporary or half-deleted directories removed.
+    pub cleaned_dirs: usize,
+}
+
+/// Store-wide counts.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct StoreStats {
+    /// Sealed bucket files.
+    pub buckets: u64,
+    /// Open head buckets.
+    pub head_buckets: u64,
+    /// Scans, sealed and in the head.
+    pub scans: u64,
+    /// Pieces, counted once per bucket they appear in.
+    pub pieces: u64,
+    /// Bytes on disk: sealed buckets and WAL.
+    pub bytes: u64,
+    /// Bytes of sealed buckets only.
+    pub sealed_bytes: u64,
+    /// Sealed bytes per sealed scan, indexes included.
+    pub bytes_per_scan: f64,
+    /// Oldest and newest day with data, per class (`YYYY-MM-DD`).
+    pub days: BTreeMap<&'static str, (String, String)>,
+}
+
+/// `YYYY-MM-DD` of a day number.
+pub fn day_name(day: i64) -> String {
+    let (y, m, d) = civil_from_days(day);
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+fn bucket_dir_name(class: MailClass, day: i64, kind: BucketKind, seq: u64) -> String {
+    match kind {
+        BucketKind::Base => format!("{}-{}-base-{seq:06}", class.as_str(), day_name(day)),
+        BucketKind::Delta => format!("{}-{}-delta-{seq:06}", class.as_str(), day_name(day)),
+    }
+}
+
+/// The class a barcode's scans are kept under.
+pub fn class_of(key: BarcodeKey) -> MailClass {
+    match key.kind() {
+        BarcodeKind::Impb => MailClass::Package,
+        BarcodeKind::Imb | BarcodeKind::Imcb => MailClass::Mail,
+    }
+}
+
+/// The tracking-scan store. See the crate docs and `FORMAT.md`.
+pub struct Store {
+    dir: PathBuf,
+    options: StoreOptions,
+    wal: Wal,
+    symbols: SymbolTable,
+    symbol_texts: Vec<Arc<str>>,
+    head: BTreeMap<BucketId, HeadBucket>,
+    sealed: BTreeMap<BucketId, SealedDay>,
+    manifest: Manifest,
+    /// Head buckets each WAL segment holds scans for; a segment is deleted once none is open.
+    segment_buckets: BTreeMap<u64, BTreeSet<BucketId>>,
+    /// Whether the open WAL segment holds events (then it is rotated once the head empties).
+    segment_has_events: bool,
+    next_bucket_seq: u64,
+}
+
+impl Store {
+    /// Opens (or creates) the store in `dir`: maps the sealed buckets the manifest lists
+    /// (quarantining any that fail their checks), removes leftovers of interrupted seals and
+    /// deletions, and replays the WAL into the head.
+    pub fn open(dir: &Path, options: StoreOptions) -> Result<(Store, RecoveryReport), StoreError> {
+        let mut report = RecoveryReport::default();
+        for sub in [BUCKETS, WAL_DIR, QUARANTINE] {
+            fs::create_dir_all(dir.join(sub)).map_err(|e| StoreError::io(&dir.join(sub), e))?;
+        }
+        let manifest_path = dir.join(MANIFEST);
+        let mut manifest: Manifest = match fs::read(&manifest_path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt {
+                path: manifest_path.clone(),
+                what: e.to_string(),
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Manifest {
+                version: 1,
+                ..Manifest::default()
+            },
+            Err(e) => return Err(StoreError::io(&manifest_path, e)),
+        };
+
+        // Anything not named by the manifest is a seal that did not finish (its scans are still
+        // in the WAL) or a deletion that did not: remove it.
+        let buckets_dir = dir.join(BUCKETS);
+        for entry in fs::read_dir(&buckets_dir)
+            .map_err(|e| StoreError::io(&buckets_dir, e))?
+            .flatten()
+        {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !manifest.buckets.contains(&name) {
+                fs::remove_dir_all(entry.path()).map_err(|e| StoreError::io(&entry.path(), e))?;
+                report.cleaned_dirs += 1;
+            }
+        }
+
+        let opened: Vec<(String, Result<SealedBucket, StoreError>)> = manifest
+            .buckets
+            .par_iter()
+            .map(|name| (name.clone(), SealedBucket::open(&buckets_dir.join(name))))
+            .collect();
+        let mut sealed: BTreeMap<BucketId, SealedDay> = BTreeMap::new();
+        let mut next_bucket_seq = 1;
+        for (name, result) in opened {
+            next_bucket_seq = next_bucket_seq.max(
+                name.rsplit('-')
+                    .next()
+                    .and_then(|s| s.parse::<u64>().ok())
+                    .unwrap_or(0)
+                    + 1,
+            );
+            match result {
+                Ok(bucket) => {
+                    let day = sealed.entry((bucket.class(), bucket.day())).or_default();
+                    match bucket.kind() {
+                        BucketKind::Base => day.base = Some(bucket),
+                        BucketKind::Delta => day.deltas.push(bucket),
+                    }
+                    report.buckets_opened += 1;
+                }
+                Err(StoreError::Corrupt { what, .. }) => {
+                    let from = buckets_dir.join(&name);
+                    let to = dir.join(QUARANTINE).join(&name);
+                    let _ = fs::remove_dir_all(&to);
+                    fs::rename(&from, &to).map_err(|e| StoreError::io(&from, e))?;
+                    manifest.buckets.remove(&name);
+                    report.quarantined.push((to, what));
+                }
+                Err(other) => return Err(other),
+            }
+        }
+        if !report.quarantined.is_empty() {
+            write_manifest(dir, &manifest)?;
+        }
+        sync_dir(&buckets_dir).map_err(|e| StoreError::io(&buckets_dir, e))?;
+
+        let (wal, replayed, repairs) = Wal::open(&dir.join(WAL_DIR))?;
+        report.wal_repairs = repairs;
+        let mut store = Store {
+            dir: dir.to_path_buf(),
+            options,
+            wal,
+            symbols: SymbolTable::new(),
+            symbol_texts: vec![Arc::from("")],
+            head: BTreeMap::new(),
+            sealed,
+            manifest,
+            segment_buckets: BTreeMap::new(),
+            segment_has_events: false,
+            next_bucket_seq,
+        };
+        for (seq, records) in replayed {
+            // Each segment starts with its own symbol table, so ids are per segment.
+            let mut segment_symbols: HashMap<u32, u32> = HashMap::new();
+            for record in records {
+                match record {
+                    WalRecord::Symbols(symbols) => {
+                        for (id, text) in symbols {
+                            segment_symbols.insert(id, store.intern(&text));
+                        }
+                    }
+                    WalRecord::Events(events) => {
+                        for mut event in events {
+                            event.facility =
+                                segment_symbols.get(&event.facility).copied().unwrap_or(0);
+                            event.machine =
+                                segment_symbols.get(&event.machine).copied().unwrap_or(0);
+                            let id = bucket_id(&event);
+                            if store.is_new(&event) {
+                                store.insert_head(event);
+                                report.replayed_scans += 1;
+                            }
+                            if store.head.contains_key(&id) {
+                                store.segment_buckets.entry(seq).or_default().insert(id);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        store.write_symbol_snapshot()?;
+        Ok((store, report))
+    }
+
+    fn intern(&mut self, text: &str) -> u32 {
+        let id = self.symbols.intern(text);
+        while self.symbol_texts.len() < self.symbols.len() {
+            let next = self.symbol_texts.len() as u32;
+            self.symbol_texts.push(Arc::from(self.symbols.get(next)));
+        }
+        id
+    }
+
+    fn rotate_wal(&mut self) -> Result<(), StoreError> {
+        self.wal.rotate()?;
+        self.segment_has_events = false;
+        self.write_symbol_snapshot()
+    }
+
+    fn write_symbol_snapshot(&mut self) -> Result<(), StoreError> {
+        let symbols = &self.symbols;
+        self.wal.add_symbols(
+            (1..symbols.len() as u32)
+                .map(|id| (id, symbols.get(id)))
+                .collect::<Vec<_>>()
+                .into_iter(),
+        );
+        self.wal.commit()
+    }
+
+    /// Whether the store has no scan with this event's identity.
+    fn is_new(&self, event: &ScanEvent) -> bool {
+        let id = bucket_id(event);
+        if let Some(head) = self.head.get(&id) {
+            if head.identities.contains(&event.identity()) {
+                return false;
+            }
+        }
+        let Some(day) = self.sealed.get(&id) else {
+            return true;
+        };
+        let mut found = Vec::new();
+        for bucket in day.all() {
+            bucket.scans_of(event.barcode, &mut found);
+        }
+        !found.iter().any(|s| {
+            s.time_ms == event.time_ms
+                && s.code == event.code
+                && s.facility_zip == event.facility_zip
+        })
+    }
+
+    fn insert_head(&mut self, event: ScanEvent) {
+        let head = self.head.entry(bucket_id(&event)).or_default();
+        head.identities.insert(event.identity());
+        head.pieces.entry(event.barcode).or_default().push(event);
+    }
+
+    /// Appends parsed events (their facility and machine ids refer to `symbols`), dropping those
+    /// the store already has. Returns once the new ones are durable in the WAL: one write and
+    /// one fsync for the whole batch.
+    pub fn append(
+        &mut self,
+        events: &[ScanEvent],
+        symbols: &SymbolTable,
+    ) -> Result<AppendReport, StoreError> {
+        let first_new_symbol = self.symbols.len() as u32;
+        let remap: Vec<u32> = (0..symbols.len() as u32)
+            .map(|id| self.intern(symbols.get(id)))
+            .collect();
+        let mut batch_identities = HashSet::new();
+        let mut fresh = Vec::with_capacity(events.len());
+        for event in events {
+            let mut event = *event;
+            event.facility = remap.get(event.facility as usize).copied().unwrap_or(0);
+            event.machine = remap.get(event.machine as usize).copied().unwrap_or(0);
+            if batch_identities.insert(event.identity()) && self.is_new(&event) {
+                fresh.push(event);
+            }
+        }
+        let report = AppendReport {
+            accepted: fresh.len() as u64,
+            duplicates: (events.len() - fresh.len()) as u64,
+        };
+        if fresh.is_empty() {
+            return Ok(report);
+        }
+        if self.wal.segment_bytes() > self.options.wal_segment_bytes {
+            self.rotate_wal()?;
+        } else if (self.symbols.len() as u32) > first_new_symbol {
+            let symbols = &self.symbols;
+            let new: Vec<(u32, &str)> = (first_new_symbol..symbols.len() as u32)
+                .map(|id| (id, symbols.get(id)))
+                .collect();
+            self.wal.add_symbols(new.into_iter());
+        }
+        self.wal.add_events(&fresh);
+        self.wal.commit()?;
+        self.segment_has_events = true;
+        let seq = self.wal.seq();
+        for event in fresh {
+            self.segment_buckets
+                .entry(seq)
+                .or_default()
+                .insert(bucket_id(&event));
+            self.insert_head(event);
+        }
+        Ok(report)
+    }
+
+    /// Seals every head bucket whose day ended at least the grace window before `now_ms`: a day
+    /// not yet sealed becomes its base bucket, late scans for a sealed day a delta bucket. Days
+    /// with more deltas than allowed are then compacted. WAL segments no open bucket needs any
+    /// more are deleted.
+    pub fn seal(&mut self, now_ms: i64) -> Result<SealReport, StoreError> {
+        let due: Vec<BucketId> = self
+            .head
+            .keys()
+            .filter(|(_, day)| (day + 1) * DAY_MS + self.options.seal_grace_ms <= now_ms)
+            .copied()
+            .collect();
+        let mut report = SealReport::default();
+        for id in due {
+            let Some(head) = self.head.remove(&id) else {
+                continue;
+            };
+            let mut events: Vec<ScanEvent> = head.pieces.into_values().flatten().collect();
+            sort_scans(&mut events);
+            let kind = if self.sealed.get(&id).is_some_and(|d| d.base.is_some()) {
+                BucketKind::Delta
+            } else {
+                BucketKind::Base
+            };
+            let bucket = self.write_bucket(id, kind, &events, None)?;
+            report.sealed_buckets += 1;
+            report.sealed_scans += events.len() as u64;
+            let day = self.sealed.entry(id).or_default();
+            match kind {
+                BucketKind::Base => day.base = Some(bucket),
+                BucketKind::Delta => day.deltas.push(bucket),
+            }
+            if self
+                .sealed
+                .get(&id)
+                .is_some_and(|d| d.deltas.len() > self.options.max_deltas)
+            {
+                self.compact(id)?;
+                report.compacted_days += 1;
+            }
+        }
+        self.drop_unneeded_wal()?;
+        Ok(report)
+    }
+
+    /// Merges a sealed day's deltas into a new base, then removes the old files.
+    pub fn compact(&mut self, id: BucketId) -> Result<(), StoreError> {
+        let Some(day) = self.sealed.get(&id) else {
+            return Ok(());
+        };
+        if day.deltas.is_empty() {
+            return Ok(());
+        }
+        let mut symbols = SymbolTable::new();
+        let mut events = Vec::new();
+        for bucket in day.all() {
+            bucket.all_events(&mut symbols, &mut events);
+        }
+        sort_scans(&mut events);
+        events.dedup_by_key(|e| e.identity());
+        let old: Vec<String> = day.all().map(|b| dir_name(b.dir())).collect();
+        let merged = self.write_bucket(id, BucketKind::Base, &events, Some((&symbols, &old)))?;
+        let previous = self.sealed.insert(
+            id,
+            SealedDay {
+                base: Some(merged),
+                deltas: Vec::new(),
+            },
+        );
+        drop(previous);
+        for name in old {
+            self.remove_bucket_dir(&name)?;
+        }
+        Ok(())
+    }
+
+    /// Writes a bucket directory (temp name, fsync, rename, fsync), then the manifest naming it
+    /// (and no longer naming `replaces`), and maps it.
+    fn write_bucket(
+        &mut self,
+        (class, day): BucketId,
+        kind: BucketKind,
+        events: &[ScanEvent],
+        merged: Option<(&SymbolTable, &[String])>,
+    ) -> Result<SealedBucket, StoreError> {
+        let symbols = merged.map_or(&self.symbols, |(s, _)| s);
+        let bytes = bucket::encode(class, kind, day, events, symbols)?;
+        let name = bucket_dir_name(class, day, kind, self.next_bucket_seq);
+        self.next_bucket_seq += 1;
+        let buckets = self.dir.join(BUCKETS);
+        let tmp = buckets.join(format!("{TMP_PREFIX}{name}"));
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |e| StoreError::io(&path, e)
+        };
+        fs::create_dir_all(&tmp).map_err(io(&tmp))?;
+        let file_path = tmp.join(BUCKET_FILE);
+        {
+            use std::io::Write;
+            let mut file = fs::File::create(&file_path).map_err(io(&file_path))?;
+            file.write_all(&bytes)
+                .and_then(|()| file.sync_all())
+                .map_err(io(&file_path))?;
+        }
+        sync_dir(&tmp).map_err(io(&tmp))?;
+        let final_dir = buckets.join(&name);
+        fs::rename(&tmp, &final_dir).map_err(io(&tmp))?;
+        sync_dir(&buckets).map_err(io(&buckets))?;
+        self.manifest.buckets.insert(name);
+        if let Some((_, replaces)) = merged {
+            for old in replaces {
+                self.manifest.buckets.remove(old);
+            }
+        }
+        write_manifest(&self.dir, &self.manifest)?;
+        SealedBucket::open(&final_dir)
+    }
+
+    /// Removes a bucket directory the manifest no longer names: rename first, so a crash never
+    /// leaves half a bucket under a live name.
+    fn remove_bucket_dir(&mut self, name: &str) -> Result<u64, StoreError> {
+        let buckets = self.dir.join(BUCKETS);
+        let from = buckets.join(name);
+        let doomed = buckets.join(format!("{DELETING_PREFIX}{name}"));
+        let bytes = disk_bytes(&from);
+        fs::rename(&from, &doomed).map_err(|e| StoreError::io(&from, e))?;
+        sync_dir(&buckets).map_err(|e| StoreError::io(&buckets, e))?;
+        fs::remove_dir_all(&doomed).map_err(|e| StoreError::io(&doomed, e))?;
+        Ok(bytes)
+    }
+
+    fn drop_unneeded_wal(&mut self) -> Result<(), StoreError> {
+        let head = &self.head;
+        let segment_buckets = &mut self.segment_buckets;
+        segment_buckets.retain(|_, ids| {
+            ids.retain(|id| head.contains_key(id));
+            !ids.is_empty()
+        });
+        if self.head.is_empty() && self.segment_has_events {
+            self.rotate_wal()?;
+        }
+        let needed = &self.segment_buckets;
+        self.wal.remove_older(|seq| !needed.contains_key(&seq))
+    }
+
+    /// Drops every bucket (sealed or open) whose whole day is past its class's window at
+    /// `now_ms`, and reports the space freed.
+    pub fn expire(&mut self, now_ms: i64) -> Result<ExpireReport, StoreError> {
+        let retention = self.options.retention;
+        let mut report = ExpireReport::default();
+        let expired: Vec<BucketId> = self
+            .sealed
+            .keys()
+            .filter(|(class, day)| retention.bucket_expired(*class, *day, now_ms))
+            .copied()
+            .collect();
+        for id in expired {
+            let Some(day) = self.sealed.remove(&id) else {
+                continue;
+            };
+            let names: Vec<String> = day.all().map(|b| dir_name(b.dir())).collect();
+            drop(day);
+            for name in &names {
+                self.manifest.buckets.remove(name);
+            }
+            write_manifest(&self.dir, &self.manifest)?;
+            for name in names {
+                report.freed_bytes += self.remove_bucket_dir(&name)?;
+                report.dropped_buckets += 1;
+            }
+        }
+        let head_expired: Vec<BucketId> = self
+            .head
+            .keys()
+            .filter(|(class, day)| retention.bucket_expired(*class, *day, now_ms))
+            .copied()
+            .collect();
+        for id in head_expired {
+            self.head.remove(&id);
+            report.dropped_head_buckets += 1;
+        }
+        if report.dropped_head_buckets > 0 {
+            self.drop_unneeded_wal()?;
+        }
+        Ok(report)
+    }
+
+    /// Every scan of a piece still inside its retention window at `now_ms`, oldest first.
+    pub fn lookup(&self, key: BarcodeKey, now_ms: i64) -> Vec<StoredScan> {
+        let class = class_of(key);
+        let mut found = Vec::new();
+        for ((_, _), day) in self.sealed.range((class, i64::MIN)..=(class, i64::MAX)) {
+            for bucket in day.all() {
+                bucket.scans_of(key, &mut found);
+            }
+        }
+        for (_, head) in self.head.range((class, i64::MIN)..=(class, i64::MAX)) {
+            if let Some(events) = head.pieces.get(&key) {
+                found.extend(events.iter().map(|e| self.stored(e)));
+            }
+        }
+        found.retain(|s| self.options.retention.serves(s.class, s.time_ms, now_ms));
+        found.sort_by(|a, b| {
+            (a.time_ms, a.code, a.facility_zip).cmp(&(b.time_ms, b.code, b.facility_zip))
+        });
+        found
+    }
+
+    fn stored(&self, event: &ScanEvent) -> StoredScan {
+        let text = |id: u32| {
+            self.symbol_texts
+                .get(id as usize)
+                .cloned()
+                .unwrap_or_else(|| Arc::from(""))
+        };
+        StoredScan {
+            barcode: event.barcode,
+            class: event.class,
+            time_ms: event.time_ms,
+            routing: event.routing,
+            facility_zip: event.facility_zip,
+            code: event.code,
+            handling: event.handling,
+            facility_text: text(event.facility),
+            machine: text(event.machine),
+        }
+    }
+
+    /// Pieces scanned on `day` (days since the epoch) whose routing ZIP starts with `zip`
+    /// (5, 9 or 11 digits), with at least one scan that day still inside its window.
+    pub fn pieces_by_zip(&self, zip: Zip, day: i64, now_ms: i64) -> Vec<BarcodeKey> {
+        self.pieces_of_day(
+            day,
+            now_ms,
+            |bucket, out| bucket.pieces_by_zip(zip, out),
+            |e| !e.routing.is_empty() && e.routing.prefix(zip.len()) == Some(zip),
+        )
+    }
+
+    /// Pieces of a Mailer ID scanned on `day`, with a scan that day still inside its window.
+    pub fn pieces_by_mailer(&self, mailer_id: u32, day: i64, now_ms: i64) -> Vec<BarcodeKey> {
+        self.pieces_of_day(
+            day,
+            now_ms,
+            |bucket, out| bucket.pieces_by_mailer(mailer_id, out),
+            |e| bucket::mailer_id(e.barcode) == Some(mailer_id),
+        )
+    }
+
+    fn pieces_of_day(
+        &self,
+        day: i64,
+        now_ms: i64,
+        from_bucket: impl Fn(&SealedBucket, &mut Vec<BarcodeKey>),
+        from_head: impl Fn(&ScanEvent) -> bool,
+    ) -> Vec<BarcodeKey> {
+        let retention = self.options.retention;
+        let mut keys = BTreeSet::new();
+        for class in [MailClass::Mail, MailClass::Package] {
+            if retention.bucket_expired(class, day, now_ms) {
+                continue;
+            }
+            // Pieces whose every scan that day has expired are left out; only the day that
+            // straddles the window's edge needs a look at the scans.
+            let edge = !retention.serves(class, day * DAY_MS, now_ms);
+            let served = |key: BarcodeKey, scans: &[StoredScan]| {
+                !edge
+                    || scans
+                        .iter()
+                        .any(|s| s.barcode == key && retention.serves(class, s.time_ms, now_ms))
+            };
+            if let Some(sealed) = self.sealed.get(&(class, day)) {
+                for bucket in sealed.all() {
+                    let mut found = Vec::new();
+                    from_bucket(bucket, &mut found);
+                    for key in found {
+                        let mut scans = Vec::new();
+                        if edge {
+                            bucket.scans_of(key, &mut scans);
+                        }
+                        if served(key, &scans) {
+                            keys.insert(key);
+                        }
+                    }
+                }
+            }
+            if let Some(head) = self.head.get(&(class, day)) {
+                for (key, events) in &head.pieces {
+                    if from_head(&events[0])
+                        && events
+                            .iter()
+                            .any(|e| retention.serves(class, e.time_ms, now_ms))
+                    {
+                        keys.insert(*key);
+                    }
+                }
+            }
+        }
+        keys.into_iter().collect()
+    }
+
+    /// Counts, sizes and the day span per class.
+    pub fn stats(&self) -> StoreStats {
+        let mut stats = StoreStats::default();
+        let mut span: BTreeMap<&'static str, (i64, i64)> = BTreeMap::new();
+        let mut sealed_scans = 0;
+        for (&(class, day), sealed) in &self.sealed {
+            for bucket in sealed.all() {
+                stats.buckets += 1;
+                sealed_scans += bucket.scan_count();
+                stats.pieces += bucket.piece_count() as u64;
+                stats.sealed_bytes += bucket.file_bytes();
+            }
+            let entry = span.entry(class.as_str()).or_insert((day, day));
+            *entry = (entry.0.min(day), entry.1.max(day));
+        }
+        stats.scans = sealed_scans;
+        for (&(class, day), head) in &self.head {
+            stats.head_buckets += 1;
+            stats.scans += head.identities.len() as u64;
+            stats.pieces += head.pieces.len() as u64;
+            let entry = span.entry(class.as_str()).or_insert((day, day));
+            *entry = (entry.0.min(day), entry.1.max(day));
+        }
+        stats.bytes = stats.sealed_bytes + disk_bytes(&self.dir.join(WAL_DIR));
+        stats.bytes_per_scan = if sealed_scans > 0 {
+            stats.sealed_bytes as f64 / sealed_scans as f64
+        } else {
+            0.0
+        };
+        stats.days = span
+            .into_iter()
+            .map(|(class, (a, b))| (class, (day_name(a), day_name(b))))
+            .collect();
+        stats
+    }
+
+    /// The store's directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The options it runs with.
+    pub fn options(&self) -> &StoreOptions {
+        &self.options
+    }
+}
+
+fn dir_name(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+fn bucket_id(event: &ScanEvent) -> BucketId {
+    (event.class, event.time_ms.div_euclid(DAY_MS))
+}
+
+/// Order inside a bucket: by piece, then time, code and facility.
+fn sort_scans(events: &mut [ScanEvent]) {
+    events.sort_unstable_by(|a, b| {
+        (a.barcode, a.time_ms, a.code, a.facility_zip).cmp(&(
+            b.barcode,
+            b.time_ms,
+            b.code,
+            b.facility_zip,
+        ))
+    });
+}
+
+fn write_manifest(dir: &Path, manifest: &Manifest) -> Result<(), StoreError> {
+    let path = dir.join(MANIFEST);
+    let bytes =
+        serde_json::to_vec_pretty(manifest).map_err(|e| StoreError::Invariant(e.to_string()))?;
+    atomic_write(&path, &bytes).map_err(|e| StoreError::io(&path, e))
+}

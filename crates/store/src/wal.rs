@@ -1,0 +1,410 @@
+//! The write-ahead log: numbered segment files of checksummed records. An append is
+//! acknowledged only after its records are written and the segment is fsynced, one fsync per
+//! [`Wal::commit`] however many events it carries (group commit).
+//!
+//! ```text
+//! segment: "IMBTWAL1" | first record ...
+//! record:  length u32 | CRC-32 of payload u32 | payload
+//! payload: 1 = symbols: count u32, then (id u32, length u32, UTF-8)...
+//!          2 = events:  count u32, then EVENT_LEN bytes each
+//! ```
+//! Every segment starts with the whole symbol table, so segments before it can be deleted.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use imbtrack_barcode::BarcodeKey;
+use imbtrack_feed::{EventCode, HandlingEventType, MailClass, ScanEvent, Symbol, Zip};
+
+use crate::fsutil::sync_dir;
+use crate::StoreError;
+
+const SEGMENT_MAGIC: &[u8; 8] = b"IMBTWAL1";
+const RECORD_HEADER: usize = 8;
+const KIND_SYMBOLS: u8 = 1;
+const KIND_EVENTS: u8 = 2;
+/// Bytes of one event in a record.
+pub(crate) const EVENT_LEN: usize = 56;
+/// Longest record a reader accepts; a larger length field is damage, not data.
+const MAX_RECORD: usize = 256 << 20;
+
+/// One record read back.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum WalRecord {
+    Symbols(Vec<(Symbol, String)>),
+    Events(Vec<ScanEvent>),
+}
+
+/// A segment's number and the good records read from it.
+pub(crate) type Replayed = (u64, Vec<WalRecord>);
+
+/// What replay found wrong and repaired.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WalRepair {
+    /// The segment cut.
+    pub segment: PathBuf,
+    /// Bytes kept (the end of its last good record).
+    pub kept_bytes: u64,
+    /// Bytes dropped after it.
+    pub dropped_bytes: u64,
+}
+
+pub(crate) fn segment_name(seq: u64) -> String {
+    format!("{seq:016}.wal")
+}
+
+fn encode_event(event: &ScanEvent, out: &mut Vec<u8>) {
+    out.extend_from_slice(&event.barcode.as_u128().to_le_bytes());
+    out.extend_from_slice(&event.time_ms.to_le_bytes());
+    out.extend_from_slice(&event.routing.to_bits().to_le_bytes());
+    out.extend_from_slice(&event.facility_zip.to_bits().to_le_bytes());
+    out.extend_from_slice(&event.facility.to_le_bytes());
+    out.extend_from_slice(&event.machine.to_le_bytes());
+    out.extend_from_slice(&event.code.to_bytes());
+    out.push(event.class as u8);
+    out.push(event.handling as u8);
+    out.extend_from_slice(&[0; 3]);
+}
+
+fn decode_event(b: &[u8]) -> Option<ScanEvent> {
+    let u64_at = |at: usize| u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"));
+    let u32_at = |at: usize| u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"));
+    Some(ScanEvent {
+        barcode: BarcodeKey::from_u128(u128::from_le_bytes(b[..16].try_into().ok()?)).ok()?,
+        time_ms: u64_at(16) as i64,
+        routing: Zip::from_bits(u64_at(24))?,
+        facility_zip: Zip::from_bits(u64_at(32))?,
+        facility: u32_at(40),
+        machine: u32_at(44),
+        code: EventCode::from_bytes([b[48], b[49], b[50]])?,
+        class: match b[51] {
+            0 => MailClass::Mail,
+            1 => MailClass::Package,
+            _ => return None,
+        },
+        handling: match b[52] {
+            0 => HandlingEventType::Unknown,
+            1 => HandlingEventType::Physical,
+            2 => HandlingEventType::Assumed,
+            3 => HandlingEventType::Logical,
+            _ => return None,
+        },
+    })
+}
+
+fn decode_payload(payload: &[u8]) -> Option<WalRecord> {
+    let (&kind, rest) = payload.split_first()?;
+    let count = u32::from_le_bytes(rest.get(..4)?.try_into().ok()?) as usize;
+    let mut body = &rest[4..];
+    match kind {
+        KIND_SYMBOLS => {
+            let mut symbols = Vec::with_capacity(count.min(body.len() / 8));
+            for _ in 0..count {
+                let id = u32::from_le_bytes(body.get(..4)?.try_into().ok()?);
+                let len = u32::from_le_bytes(body.get(4..8)?.try_into().ok()?) as usize;
+                let text = std::str::from_utf8(body.get(8..8 + len)?).ok()?;
+                symbols.push((id, text.to_string()));
+                body = &body[8 + len..];
+            }
+            body.is_empty().then_some(WalRecord::Symbols(symbols))
+        }
+        KIND_EVENTS => {
+            if body.len() != count.checked_mul(EVENT_LEN)? {
+                return None;
+            }
+            body.chunks_exact(EVENT_LEN)
+                .map(decode_event)
+                .collect::<Option<Vec<_>>>()
+                .map(WalRecord::Events)
+        }
+        _ => None,
+    }
+}
+
+/// Reads a segment's good records; the offset returned is the end of the last good one.
+fn read_segment(bytes: &[u8]) -> (Vec<WalRecord>, usize) {
+    let mut records = Vec::new();
+    if bytes.len() < SEGMENT_MAGIC.len() || &bytes[..SEGMENT_MAGIC.len()] != SEGMENT_MAGIC {
+        return (records, 0);
+    }
+    let mut at = SEGMENT_MAGIC.len();
+    while bytes.len() - at >= RECORD_HEADER {
+        let len = u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes")) as usize;
+        let crc = u32::from_le_bytes(bytes[at + 4..at + 8].try_into().expect("4 bytes"));
+        let Some(payload) = bytes
+            .get(at + RECORD_HEADER..at + RECORD_HEADER + len)
+            .filter(|_| len <= MAX_RECORD)
+        else {
+            break;
+        };
+        if crc32fast::hash(payload) != crc {
+            break;
+        }
+        let Some(record) = decode_payload(payload) else {
+            break;
+        };
+        records.push(record);
+        at += RECORD_HEADER + len;
+    }
+    (records, at)
+}
+
+/// The log: the open segment and the numbers of the older ones still on disk.
+pub(crate) struct Wal {
+    dir: PathBuf,
+    file: File,
+    seq: u64,
+    bytes: u64,
+    older: Vec<u64>,
+    pending: Vec<u8>,
+}
+
+impl Wal {
+    /// Replays every segment in order, cutting each at its last good record (a torn tail after
+    /// a crash; anything else is reported the same way), then opens a new segment.
+    pub(crate) fn open(dir: &Path) -> Result<(Wal, Vec<Replayed>, Vec<WalRepair>), StoreError> {
+        fs::create_dir_all(dir).map_err(|e| StoreError::io(dir, e))?;
+        let mut seqs: Vec<u64> = fs::read_dir(dir)
+            .map_err(|e| StoreError::io(dir, e))?
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.strip_suffix(".wal")?.parse().ok())
+            .collect();
+        seqs.sort_unstable();
+        let mut replayed = Vec::new();
+        let mut repairs = Vec::new();
+        for &seq in &seqs {
+            let path = dir.join(segment_name(seq));
+            let mut bytes = Vec::new();
+            File::open(&path)
+                .and_then(|mut f| f.read_to_end(&mut bytes))
+                .map_err(|e| StoreError::io(&path, e))?;
+            let (records, good) = read_segment(&bytes);
+            if good < bytes.len() {
+                let file = OpenOptions::new()
+                    .write(true)
+                    .open(&path)
+                    .map_err(|e| StoreError::io(&path, e))?;
+                file.set_len(good as u64)
+                    .and_then(|()| file.sync_all())
+                    .map_err(|e| StoreError::io(&path, e))?;
+                repairs.push(WalRepair {
+                    segment: path,
+                    kept_bytes: good as u64,
+                    dropped_bytes: (bytes.len() - good) as u64,
+                });
+            }
+            replayed.push((seq, records));
+        }
+        let next = seqs.last().map_or(1, |s| s + 1);
+        let wal = Wal::create_segment(dir, next, seqs)?;
+        Ok((wal, replayed, repairs))
+    }
+
+    fn create_segment(dir: &Path, seq: u64, older: Vec<u64>) -> Result<Wal, StoreError> {
+        let path = dir.join(segment_name(seq));
+        let mut file = OpenOptions::new()
+            .create_new(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| StoreError::io(&path, e))?;
+        file.write_all(SEGMENT_MAGIC)
+            .and_then(|()| file.sync_all())
+            .map_err(|e| StoreError::io(&path, e))?;
+        sync_dir(dir).map_err(|e| StoreError::io(dir, e))?;
+        Ok(Wal {
+            dir: dir.to_path_buf(),
+            file,
+            seq,
+            bytes: SEGMENT_MAGIC.len() as u64,
+            older,
+            pending: Vec::new(),
+        })
+    }
+
+    /// The open segment's number.
+    pub(crate) fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    /// Bytes in the open segment.
+    pub(crate) fn segment_bytes(&self) -> u64 {
+        self.bytes + self.pending.len() as u64
+    }
+
+    fn push_record(&mut self, payload: &[u8]) {
+        self.pending
+            .extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        self.pending
+            .extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
+        self.pending.extend_from_slice(payload);
+    }
+
+    /// Queues a symbols record.
+    pub(crate) fn add_symbols<'s>(
+        &mut self,
+        symbols: impl ExactSizeIterator<Item = (Symbol, &'s str)>,
+    ) {
+        let mut payload = vec![KIND_SYMBOLS];
+        payload.extend_from_slice(&(symbols.len() as u32).to_le_bytes());
+        for (id, text) in symbols {
+            payload.extend_from_slice(&id.to_le_bytes());
+            payload.extend_from_slice(&(text.len() as u32).to_le_bytes());
+            payload.extend_from_slice(text.as_bytes());
+        }
+        self.push_record(&payload);
+    }
+
+    /// Queues events, in records of at most 65,536 events.
+    pub(crate) fn add_events(&mut self, events: &[ScanEvent]) {
+        for chunk in events.chunks(1 << 16) {
+            let mut payload = Vec::with_capacity(5 + chunk.len() * EVENT_LEN);
+            payload.push(KIND_EVENTS);
+            payload.extend_from_slice(&(chunk.len() as u32).to_le_bytes());
+            for event in chunk {
+                encode_event(event, &mut payload);
+            }
+            self.push_record(&payload);
+        }
+    }
+
+    /// Writes what was queued and fsyncs: once this returns, the records survive a crash.
+    pub(crate) fn commit(&mut self) -> Result<(), StoreError> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let path = self.dir.join(segment_name(self.seq));
+        self.file
+            .write_all(&self.pending)
+            .and_then(|()| self.file.sync_data())
+            .map_err(|e| StoreError::io(&path, e))?;
+        self.bytes += self.pending.len() as u64;
+        self.pending.clear();
+        Ok(())
+    }
+
+    /// Closes the open segment and starts the next; the caller then writes the symbol table.
+    pub(crate) fn rotate(&mut self) -> Result<(), StoreError> {
+        self.commit()?;
+        let mut older = std::mem::take(&mut self.older);
+        older.push(self.seq);
+        *self = Wal::create_segment(&self.dir, self.seq + 1, older)?;
+        Ok(())
+    }
+
+    /// Deletes older segments for which `deletable` says so.
+    pub(crate) fn remove_older(
+        &mut self,
+        mut deletable: impl FnMut(u64) -> bool,
+    ) -> Result<(), StoreError> {
+        let mut kept = Vec::new();
+        for seq in std::mem::take(&mut self.older) {
+            if deletable(seq) {
+                let path = self.dir.join(segment_name(seq));
+                fs::remove_file(&path).map_err(|e| StoreError::io(&path, e))?;
+            } else {
+                kept.push(seq);
+            }
+        }
+        self.older = kept;
+        sync_dir(&self.dir).map_err(|e| StoreError::io(&self.dir, e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use imbtrack_barcode::{Barcode, Imb};
+
+    fn event(n: i64) -> ScanEvent {
+        ScanEvent {
+            barcode: Barcode::Imb(Imb::new("00270123456789123456", "12345678901").unwrap()).key(),
+            time_ms: 1_700_000_000_000 + n,
+            routing: Zip::parse(b"12345678901").unwrap(),
+            facility_zip: Zip::parse(b"94110").unwrap(),
+            facility: 1,
+            machine: 2,
+            code: EventCode::parse(b"918").unwrap(),
+            class: MailClass::Mail,
+            handling: HandlingEventType::Assumed,
+        }
+    }
+
+    #[test]
+    fn records_round_trip_and_torn_tails_are_cut() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut wal, replayed, _) = Wal::open(dir.path()).unwrap();
+        assert!(replayed.is_empty());
+        wal.add_symbols([(1, "SF P&DC"), (2, "DBCS")].into_iter());
+        wal.add_events(&[event(1), event(2)]);
+        wal.commit().unwrap();
+        wal.add_events(&[event(3)]);
+        wal.commit().unwrap();
+        let path = dir.path().join(segment_name(wal.seq()));
+        drop(wal);
+        // Tear the last record.
+        let len = fs::metadata(&path).unwrap().len();
+        OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(len - 5)
+            .unwrap();
+        let (_, replayed, repairs) = Wal::open(dir.path()).unwrap();
+        assert_eq!(repairs.len(), 1);
+        assert_eq!(
+            repairs[0].dropped_bytes,
+            (RECORD_HEADER + 5 + EVENT_LEN - 5) as u64
+        );
+        let records = &replayed[0].1;
+        assert_eq!(
+            records[0],
+            WalRecord::Symbols(vec![(1, "SF P&DC".into()), (2, "DBCS".into())])
+        );
+        assert_eq!(records[1], WalRecord::Events(vec![event(1), event(2)]));
+        assert_eq!(records.len(), 2);
+    }
+
+    #[test]
+    fn flipped_bytes_stop_replay_at_the_damage() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut wal, _, _) = Wal::open(dir.path()).unwrap();
+        for n in 0..3 {
+            wal.add_events(&[event(n)]);
+            wal.commit().unwrap();
+        }
+        let path = dir.path().join(segment_name(wal.seq()));
+        drop(wal);
+        let mut bytes = fs::read(&path).unwrap();
+        let second_record =
+            SEGMENT_MAGIC.len() + RECORD_HEADER + 5 + EVENT_LEN + RECORD_HEADER + 20;
+        bytes[second_record] ^= 0x40;
+        fs::write(&path, &bytes).unwrap();
+        let (_, replayed, repairs) = Wal::open(dir.path()).unwrap();
+        assert_eq!(replayed[0].1, vec![WalRecord::Events(vec![event(0)])]);
+        assert_eq!(
+            repairs[0].kept_bytes as usize,
+            SEGMENT_MAGIC.len() + RECORD_HEADER + 5 + EVENT_LEN
+        );
+    }
+
+    #[test]
+    fn every_truncation_of_the_last_record_keeps_the_ones_before() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut wal, _, _) = Wal::open(dir.path()).unwrap();
+        wal.add_events(&[event(0)]);
+        wal.commit().unwrap();
+        wal.add_events(&[event(1), event(2)]);
+        wal.commit().unwrap();
+        let path = dir.path().join(segment_name(wal.seq()));
+        drop(wal);
+        let full = fs::read(&path).unwrap();
+        let first_end = SEGMENT_MAGIC.len() + RECORD_HEADER + 5 + EVENT_LEN;
+        for cut in first_end..full.len() {
+            let (records, good) = read_segment(&full[..cut]);
+            assert_eq!(good, first_end, "cut at {cut}");
+            assert_eq!(records, vec![WalRecord::Events(vec![event(0)])]);
+        }
+        assert_eq!(read_segment(&full).0.len(), 2);
+    }
+}

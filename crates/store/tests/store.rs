@@ -1,0 +1,360 @@
+//! The store on real files in temp directories: append, dedupe, seal, late scans, queries,
+//! retention edges, corruption and recovery.
+
+#![allow(clippy::unwrap_used)] // a panic is how a test reports failure
+
+mod common;
+
+use std::fs;
+
+use common::{at, mail_key, package_key, scan};
+use imbtrack_feed::{SymbolTable, Zip};
+use imbtrack_store::{RetentionPolicy, Store, StoreOptions, DAY_MS};
+
+const DAY: i64 = 20_100; // 2025-01-12
+
+fn options() -> StoreOptions {
+    StoreOptions {
+        seal_grace_ms: 0,
+        ..StoreOptions::default()
+    }
+}
+
+#[test]
+fn append_seal_reopen_and_dedupe_across_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut symbols = SymbolTable::new();
+    let key = mail_key(1, "94110123456");
+    let events = vec![
+        scan(&mut symbols, key, at(DAY, 3_600_000), "918"),
+        scan(&mut symbols, key, at(DAY + 1, 60_000), "919"),
+    ];
+    let now = at(DAY + 2, 0);
+
+    let (mut store, _) = Store::open(dir.path(), options()).unwrap();
+    let report = store.append(&events, &symbols).unwrap();
+    assert_eq!((report.accepted, report.duplicates), (2, 0));
+    assert_eq!(store.lookup(key, now).len(), 2);
+    drop(store);
+
+    // Replayed from the WAL, then sealed.
+    let (mut store, recovery) = Store::open(dir.path(), options()).unwrap();
+    assert_eq!(recovery.replayed_scans, 2);
+    assert_eq!(store.append(&events, &symbols).unwrap().duplicates, 2);
+    let sealed = store.seal(now).unwrap();
+    assert_eq!((sealed.sealed_buckets, sealed.sealed_scans), (2, 2));
+    drop(store);
+
+    let (mut store, recovery) = Store::open(dir.path(), options()).unwrap();
+    assert_eq!((recovery.buckets_opened, recovery.replayed_scans), (2, 0));
+    let scans = store.lookup(key, now);
+    assert_eq!(
+        scans.iter().map(|s| s.code.as_str()).collect::<Vec<_>>(),
+        ["918", "919"]
+    );
+    assert_eq!(scans[0].facility().city, "SAN FRANCISCO");
+    assert_eq!(&*scans[0].machine, "DBCS");
+    assert_eq!(store.append(&events, &symbols).unwrap().duplicates, 2);
+    let stats = store.stats();
+    assert_eq!((stats.buckets, stats.scans), (2, 2));
+    assert_eq!(
+        stats.days["mail"],
+        ("2025-01-12".to_string(), "2025-01-13".to_string())
+    );
+}
+
+#[test]
+fn late_scans_go_to_a_delta_and_compact_into_the_day() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut symbols = SymbolTable::new();
+    let (mut store, _) = Store::open(
+        dir.path(),
+        StoreOptions {
+            max_deltas: 2,
+            ..options()
+        },
+    )
+    .unwrap();
+    let now = at(DAY + 3, 0);
+    let key = mail_key(7, "");
+    store
+        .append(&[scan(&mut symbols, key, at(DAY, 1000), "873")], &symbols)
+        .unwrap();
+    store.seal(now).unwrap();
+    for (i, code) in ["874", "893", "918"].iter().enumerate() {
+        let late = scan(&mut symbols, key, at(DAY, 2000 + i as i64), code);
+        assert_eq!(store.append(&[late], &symbols).unwrap().accepted, 1);
+        // The sealed day's own scan is a duplicate, not a late scan.
+        assert_eq!(
+            store
+                .append(&[scan(&mut symbols, key, at(DAY, 1000), "873")], &symbols)
+                .unwrap()
+                .duplicates,
+            1
+        );
+        let report = store.seal(now).unwrap();
+        assert_eq!(report.compacted_days, u64::from(i == 2));
+        assert_eq!(store.lookup(key, now).len(), 2 + i);
+    }
+    // One base left after compaction: the deltas were merged and removed.
+    assert_eq!(store.stats().buckets, 1);
+    let names: Vec<String> = fs::read_dir(dir.path().join("buckets"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(names.len(), 1, "{names:?}");
+    drop(store);
+    let (store, _) = Store::open(dir.path(), options()).unwrap();
+    assert_eq!(store.lookup(key, now).len(), 4);
+    // Late scans never widen another day.
+    assert_eq!(
+        store.pieces_by_zip(Zip::parse(b"94110").unwrap(), DAY + 1, now),
+        vec![]
+    );
+}
+
+#[test]
+fn zip_and_mailer_queries() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut symbols = SymbolTable::new();
+    let (mut store, _) = Store::open(dir.path(), options()).unwrap();
+    let routings = ["94110123456", "941101234", "94110", "94111000000", ""];
+    let events: Vec<_> = routings
+        .iter()
+        .enumerate()
+        .map(|(i, r)| scan(&mut symbols, mail_key(i as u64, r), at(DAY, 1000), "918"))
+        .collect();
+    store.append(&events, &symbols).unwrap();
+    let now = at(DAY + 1, 0);
+    let zip = |text: &str| Zip::parse(text.as_bytes()).unwrap();
+    let check = |store: &Store| {
+        let keys = |z: &str| store.pieces_by_zip(zip(z), DAY, now).len();
+        assert_eq!(keys("94110"), 3);
+        assert_eq!(keys("941101234"), 2);
+        assert_eq!(keys("94110123456"), 1);
+        assert_eq!(keys("94111"), 1);
+        assert_eq!(keys("94112"), 0);
+        assert_eq!(store.pieces_by_zip(zip("94110"), DAY + 1, now).len(), 0);
+        assert_eq!(store.pieces_by_mailer(123456, DAY, now).len(), 5);
+        assert_eq!(store.pieces_by_mailer(123457, DAY, now).len(), 0);
+    };
+    check(&store);
+    store.seal(at(DAY + 2, 0)).unwrap();
+    assert_eq!(store.stats().head_buckets, 0);
+    check(&store);
+}
+
+#[test]
+fn retention_edges() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut symbols = SymbolTable::new();
+    let (mut store, _) = Store::open(dir.path(), options()).unwrap();
+    let (mail, package) = (mail_key(1, ""), package_key(1));
+    let t = at(DAY, 12 * 3_600_000);
+    store
+        .append(
+            &[
+                scan(&mut symbols, mail, t, "918"),
+                scan(&mut symbols, package, t, "01"),
+            ],
+            &symbols,
+        )
+        .unwrap();
+    let window = 30 * DAY_MS;
+    for sealed in [false, true] {
+        if sealed {
+            store.seal(at(DAY + 1, 0)).unwrap();
+        }
+        assert_eq!(
+            store.lookup(mail, t + window - 1000).len(),
+            1,
+            "sealed {sealed}"
+        );
+        assert_eq!(
+            store.lookup(mail, t + window + 1000).len(),
+            0,
+            "sealed {sealed}"
+        );
+        assert_eq!(
+            store.lookup(package, t + window + 1000).len(),
+            1,
+            "sealed {sealed}"
+        );
+        assert_eq!(
+            store.lookup(package, t + 90 * DAY_MS + 1000).len(),
+            0,
+            "sealed {sealed}"
+        );
+    }
+    let day_end = at(DAY + 1, 0);
+    // A second younger than one window past the day's end: kept.
+    assert_eq!(
+        store
+            .expire(day_end + window - 1000)
+            .unwrap()
+            .dropped_buckets,
+        0
+    );
+    let report = store.expire(day_end + window).unwrap();
+    assert_eq!(report.dropped_buckets, 1);
+    assert!(report.freed_bytes > 512);
+    assert_eq!(store.lookup(package, day_end + window).len(), 1);
+    let report = store.expire(day_end + 90 * DAY_MS).unwrap();
+    assert_eq!(report.dropped_buckets, 1);
+    assert_eq!(fs::read_dir(dir.path().join("buckets")).unwrap().count(), 0);
+    assert_eq!(store.stats().buckets, 0);
+}
+
+#[test]
+fn shorter_retention_applies_to_queries_and_expiry() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut symbols = SymbolTable::new();
+    let retention = RetentionPolicy::new(2 * DAY_MS, 5 * DAY_MS).unwrap();
+    let (mut store, _) = Store::open(
+        dir.path(),
+        StoreOptions {
+            retention,
+            ..options()
+        },
+    )
+    .unwrap();
+    let key = mail_key(3, "");
+    store
+        .append(&[scan(&mut symbols, key, at(DAY, 0), "918")], &symbols)
+        .unwrap();
+    assert_eq!(store.lookup(key, at(DAY + 2, 0)).len(), 1);
+    assert_eq!(store.lookup(key, at(DAY + 2, 1)).len(), 0);
+    // An open (unsealed) bucket past its window is dropped too.
+    assert_eq!(
+        store.expire(at(DAY + 3, 0)).unwrap().dropped_head_buckets,
+        1
+    );
+}
+
+#[test]
+fn a_corrupt_bucket_is_quarantined_and_the_rest_serves() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut symbols = SymbolTable::new();
+    let (mut store, _) = Store::open(dir.path(), options()).unwrap();
+    let (a, b) = (mail_key(1, ""), mail_key(2, ""));
+    store
+        .append(
+            &[
+                scan(&mut symbols, a, at(DAY, 0), "918"),
+                scan(&mut symbols, b, at(DAY + 1, 0), "918"),
+            ],
+            &symbols,
+        )
+        .unwrap();
+    store.seal(at(DAY + 3, 0)).unwrap();
+    drop(store);
+    let victim = fs::read_dir(dir.path().join("buckets"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .min()
+        .unwrap();
+    let file = victim.join("scans.bin");
+    let mut bytes = fs::read(&file).unwrap();
+    let last = bytes.len() - 3;
+    bytes[last] ^= 0xFF;
+    fs::write(&file, &bytes).unwrap();
+
+    let (store, report) = Store::open(dir.path(), options()).unwrap();
+    assert_eq!(report.quarantined.len(), 1);
+    assert!(
+        report.quarantined[0].1.contains("checksum"),
+        "{:?}",
+        report.quarantined
+    );
+    assert!(report.quarantined[0]
+        .0
+        .starts_with(dir.path().join("quarantine")));
+    let now = at(DAY + 3, 0);
+    assert_eq!(store.lookup(a, now).len(), 0);
+    assert_eq!(store.lookup(b, now).len(), 1);
+    drop(store);
+    // Reported once: the manifest no longer names it.
+    let (_, report) = Store::open(dir.path(), options()).unwrap();
+    assert!(report.quarantined.is_empty());
+}
+
+#[test]
+fn a_truncated_bucket_file_is_detected() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut symbols = SymbolTable::new();
+    let (mut store, _) = Store::open(dir.path(), options()).unwrap();
+    store
+        .append(
+            &[scan(&mut symbols, mail_key(1, ""), at(DAY, 0), "918")],
+            &symbols,
+        )
+        .unwrap();
+    store.seal(at(DAY + 3, 0)).unwrap();
+    drop(store);
+    let bucket = fs::read_dir(dir.path().join("buckets"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let file = bucket.join("scans.bin");
+    let len = fs::metadata(&file).unwrap().len();
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&file)
+        .unwrap()
+        .set_len(len / 2)
+        .unwrap();
+    let (store, report) = Store::open(dir.path(), options()).unwrap();
+    assert_eq!(report.quarantined.len(), 1);
+    assert_eq!(store.stats().buckets, 0);
+}
+
+#[test]
+fn a_torn_wal_tail_is_cut_and_earlier_appends_survive() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut symbols = SymbolTable::new();
+    let (mut store, _) = Store::open(dir.path(), options()).unwrap();
+    let (a, b) = (mail_key(1, ""), mail_key(2, ""));
+    store
+        .append(&[scan(&mut symbols, a, at(DAY, 0), "918")], &symbols)
+        .unwrap();
+    store
+        .append(&[scan(&mut symbols, b, at(DAY, 0), "918")], &symbols)
+        .unwrap();
+    drop(store);
+    let wal = fs::read_dir(dir.path().join("wal"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .max()
+        .unwrap();
+    let len = fs::metadata(&wal).unwrap().len();
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&wal)
+        .unwrap()
+        .set_len(len - 10)
+        .unwrap();
+    let (store, report) = Store::open(dir.path(), options()).unwrap();
+    assert_eq!(report.wal_repairs.len(), 1);
+    let now = at(DAY + 1, 0);
+    assert_eq!(store.lookup(a, now).len(), 1);
+    assert_eq!(store.lookup(b, now).len(), 0);
+}
+
+#[test]
+fn leftovers_of_an_interrupted_seal_are_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut symbols = SymbolTable::new();
+    let (mut store, _) = Store::open(dir.path(), options()).unwrap();
+    let key = mail_key(1, "");
+    store
+        .append(&[scan(&mut symbols, key, at(DAY, 0), "918")], &symbols)
+        .unwrap();
+    drop(store);
+    fs::create_dir_all(dir.path().join("buckets/.tmp-mail-2025-01-12-base-000009")).unwrap();
+    fs::create_dir_all(dir.path().join("buckets/mail-2025-01-12-base-000010")).unwrap();
+    let (store, report) = Store::open(dir.path(), options()).unwrap();
+    assert_eq!(report.cleaned_dirs, 2);
+    assert_eq!(store.lookup(key, at(DAY + 1, 0)).len(), 1);
+}
