@@ -60,9 +60,12 @@ enum Section {
     Facilities,
     /// Machine names: count u32, then each: length u32, UTF-8.
     Machines,
+    /// Every 64th piece key, u128 each: a lookup searches these (small, cache-friendly) first,
+    /// then 64 pieces.
+    Fences,
 }
 
-const SECTIONS: [Section; 10] = [
+const SECTIONS: [Section; 11] = [
     Section::Pieces,
     Section::Scans,
     Section::ZipKeys,
@@ -73,12 +76,16 @@ const SECTIONS: [Section; 10] = [
     Section::Codes,
     Section::Facilities,
     Section::Machines,
+    Section::Fences,
 ];
+
+/// Pieces between two fence keys.
+const FENCE_STRIDE: usize = 64;
 
 const PIECE_LEN: usize = 32;
 const SCAN_LEN: usize = 12;
 const BLOOM_BLOCK_WORDS: usize = 8;
-const BLOOM_BITS_PER_PIECE: usize = 12;
+const BLOOM_BITS_PER_PIECE: usize = 10;
 const HANDLING_SHIFT: u16 = 14;
 
 /// Whether a bucket holds a whole day or late scans for an already sealed day.
@@ -131,13 +138,34 @@ fn bloom_hash(key: BarcodeKey) -> u64 {
     h ^ (h >> 33)
 }
 
-/// The block and the six bit positions (0..512) of a key.
-fn bloom_bits(key: BarcodeKey, blocks: usize) -> (usize, [u32; 6]) {
-    let h = bloom_hash(key);
-    let block = ((h >> 32) as usize) % blocks.max(1);
-    let second = h.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    let bits = std::array::from_fn(|i| ((second >> (i * 9)) & 511) as u32);
-    (block, bits)
+/// A key's Bloom probe, computed once per lookup and used against every bucket: the hash that
+/// picks the block (by multiply-shift, no division) and the six bits to find in it, as a mask
+/// per word of the 512-bit block.
+#[derive(Debug, Clone, Copy)]
+pub struct BloomProbe {
+    block_hash: u64,
+    mask: [u64; BLOOM_BLOCK_WORDS],
+}
+
+impl BloomProbe {
+    /// The probe of `key`.
+    pub fn new(key: BarcodeKey) -> BloomProbe {
+        let h = bloom_hash(key);
+        let second = h.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let mut mask = [0u64; BLOOM_BLOCK_WORDS];
+        for i in 0..6 {
+            let bit = (second >> (i * 9)) & 511;
+            mask[(bit / 64) as usize] |= 1 << (bit % 64);
+        }
+        BloomProbe {
+            block_hash: h >> 32,
+            mask,
+        }
+    }
+
+    fn block(&self, blocks: usize) -> usize {
+        ((self.block_hash * blocks as u64) >> 32) as usize
+    }
 }
 
 /// Builds a bucket file from the scans of one (class, day), sorted and free of duplicates.
@@ -233,9 +261,13 @@ pub(crate) fn encode(
                 .expect("16 bytes"),
         );
         let key = BarcodeKey::from_u128(raw).map_err(|e| StoreError::Invariant(e.to_string()))?;
-        let (block, bits) = bloom_bits(key, blocks);
-        for bit in bits {
-            bloom[block * BLOOM_BLOCK_WORDS + (bit / 64) as usize] |= 1 << (bit % 64);
+        let probe = BloomProbe::new(key);
+        let block = probe.block(blocks);
+        for (word, mask) in bloom[block * BLOOM_BLOCK_WORDS..][..BLOOM_BLOCK_WORDS]
+            .iter_mut()
+            .zip(probe.mask)
+        {
+            *word |= mask;
         }
     }
 
@@ -266,6 +298,16 @@ pub(crate) fn encode(
                 }
                 out
             }
+            Section::Fences => (0..piece_count)
+                .step_by(FENCE_STRIDE)
+                .flat_map(|i| {
+                    let key: [u8; 16] = sections[Section::Pieces as usize]
+                        [i * PIECE_LEN..i * PIECE_LEN + 16]
+                        .try_into()
+                        .expect("16 bytes");
+                    key
+                })
+                .collect(),
             Section::Machines => {
                 let mut out = (machines.len() as u32).to_le_bytes().to_vec();
                 for symbol in &machines {
@@ -291,8 +333,9 @@ pub(crate) fn encode(
     file[SECTION_COUNT_OFFSET..SECTION_COUNT_OFFSET + 4]
         .copy_from_slice(&(SECTIONS.len() as u32).to_le_bytes());
     for (i, bytes) in sections.iter().enumerate() {
-        // Sections start 16-byte aligned.
-        file.resize(file.len().next_multiple_of(16), 0);
+        // Sections start on a cache line, so a Bloom block is one line (if the map is aligned,
+        // which page-aligned mappings are).
+        file.resize(file.len().next_multiple_of(64), 0);
         let entry = SECTIONS_OFFSET + i * SECTION_ENTRY_LEN;
         let offset = file.len() as u64;
         file[entry..entry + 8].copy_from_slice(&offset.to_le_bytes());
@@ -503,7 +546,8 @@ impl SealedBucket {
             && len(Section::MailerIds) == len(Section::MailerPieces)
             && len(Section::Bloom) % (BLOOM_BLOCK_WORDS * 8) == 0
             && len(Section::Bloom) > 0
-            && len(Section::Codes) % 4 == 0;
+            && len(Section::Codes) % 4 == 0
+            && len(Section::Fences) == piece_count.div_ceil(FENCE_STRIDE) * 16;
         if !sizes_agree {
             return Err(corrupt(&path, "section sizes disagree with the counts"));
         }
@@ -629,20 +673,32 @@ impl SealedBucket {
         )
     }
 
-    /// Whether the filter admits the key (false means certainly absent).
-    pub fn may_contain(&self, key: BarcodeKey) -> bool {
+    /// Whether the filter admits the probed key (false means certainly absent).
+    pub fn may_contain(&self, probe: &BloomProbe) -> bool {
         let bloom = self.section(Section::Bloom);
-        let (block, bits) = bloom_bits(key, self.bloom_blocks);
-        bits.iter().all(|&bit| {
-            let word = u64_at(bloom, (block * BLOOM_BLOCK_WORDS + (bit / 64) as usize) * 8);
-            word & (1 << (bit % 64)) != 0
-        })
+        let block = &bloom[probe.block(self.bloom_blocks) * BLOOM_BLOCK_WORDS * 8..]
+            [..BLOOM_BLOCK_WORDS * 8];
+        block
+            .chunks_exact(8)
+            .zip(probe.mask)
+            .fold(true, |all, (word, mask)| {
+                all & (u64::from_le_bytes(word.try_into().expect("8 bytes")) & mask == mask)
+            })
     }
 
     fn find_piece(&self, key: BarcodeKey) -> Option<usize> {
         let pieces = self.section(Section::Pieces);
+        let fences = self.section(Section::Fences);
         let target = key.as_u128();
-        let (mut lo, mut hi) = (0, self.piece_count);
+        let fence = |i: usize| {
+            u128::from_le_bytes(fences[i * 16..i * 16 + 16].try_into().expect("16 bytes"))
+        };
+        let after = partition_point(fences.len() / 16, |i| fence(i) <= target);
+        if after == 0 {
+            return None;
+        }
+        let mut lo = (after - 1) * FENCE_STRIDE;
+        let mut hi = (lo + FENCE_STRIDE).min(self.piece_count);
         while lo < hi {
             let mid = lo + (hi - lo) / 2;
             match self.key_at(pieces, mid).cmp(&target) {
@@ -654,21 +710,20 @@ impl SealedBucket {
         None
     }
 
-    /// Appends the piece's scans to `out`.
-    pub fn scans_of(&self, key: BarcodeKey, out: &mut Vec<StoredScan>) {
-        if !self.may_contain(key) {
+    /// Appends the piece's scans to `out`; `probe` is `BloomProbe::new(key)`.
+    pub fn scans_of(&self, key: BarcodeKey, probe: &BloomProbe, out: &mut Vec<StoredScan>) {
+        if !self.may_contain(probe) {
             return;
         }
         if let Some(piece) = self.find_piece(key) {
-            self.push_piece(piece, out);
+            self.push_piece(piece, key, out);
         }
     }
 
-    fn push_piece(&self, piece: usize, out: &mut Vec<StoredScan>) {
+    /// Appends the scans of piece number `piece`, whose key is `key`.
+    fn push_piece(&self, piece: usize, key: BarcodeKey, out: &mut Vec<StoredScan>) {
         let pieces = self.section(Section::Pieces);
         let at = piece * PIECE_LEN;
-        let key = BarcodeKey::from_u128(self.key_at(pieces, piece)).ok();
-        let Some(key) = key else { return };
         let routing = Zip::from_bits(u64_at(pieces, at + 16)).unwrap_or(Zip::NONE);
         let (first, count) = (
             u32_at(pieces, at + 24) as usize,
@@ -739,8 +794,10 @@ impl SealedBucket {
         let pieces = self.section(Section::Pieces);
         for piece in 0..self.piece_count {
             found.clear();
-            self.push_piece(piece, &mut found);
-            let _ = pieces;
+            let Ok(key) = BarcodeKey::from_u128(self.key_at(pieces, piece)) else {
+                continue;
+            };
+            self.push_piece(piece, key, &mut found);
             out.extend(found.iter().map(|s| ScanEvent {
                 barcode: s.barcode,
                 time_ms: s.time_ms,

@@ -13,7 +13,7 @@ use imbtrack_feed::{MailClass, ScanEvent, ScanIdentity, SymbolTable, Zip};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::bucket::{self, BucketKind, SealedBucket, StoredScan, BUCKET_FILE};
+use crate::bucket::{self, BloomProbe, BucketKind, SealedBucket, StoredScan, BUCKET_FILE};
 use crate::fsutil::{atomic_write, disk_bytes, sync_dir};
 use crate::retention::{RetentionPolicy, DAY_MS};
 use crate::wal::{Wal, WalRecord, WalRepair};
@@ -347,8 +347,9 @@ impl Store {
             return true;
         };
         let mut found = Vec::new();
+        let probe = BloomProbe::new(event.barcode);
         for bucket in day.all() {
-            bucket.scans_of(event.barcode, &mut found);
+            bucket.scans_of(event.barcode, &probe, &mut found);
         }
         !found.iter().any(|s| {
             s.time_ms == event.time_ms
@@ -605,9 +606,10 @@ impl Store {
     pub fn lookup(&self, key: BarcodeKey, now_ms: i64) -> Vec<StoredScan> {
         let class = class_of(key);
         let mut found = Vec::new();
+        let probe = BloomProbe::new(key);
         for ((_, _), day) in self.sealed.range((class, i64::MIN)..=(class, i64::MAX)) {
             for bucket in day.all() {
-                bucket.scans_of(key, &mut found);
+                bucket.scans_of(key, &probe, &mut found);
             }
         }
         for (_, head) in self.head.range((class, i64::MIN)..=(class, i64::MAX)) {
@@ -692,7 +694,7 @@ impl Store {
                     for key in found {
                         let mut scans = Vec::new();
                         if edge {
-                            bucket.scans_of(key, &mut scans);
+                            bucket.scans_of(key, &BloomProbe::new(key), &mut scans);
                         }
                         if served(key, &scans) {
                             keys.insert(key);
