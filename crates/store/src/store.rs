@@ -78,15 +78,21 @@ struct Manifest {
     version: u32,
     /// Live bucket directory names under `buckets/`.
     buckets: BTreeSet<String>,
+    /// Per class (`mail`, `package`), the last day expiry has removed: scans of that day or
+    /// earlier are never taken again, not even from the WAL, so expired data stays gone.
+    #[serde(default)]
+    expired_through: BTreeMap<String, i64>,
 }
 
-/// What an append did.
+/// What an append did. `accepted + duplicates + expired` is the number of events given.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct AppendReport {
     /// New scans, now durable.
     pub accepted: u64,
     /// Scans the store already had (same piece, instant, code and facility).
     pub duplicates: u64,
+    /// Scans of days the store has already expired, not kept.
+    pub expired: u64,
 }
 
 /// What an expiry pass did.
@@ -293,7 +299,7 @@ impl Store {
                             event.machine =
                                 segment_symbols.get(&event.machine).copied().unwrap_or(0);
                             let id = bucket_id(&event);
-                            if store.is_new(&event) {
+                            if !store.is_expired_day(&event) && store.is_new(&event) {
                                 store.insert_head(event);
                                 report.replayed_scans += 1;
                             }
@@ -333,6 +339,15 @@ impl Store {
                 .into_iter(),
         );
         self.wal.commit()
+    }
+
+    /// Whether the event's day was already removed by expiry.
+    fn is_expired_day(&self, event: &ScanEvent) -> bool {
+        let (class, day) = bucket_id(event);
+        self.manifest
+            .expired_through
+            .get(class.as_str())
+            .is_some_and(|&through| day <= through)
     }
 
     /// Whether the store has no scan with this event's identity.
@@ -378,17 +393,21 @@ impl Store {
             .collect();
         let mut batch_identities = HashSet::new();
         let mut fresh = Vec::with_capacity(events.len());
+        let mut expired = 0;
         for event in events {
             let mut event = *event;
             event.facility = remap.get(event.facility as usize).copied().unwrap_or(0);
             event.machine = remap.get(event.machine as usize).copied().unwrap_or(0);
-            if batch_identities.insert(event.identity()) && self.is_new(&event) {
+            if self.is_expired_day(&event) {
+                expired += 1;
+            } else if batch_identities.insert(event.identity()) && self.is_new(&event) {
                 fresh.push(event);
             }
         }
         let report = AppendReport {
             accepted: fresh.len() as u64,
-            duplicates: (events.len() - fresh.len()) as u64,
+            duplicates: (events.len() - fresh.len()) as u64 - expired,
+            expired,
         };
         if fresh.is_empty() {
             return Ok(report);
@@ -565,6 +584,25 @@ impl Store {
     pub fn expire(&mut self, now_ms: i64) -> Result<ExpireReport, StoreError> {
         let retention = self.options.retention;
         let mut report = ExpireReport::default();
+        // Record the horizon first: once it is durable, neither appends nor WAL replay bring
+        // back a scan of those days, whatever happens to the deletions below.
+        let mut horizon_moved = false;
+        for class in [MailClass::Mail, MailClass::Package] {
+            // The last day whose end is at least one window before now.
+            let through = (now_ms - retention.window_ms(class)).div_euclid(DAY_MS) - 1;
+            let entry = self
+                .manifest
+                .expired_through
+                .entry(class.as_str().to_string())
+                .or_insert(i64::MIN);
+            if through > *entry {
+                *entry = through;
+                horizon_moved = true;
+            }
+        }
+        if horizon_moved {
+            write_manifest(&self.dir, &self.manifest)?;
+        }
         let expired: Vec<BucketId> = self
             .sealed
             .keys()

@@ -1,0 +1,184 @@
+//! Crash test: a child process appends batches and prints `ack N` after each append returns;
+//! the parent kills it with SIGKILL at random moments, reopens the store and checks that every
+//! acknowledged scan is there exactly once and that the store opens without manual repair.
+//! `IMBTRACK_CRASH_ROUNDS` sets the rounds (default 20).
+
+#![allow(clippy::unwrap_used)] // a panic is how a test reports failure
+
+mod common;
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{at, mail_key, scan};
+use imbtrack_feed::{ScanEvent, SymbolTable};
+use imbtrack_store::{RetentionPolicy, Store, StoreOptions, DAY_MS};
+
+const CHILD_ENV: &str = "IMBTRACK_CRASH_CHILD";
+const BASE_DAY: i64 = 20_100;
+const PIECES_PER_BATCH: u64 = 100;
+const BATCHES_PER_DAY: u64 = 8;
+
+fn options() -> StoreOptions {
+    // Small WAL segments and no grace, so rotation and sealing happen while the child runs.
+    // Retention long enough that no acknowledged scan ages out during the test.
+    let retention = RetentionPolicy::with_override(100_000 * DAY_MS, 100_000 * DAY_MS).unwrap();
+    StoreOptions {
+        seal_grace_ms: 0,
+        wal_segment_bytes: 64 << 10,
+        retention,
+        ..StoreOptions::default()
+    }
+}
+
+/// Batch `n` of round `round`: two scans for each of 100 pieces, on the batch's day.
+fn batch(round: u64, n: u64, symbols: &mut SymbolTable) -> Vec<ScanEvent> {
+    let day = BASE_DAY + (n / BATCHES_PER_DAY) as i64;
+    (0..PIECES_PER_BATCH)
+        .flat_map(|i| {
+            let key = mail_key(round * 10_000_000 + n * PIECES_PER_BATCH + i, "94110");
+            let offset = ((n % BATCHES_PER_DAY) * 1_000_000 + i * 1000) as i64;
+            [
+                scan(symbols, key, at(day, offset), "918"),
+                scan(symbols, key, at(day, offset + 500), "919"),
+            ]
+        })
+        .collect()
+}
+
+/// The child: append batches until killed, saying which were acknowledged.
+#[test]
+fn crash_child() {
+    let Ok(dir) = std::env::var(CHILD_ENV) else {
+        return;
+    };
+    let round: u64 = std::env::var("IMBTRACK_CRASH_ROUND")
+        .unwrap()
+        .parse()
+        .unwrap();
+    let (mut store, _) = Store::open(dir.as_ref(), options()).unwrap();
+    let mut symbols = SymbolTable::new();
+    let mut out = std::io::stdout().lock();
+    for n in 0..100_000 {
+        let events = batch(round, n, &mut symbols);
+        store.append(&events, &symbols).unwrap();
+        writeln!(out, "ack {n}").unwrap();
+        out.flush().unwrap();
+        if n % 3 == 2 {
+            let day = BASE_DAY + (n / BATCHES_PER_DAY) as i64;
+            store.seal(day * DAY_MS).unwrap();
+        }
+    }
+}
+
+/// splitmix64 for kill times.
+fn next(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB)
+}
+
+#[test]
+fn kill_nine_at_random_moments() {
+    let rounds: u64 = std::env::var("IMBTRACK_CRASH_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(20);
+    let dir = tempfile::tempdir().unwrap();
+    let exe = std::env::current_exe().unwrap();
+    let mut rng = 0x1AB7_C0DE;
+    let mut acked: HashMap<u64, u64> = HashMap::new();
+    let mut symbols = SymbolTable::new();
+    let mut total_acked_scans = 0;
+    for round in 0..rounds {
+        let mut child = Command::new(&exe)
+            .args([
+                "--exact",
+                "crash_child",
+                "--nocapture",
+                "--test-threads",
+                "1",
+            ])
+            .env(CHILD_ENV, dir.path())
+            .env("IMBTRACK_CRASH_ROUND", round.to_string())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let reader = std::thread::spawn(move || {
+            BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+                .filter_map(|l| l.strip_prefix("ack ").and_then(|n| n.parse::<u64>().ok()))
+                .last()
+        });
+        // Let it get going, then kill it somewhere in 30-530 ms.
+        let started = Instant::now();
+        std::thread::sleep(Duration::from_millis(30 + next(&mut rng) % 500));
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        let last = reader.join().unwrap();
+        if let Some(last) = last {
+            acked.insert(round, last);
+            total_acked_scans += (last + 1) * PIECES_PER_BATCH * 2;
+        }
+        eprintln!(
+            "round {round}: killed after {:?}, last ack {last:?}",
+            started.elapsed()
+        );
+
+        let (store, report) = Store::open(dir.path(), options()).unwrap();
+        assert!(
+            report.quarantined.is_empty(),
+            "round {round}: {:?}",
+            report.quarantined
+        );
+        let now = at(BASE_DAY + 10_000, 0);
+        for (&r, &last) in &acked {
+            // Every acknowledged batch of every round so far, checked in full for this round and
+            // by a sample for the earlier ones.
+            let batches: Vec<u64> = if r == round {
+                (0..=last).collect()
+            } else {
+                (0..=last).step_by(7).collect()
+            };
+            for n in batches {
+                let events = batch(r, n, &mut symbols);
+                for pair in events.chunks(2) {
+                    let found = store.lookup(pair[0].barcode, now);
+                    assert_eq!(
+                        found.len(),
+                        2,
+                        "round {round}: batch {n} of round {r}, piece {:?}: {found:?} {report:?}",
+                        pair[0].barcode
+                    );
+                    assert_eq!(
+                        (found[0].time_ms, found[1].time_ms),
+                        (pair[0].time_ms, pair[1].time_ms)
+                    );
+                }
+            }
+        }
+        // Nothing doubled anywhere: at most the acknowledged scans plus one unacknowledged batch
+        // per round (the one in flight when killed).
+        let stats = store.stats();
+        assert!(
+            stats.scans >= total_acked_scans,
+            "round {round}: {} < {total_acked_scans}",
+            stats.scans
+        );
+        assert!(
+            stats.scans <= total_acked_scans + (round + 1) * PIECES_PER_BATCH * 2,
+            "round {round}: {} scans",
+            stats.scans
+        );
+    }
+    assert!(
+        acked.len() as u64 >= rounds / 2,
+        "the child acknowledged too rarely to test anything: {acked:?}"
+    );
+}
