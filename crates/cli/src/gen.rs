@@ -3,7 +3,6 @@
 use std::fs::File;
 use std::io::{self, Write};
 use std::path::PathBuf;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
@@ -28,6 +27,10 @@ pub(crate) struct GenArgs {
     /// Give it to make the output reproducible across days.
     #[arg(long)]
     start: Option<String>,
+    /// Leave out scans after this time (RFC 3339): the feed as it stands then. Default: now
+    /// when --start is not given (no scans from the future), none otherwise.
+    #[arg(long)]
+    until: Option<String>,
     /// Random seed.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -73,13 +76,6 @@ pub(crate) fn parse_date(text: &str) -> anyhow::Result<i64> {
     Ok(days)
 }
 
-/// Milliseconds since the epoch, now.
-pub(crate) fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
-
 pub(crate) fn run(args: GenArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     for (name, share) in [
         ("--package-share", args.package_share),
@@ -92,9 +88,16 @@ pub(crate) fn run(args: GenArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         }
     }
     let days = args.days.max(1);
-    let start_day = match &args.start {
-        Some(date) => parse_date(date)?,
-        None => now_ms().div_euclid(86_400_000) - i64::from(days) + 1,
+    let (start_day, default_until) = match &args.start {
+        Some(date) => (parse_date(date)?, None),
+        None => {
+            let now = crate::data::now_ms(None)?;
+            (now.div_euclid(86_400_000) - i64::from(days) + 1, Some(now))
+        }
+    };
+    let until_ms = match &args.until {
+        Some(text) => Some(crate::data::now_ms(Some(text)).context("--until")?),
+        None => default_until,
     };
     let options = GenOptions {
         pieces: args.pieces,
@@ -109,6 +112,7 @@ pub(crate) fn run(args: GenArgs, out: &mut dyn Write) -> anyhow::Result<()> {
             FormatArg::Psv => GenFormat::Psv,
             FormatArg::Json => GenFormat::Json,
         },
+        until_ms,
     };
     let started = std::time::Instant::now();
     let summary = match &args.out {

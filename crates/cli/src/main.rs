@@ -1,22 +1,37 @@
 //! The `imbtrack` binary: argument parsing and output, with the work done by the library crates.
-//!
-//! Exit codes: 0 success, 1 some input failed (each failure is reported on its own output line),
-//! 2 usage error.
 
 mod barcode;
+mod bench;
+mod data;
 mod gen;
 
 use std::io::{self, Write};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
 /// imbtrack: ingest USPS tracking scans and answer status lookups.
 ///
-/// Exit codes: 0 success; 1 some input failed (reported as {"error":…} on its line); 2 usage error.
+/// Output is JSON on stdout; progress and errors go to stderr.
+///
+/// Exit codes: 0 success; 1 some input failed (each reported as {"error":…} on its line);
+/// 2 error (bad arguments, unreadable file, store failure); 3 not found (query).
 #[derive(Parser)]
 #[command(version, about, long_about)]
-struct Cli {
+pub(crate) struct Cli {
+    /// Data directory of the store.
+    #[arg(
+        long,
+        global = true,
+        env = "IMBTRACK_DATA",
+        default_value = "./imbtrack-data"
+    )]
+    data: PathBuf,
+    /// "Now" for retention and sealing (RFC 3339, e.g. 2026-11-29T12:00:00Z), for tests and
+    /// replays; default: the system clock.
+    #[arg(long, global = true)]
+    now: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -29,18 +44,39 @@ enum Command {
     /// Write a realistic synthetic scan feed (mail and packages, late and duplicate scans,
     /// bad records on request) and print a JSON summary of what it holds.
     Gen(gen::GenArgs),
+    /// Ingest feed files (or - for stdin) into the store and print a JSON summary.
+    Ingest(data::IngestArgs),
+    /// Status and scan history of one piece (any IMb form, 65 bars, IMpb), or with --zip and
+    /// --date the pieces routed to a ZIP on a day, one JSON line each. Exit 3 when not found.
+    Query(data::QueryArgs),
+    /// Remove buckets whose whole day is past its retention window.
+    Expire,
+    /// Buckets, scans, pieces, bytes and bytes per scan of the store.
+    Stats,
+    /// Generate a day of scans, ingest them and print sample lookups.
+    Demo(data::DemoArgs),
+    /// End-to-end benchmark against SQLite (and PostgreSQL when given), same data, one run.
+    Bench(bench::BenchArgs),
 }
 
 /// Whether every input succeeded.
 pub(crate) enum Outcome {
     AllGood,
     SomeFailed,
+    NotFound,
 }
 
 fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<Outcome> {
+    let now_ms = data::now_ms(cli.now.as_deref())?;
     match cli.command {
         Command::Barcode(command) => barcode::run(command, out),
         Command::Gen(args) => gen::run(args, out).map(|()| Outcome::AllGood),
+        Command::Ingest(args) => data::ingest(&cli.data, now_ms, args, out),
+        Command::Query(args) => data::query(&cli.data, now_ms, args, out),
+        Command::Expire => data::expire(&cli.data, now_ms, out),
+        Command::Stats => data::stats(&cli.data, now_ms, out),
+        Command::Demo(args) => data::demo(&cli.data, now_ms, args, out),
+        Command::Bench(args) => bench::run(now_ms, args, out),
     }
 }
 
@@ -55,6 +91,7 @@ fn main() -> ExitCode {
     match result {
         Ok(Outcome::AllGood) => ExitCode::SUCCESS,
         Ok(Outcome::SomeFailed) => ExitCode::from(1),
+        Ok(Outcome::NotFound) => ExitCode::from(3),
         // A reader that stopped early (`| head`) is not a failure.
         Err(e)
             if e.downcast_ref::<io::Error>()

@@ -41,6 +41,9 @@ pub struct GenOptions {
     pub late_share: f64,
     /// Output shape.
     pub format: GenFormat,
+    /// When set, scans after this instant (ms since the epoch) are not written: the feed is
+    /// a snapshot taken then, with the pieces still on their way.
+    pub until_ms: Option<i64>,
 }
 
 impl GenOptions {
@@ -57,6 +60,7 @@ impl GenOptions {
             duplicate_share: 0.02,
             late_share: 0.03,
             format: GenFormat::Psv,
+            until_ms: None,
         }
     }
 }
@@ -406,6 +410,7 @@ impl<W: Write, F: FnMut(&GeneratedLine)> Generator<'_, W, F> {
             steps.truncate(count);
             steps
         };
+        let until = self.options.until_ms.unwrap_or(i64::MAX);
         let machines: &[&'static str] = if package {
             &PACKAGE_MACHINES
         } else {
@@ -435,6 +440,7 @@ impl<W: Write, F: FnMut(&GeneratedLine)> Generator<'_, W, F> {
                 time_ms += (1 + self.rng.below(18 * 3600)) as i64 * 1000;
                 scan
             })
+            .filter(|scan| scan.time_ms <= until)
             .collect()
     }
 
@@ -535,7 +541,10 @@ impl<W: Write, F: FnMut(&GeneratedLine)> Generator<'_, W, F> {
         };
         let reason = reasons[self.bad_turn % reasons.len()];
         self.bad_turn += 1;
-        let scan = self.piece().swap_remove(0);
+        // A piece whose first scan is after `until_ms` has nothing to spoil.
+        let Some(scan) = self.piece().into_iter().next() else {
+            return Ok(());
+        };
         let mut fields = ScanFields::of(&scan);
         match reason {
             // A barcode ID whose second digit is above 4.

@@ -89,6 +89,18 @@ pub struct Chunk {
     first_line: u64,
 }
 
+impl Chunk {
+    /// Bytes in the chunk.
+    pub fn len(&self) -> usize {
+        self.end - self.start
+    }
+
+    /// Whether the chunk is empty.
+    pub fn is_empty(&self) -> bool {
+        self.end == self.start
+    }
+}
+
 /// What parsing one chunk produced. Symbols are the chunk's own until merged.
 #[derive(Debug, Default)]
 pub struct ChunkOutput {

@@ -1,0 +1,331 @@
+//! The commands over the store: ingest, query, expire, stats, demo.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, IsTerminal, Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context};
+use clap::Args;
+use imbtrack_barcode::Barcode;
+use imbtrack_engine::{Engine, EngineOptions, IngestProgress, IngestSummary};
+use imbtrack_feed::time::parse_timestamp;
+use imbtrack_feed::{generate, Format, GenFormat, GenOptions, Reject, RejectFile, RejectSink, Zip};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::json;
+
+use crate::gen::parse_date;
+use crate::Outcome;
+
+/// "Now": `--now` (RFC 3339) or the system clock, in ms since the epoch.
+pub(crate) fn now_ms(now: Option<&str>) -> anyhow::Result<i64> {
+    match now {
+        Some(text) => parse_timestamp(text.as_bytes(), None).map_err(|e| {
+            anyhow::anyhow!("--now {text:?} is not an RFC 3339 time with an offset ({e:?})")
+        }),
+        None => Ok(SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64)),
+    }
+}
+
+fn open_engine(
+    data: &Path,
+    now_ms: i64,
+    feed_format: Option<Format>,
+    default_offset: Option<i32>,
+) -> anyhow::Result<Engine> {
+    let mut options = EngineOptions::at(now_ms);
+    options.feed.format = feed_format;
+    options.feed.default_offset_minutes = default_offset;
+    let (engine, report) = Engine::open(data, options)
+        .with_context(|| format!("opening the store in {}", data.display()))?;
+    for (path, why) in &report.quarantined {
+        eprintln!(
+            "imbtrack: quarantined corrupt bucket {} ({why})",
+            path.display()
+        );
+    }
+    for repair in &report.wal_repairs {
+        eprintln!(
+            "imbtrack: cut {} torn bytes off {}",
+            repair.dropped_bytes,
+            repair.segment.display()
+        );
+    }
+    Ok(engine)
+}
+
+#[derive(Args)]
+pub(crate) struct IngestArgs {
+    /// Feed files, or - for stdin; gzip is detected.
+    #[arg(required = true)]
+    files: Vec<PathBuf>,
+    /// Feed format (psv, csv, json, legacy); detected from the first bytes by default.
+    #[arg(long)]
+    format: Option<String>,
+    /// UTC offset for times that carry none (legacy records), e.g. -05:00; without it such
+    /// records are rejected.
+    #[arg(long, allow_hyphen_values = true)]
+    default_offset: Option<String>,
+    /// Rejects file (JSON lines); default <data>/rejects/<time>.jsonl, created on the first reject.
+    #[arg(long)]
+    rejects: Option<PathBuf>,
+}
+
+/// Parses `±HH:MM` into minutes east of UTC.
+fn parse_offset(text: &str) -> anyhow::Result<i32> {
+    let (sign, rest) = match text.as_bytes().first() {
+        Some(b'+') => (1, &text[1..]),
+        Some(b'-') => (-1, &text[1..]),
+        _ => bail!("offset {text:?} must start with + or -"),
+    };
+    let (h, m) = rest.split_once(':').unwrap_or((rest, "0"));
+    let (h, m): (i32, i32) = (
+        h.parse().context("offset hours")?,
+        m.parse().context("offset minutes")?,
+    );
+    if h > 18 || m > 59 {
+        bail!("offset {text:?} is out of range");
+    }
+    Ok(sign * (h * 60 + m))
+}
+
+/// A rejects file opened on the first reject, so clean ingests leave none behind.
+struct LazyRejectFile {
+    path: PathBuf,
+    file: Option<RejectFile<io::BufWriter<File>>>,
+    count: u64,
+}
+
+impl RejectSink for LazyRejectFile {
+    fn reject(&mut self, source: &str, reject: &Reject<'_>) -> io::Result<()> {
+        if self.file.is_none() {
+            if let Some(dir) = self.path.parent() {
+                fs::create_dir_all(dir)?;
+            }
+            let file = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&self.path)?;
+            self.file = Some(RejectFile::new(io::BufWriter::new(file)));
+        }
+        self.count += 1;
+        self.file
+            .as_mut()
+            .map_or(Ok(()), |f| f.reject(source, reject))
+    }
+}
+
+impl LazyRejectFile {
+    fn finish(self) -> io::Result<Option<PathBuf>> {
+        match self.file {
+            Some(file) => {
+                file.into_inner().flush()?;
+                Ok(Some(self.path))
+            }
+            None => Ok(None),
+        }
+    }
+}
+
+fn progress_bar(total: u64) -> Option<ProgressBar> {
+    io::stderr().is_terminal().then(|| {
+        let bar = ProgressBar::new(total);
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{bar:40} {bytes}/{total_bytes} {binary_bytes_per_sec} {msg}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        bar
+    })
+}
+
+pub(crate) fn ingest(
+    data: &Path,
+    now_ms: i64,
+    args: IngestArgs,
+    out: &mut dyn Write,
+) -> anyhow::Result<Outcome> {
+    let format = args
+        .format
+        .as_deref()
+        .map(str::parse::<Format>)
+        .transpose()
+        .map_err(|e| anyhow::anyhow!(e))?;
+    let offset = args
+        .default_offset
+        .as_deref()
+        .map(parse_offset)
+        .transpose()?;
+    let mut engine = open_engine(data, now_ms, format, offset)?;
+    let rejects_path = args.rejects.clone().unwrap_or_else(|| {
+        data.join("rejects")
+            .join(format!("{now_ms}-{}.jsonl", std::process::id()))
+    });
+    let mut rejects = LazyRejectFile {
+        path: rejects_path,
+        file: None,
+        count: 0,
+    };
+    let mut summary = IngestSummary::default();
+    for file in &args.files {
+        let bar = progress_bar(if file.as_os_str() == "-" {
+            0
+        } else {
+            fs::metadata(file).map_or(0, |m| m.len())
+        });
+        let progress = |p: IngestProgress| {
+            if let Some(bar) = &bar {
+                bar.set_length(p.bytes_total);
+                bar.set_position(p.bytes_done);
+                bar.set_message(format!("{} records, {} rejected", p.records, p.rejected));
+            }
+        };
+        let one = if file.as_os_str() == "-" {
+            let mut input = Vec::new();
+            io::stdin()
+                .lock()
+                .read_to_end(&mut input)
+                .context("reading stdin")?;
+            engine.ingest("-", &input, &mut rejects, &progress)
+        } else {
+            engine.ingest_file(file, &mut rejects, &progress)
+        }
+        .with_context(|| format!("ingesting {}", file.display()))?;
+        if let Some(bar) = bar {
+            bar.finish_and_clear();
+        }
+        summary.merge(&one);
+    }
+    let sealed = engine
+        .store()
+        .seal(now_ms)
+        .context("sealing finished days")?;
+    let rejects_file = rejects.finish().context("writing the rejects file")?;
+    let mut report = serde_json::to_value(&summary)?;
+    report["sealed_buckets"] = json!(sealed.sealed_buckets);
+    report["rejects_file"] = json!(rejects_file.map(|p| p.display().to_string()));
+    writeln!(out, "{report}")?;
+    Ok(Outcome::AllGood)
+}
+
+#[derive(Args)]
+pub(crate) struct QueryArgs {
+    /// The barcode: IMb digits (20/25/29/31, or TRACKING-ROUTING), 65 bars, or IMpb.
+    #[arg(required_unless_present = "zip", conflicts_with = "zip")]
+    barcode: Option<String>,
+    /// Routing ZIP of 5, 9 or 11 digits (with --date).
+    #[arg(long, requires = "date")]
+    zip: Option<String>,
+    /// Day (YYYY-MM-DD, UTC) of the scans (with --zip).
+    #[arg(long, requires = "zip")]
+    date: Option<String>,
+}
+
+pub(crate) fn query(
+    data: &Path,
+    now_ms: i64,
+    args: QueryArgs,
+    out: &mut dyn Write,
+) -> anyhow::Result<Outcome> {
+    let engine = open_engine(data, now_ms, None, None)?;
+    if let (Some(zip), Some(date)) = (&args.zip, &args.date) {
+        let zip = Zip::parse(zip.as_bytes())
+            .with_context(|| format!("--zip {zip:?} is not a 5, 9 or 11-digit ZIP"))?;
+        for piece in engine.pieces_by_zip(zip, parse_date(date)?) {
+            writeln!(out, "{}", serde_json::to_string(&piece)?)?;
+        }
+        return Ok(Outcome::AllGood);
+    }
+    let text = args.barcode.unwrap_or_default();
+    let barcode =
+        Barcode::parse(&text).map_err(|e| anyhow::anyhow!("{text:?} is not a barcode: {e}"))?;
+    match engine.piece(&barcode) {
+        Some(piece) => {
+            writeln!(out, "{}", serde_json::to_string(&piece)?)?;
+            Ok(Outcome::AllGood)
+        }
+        None => {
+            let error = json!({"error": {"code": "not_found", "message": format!("no scans of {barcode} within the retention window")}});
+            writeln!(out, "{error}")?;
+            Ok(Outcome::NotFound)
+        }
+    }
+}
+
+pub(crate) fn expire(data: &Path, now_ms: i64, out: &mut dyn Write) -> anyhow::Result<Outcome> {
+    let mut engine = open_engine(data, now_ms, None, None)?;
+    let report = engine.store().expire(now_ms).context("expiring buckets")?;
+    writeln!(out, "{}", serde_json::to_string(&report)?)?;
+    Ok(Outcome::AllGood)
+}
+
+pub(crate) fn stats(data: &Path, now_ms: i64, out: &mut dyn Write) -> anyhow::Result<Outcome> {
+    let mut engine = open_engine(data, now_ms, None, None)?;
+    let stats = engine.store().stats();
+    writeln!(out, "{}", serde_json::to_string(&stats)?)?;
+    Ok(Outcome::AllGood)
+}
+
+#[derive(Args)]
+pub(crate) struct DemoArgs {
+    /// Pieces in the demo feed.
+    #[arg(long, default_value_t = 20_000)]
+    pieces: u64,
+}
+
+pub(crate) fn demo(
+    data: &Path,
+    now_ms: i64,
+    args: DemoArgs,
+    out: &mut dyn Write,
+) -> anyhow::Result<Outcome> {
+    let feed_path = data.join("demo").join("feed.psv");
+    fs::create_dir_all(feed_path.parent().unwrap_or(data))
+        .with_context(|| format!("creating {}", data.display()))?;
+    // Yesterday's and today's scans, so some days seal and some stay open.
+    let mut options = GenOptions::new(args.pieces, now_ms.div_euclid(86_400_000) - 1);
+    options.days = 1;
+    options.bad_share = 0.002;
+    options.format = GenFormat::Psv;
+    options.until_ms = Some(now_ms);
+    let mut samples = Vec::new();
+    let file =
+        File::create(&feed_path).with_context(|| format!("creating {}", feed_path.display()))?;
+    let generated = generate(&options, io::BufWriter::new(file), |line| {
+        if samples.len() < 3 && line.line % 997 == 0 && line.time_ms <= now_ms {
+            samples.push(line.barcode);
+        }
+    })?;
+    eprintln!(
+        "demo: wrote {} records for {} pieces to {}",
+        generated.records,
+        generated.pieces,
+        feed_path.display()
+    );
+    ingest(
+        data,
+        now_ms,
+        IngestArgs {
+            files: vec![feed_path],
+            format: None,
+            default_offset: None,
+            rejects: None,
+        },
+        out,
+    )?;
+    let engine = open_engine(data, now_ms, None, None)?;
+    for key in samples {
+        let barcode = key.to_barcode();
+        if let Some(piece) = engine.piece(&barcode) {
+            writeln!(out, "{}", serde_json::to_string(&piece)?)?;
+        }
+    }
+    let data_flag = format!("--data {}", data.display());
+    eprintln!("demo: try  imbtrack {data_flag} stats");
+    eprintln!("demo:      imbtrack {data_flag} query <barcode from above>");
+    eprintln!("demo:      imbtrack {data_flag} query --zip 94110 --date <YYYY-MM-DD>");
+    Ok(Outcome::AllGood)
+}

@@ -1,0 +1,355 @@
+/*!
+Joins the feed parser and the store into the pipeline a plant runs all day, and answers
+status queries in Rust.
+
+# Brief overview
+
+- [`Engine`] owns a [`Store`] and the [`CodeTables`]. [`Engine::ingest`] takes a feed's bytes
+  (or [`Engine::ingest_file`] a path, memory-mapped): the feed is cut into chunks at record
+  boundaries, chunks are parsed in parallel on rayon's pool a window at a time, and a writer
+  thread appends each parsed chunk to the store (one WAL fsync per chunk) while the next window
+  parses. A bounded channel between them keeps memory flat whatever the feed's size.
+- Every record ends accepted, duplicate or rejected; rejects go to a [`RejectSink`] and the
+  [`IngestSummary`] counts them by reason. Counters go through the `metrics` crate.
+- [`Engine::piece`] and [`Engine::pieces_by_zip`] return [`PieceStatus`]: the status model of
+  [`piece_status`] over the scans still inside their retention window.
+
+# Example
+
+```
+use imbtrack_engine::{Engine, EngineOptions};
+use imbtrack_feed::{RejectList, time::parse_timestamp};
+use imbtrack_barcode::Barcode;
+
+let dir = tempfile::tempdir()?;
+let now = parse_timestamp(b"2025-01-20T00:00:00Z", None).unwrap();
+let (mut engine, _) = Engine::open(dir.path(), EngineOptions::at(now))?;
+let feed = b"imb|scanDatetime|scanEventCode|scanFacilityZip\n\
+0027012345678912345612345678901|2025-01-15T10:00:00-05:00|918|94110\n";
+let summary = engine.ingest("f.psv", feed, &mut RejectList::default(), &|_| {})?;
+assert_eq!(summary.accepted, 1);
+
+let barcode = Barcode::parse("0027012345678912345612345678901")?;
+let piece = engine.piece(&barcode).unwrap();
+assert_eq!(piece.status, "SORTED_FOR_DELIVERY");
+assert_eq!(piece.events[0].description, "DBCS/DIOSS BCS DPS, 1st pass");
+# Ok::<(), Box<dyn std::error::Error>>(())
+```
+*/
+#![deny(missing_docs)]
+
+mod status;
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::Path;
+use std::time::Instant;
+
+use imbtrack_barcode::Barcode;
+use imbtrack_feed::{
+    ChunkOutput, CodeTables, FeedError, FeedOptions, PreparedFeed, Reject, RejectSink, Zip,
+};
+use imbtrack_store::{AppendReport, RecoveryReport, Store, StoreError, StoreOptions};
+use rayon::prelude::*;
+use serde::Serialize;
+
+pub use crate::status::{piece_status, EventView, PieceStatus, UNKNOWN};
+
+/// Bytes of feed per parse chunk: big enough that a chunk's WAL fsync is amortised over ~50,000
+/// records, small enough that a window of chunks stays a few hundred MB at most.
+const CHUNK_BYTES: usize = 8 << 20;
+
+/// An ingest or query that failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EngineError {
+    /// The feed as a whole could not be read.
+    #[error("{source_name}: {error}")]
+    Feed {
+        /// The feed's name.
+        source_name: String,
+        /// What was wrong.
+        error: FeedError,
+    },
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A file could not be read.
+    #[error("{path}: {error}")]
+    Io {
+        /// The file.
+        path: String,
+        /// What the OS said.
+        error: std::io::Error,
+    },
+}
+
+/// How an engine runs.
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    /// "Now" for retention, sealing and the time plausibility check, ms since the epoch.
+    pub now_ms: i64,
+    /// Store tunables (retention windows among them).
+    pub store: StoreOptions,
+    /// Feed parsing defaults (format, default UTC offset, limits); its `now_ms` is set from ours.
+    pub feed: FeedOptions,
+    /// Parser threads (rayon's pool size by default).
+    pub threads: usize,
+}
+
+impl EngineOptions {
+    /// Defaults at `now_ms`.
+    pub fn at(now_ms: i64) -> EngineOptions {
+        EngineOptions {
+            now_ms,
+            store: StoreOptions::default(),
+            feed: FeedOptions::at(now_ms),
+            threads: rayon::current_num_threads(),
+        }
+    }
+}
+
+/// What one ingest did: `accepted + duplicates + rejected` = `records`, every non-blank record.
+#[derive(Debug, Default, Clone, Serialize, PartialEq)]
+pub struct IngestSummary {
+    /// Feeds ingested.
+    pub files: u64,
+    /// Non-blank records read.
+    pub lines: u64,
+    /// New scans, durable in the store.
+    pub accepted: u64,
+    /// Scans the store already had (or that repeat within the feed).
+    pub duplicates: u64,
+    /// Records rejected.
+    pub rejected: u64,
+    /// Rejected records by reason.
+    pub rejects_by_reason: BTreeMap<String, u64>,
+    /// Scans of days the store already expired, not kept.
+    pub expired: u64,
+    /// Wall time.
+    pub elapsed_s: f64,
+    /// `lines / elapsed_s`.
+    pub scans_per_s: f64,
+}
+
+impl IngestSummary {
+    /// Adds another summary's counts (elapsed time included).
+    pub fn merge(&mut self, other: &IngestSummary) {
+        self.files += other.files;
+        self.lines += other.lines;
+        self.accepted += other.accepted;
+        self.duplicates += other.duplicates;
+        self.rejected += other.rejected;
+        self.expired += other.expired;
+        for (reason, count) in &other.rejects_by_reason {
+            *self.rejects_by_reason.entry(reason.clone()).or_default() += count;
+        }
+        self.elapsed_s += other.elapsed_s;
+        self.scans_per_s = if self.elapsed_s > 0.0 {
+            self.lines as f64 / self.elapsed_s
+        } else {
+            0.0
+        };
+    }
+}
+
+/// Progress of an ingest, reported after each chunk is durable.
+#[derive(Debug, Clone, Copy)]
+pub struct IngestProgress {
+    /// Feed bytes done.
+    pub bytes_done: u64,
+    /// Feed bytes in all.
+    pub bytes_total: u64,
+    /// Records done.
+    pub records: u64,
+    /// Records rejected so far.
+    pub rejected: u64,
+}
+
+/// The pipeline and the query API over one store.
+pub struct Engine {
+    store: Store,
+    codes: CodeTables,
+    options: EngineOptions,
+}
+
+impl Engine {
+    /// Opens the store in `dir` (recovering it as [`Store::open`] does) with the shipped code
+    /// tables.
+    pub fn open(
+        dir: &Path,
+        options: EngineOptions,
+    ) -> Result<(Engine, RecoveryReport), EngineError> {
+        let (store, report) = Store::open(dir, options.store.clone())?;
+        Ok((
+            Engine {
+                store,
+                codes: CodeTables::builtin(),
+                options,
+            },
+            report,
+        ))
+    }
+
+    /// The store, for operations the engine does not wrap.
+    pub fn store(&mut self) -> &mut Store {
+        &mut self.store
+    }
+
+    /// The code tables in use.
+    pub fn codes(&self) -> &CodeTables {
+        &self.codes
+    }
+
+    /// The options in use.
+    pub fn options(&self) -> &EngineOptions {
+        &self.options
+    }
+
+    /// Ingests a file, memory-mapped (so a large feed is paged in and out as it is read).
+    pub fn ingest_file(
+        &mut self,
+        path: &Path,
+        rejects: &mut dyn RejectSink,
+        progress: &dyn Fn(IngestProgress),
+    ) -> Result<IngestSummary, EngineError> {
+        let io = |error| EngineError::Io {
+            path: path.display().to_string(),
+            error,
+        };
+        let file = File::open(path).map_err(io)?;
+        let len = file.metadata().map_err(io)?.len();
+        let name = path.display().to_string();
+        if len == 0 {
+            return self.ingest(&name, &[], rejects, progress);
+        }
+        // SAFETY: the map is read-only and lives only for this call. A feed file that another
+        // process truncates while it is being ingested can make this process fault (SIGBUS);
+        // feeds are written elsewhere and renamed into place (or spooled) before ingest.
+        #[allow(unsafe_code)]
+        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io)?;
+        self.ingest(&name, &map, rejects, progress)
+    }
+
+    /// Ingests a feed's bytes. Windows of chunks parse in parallel while a writer thread appends
+    /// the previous window's chunks to the store, in feed order; a record counts as accepted
+    /// only once its chunk's WAL write is fsynced.
+    pub fn ingest(
+        &mut self,
+        source: &str,
+        input: &[u8],
+        rejects: &mut dyn RejectSink,
+        progress: &dyn Fn(IngestProgress),
+    ) -> Result<IngestSummary, EngineError> {
+        let started = Instant::now();
+        let feed_error = |error| EngineError::Feed {
+            source_name: source.to_string(),
+            error,
+        };
+        let mut feed_options = self.options.feed.clone();
+        feed_options.now_ms = self.options.now_ms;
+        let feed = PreparedFeed::prepare(input, feed_options.format).map_err(feed_error)?;
+        let chunks = feed.chunks(feed.len() / CHUNK_BYTES + 1);
+        let window = self.options.threads.max(1) * 2;
+        let bytes_total = feed.len() as u64;
+
+        let store = &mut self.store;
+        let (sender, receiver) = crossbeam_channel::bounded::<(usize, ChunkOutput)>(window);
+        let mut summary = IngestSummary {
+            files: 1,
+            ..IngestSummary::default()
+        };
+        let result: Result<(), EngineError> = std::thread::scope(|scope| {
+            // The parser: windows of chunks in parallel, sent in feed order. It stops when the
+            // writer below stops taking (an error).
+            let feed = &feed;
+            let feed_options = &feed_options;
+            scope.spawn(move || {
+                for group in chunks.chunks(window) {
+                    let outputs: Vec<(usize, ChunkOutput)> = group
+                        .par_iter()
+                        .map(|chunk| (chunk.len(), feed.parse_chunk(*chunk, feed_options)))
+                        .collect();
+                    for output in outputs {
+                        if sender.send(output).is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+            // The writer, on this thread: rejects, then the store append that makes the chunk
+            // durable, then the counts.
+            let mut bytes_done = 0u64;
+            for (chunk_bytes, output) in receiver {
+                for (line, index, reason, raw) in &output.rejects.rejects {
+                    let reject = Reject {
+                        line: *line,
+                        index: *index,
+                        reason: reason.clone(),
+                        raw,
+                    };
+                    rejects
+                        .reject(source, &reject)
+                        .map_err(|e| feed_error(FeedError::Rejects(e)))?;
+                }
+                let AppendReport {
+                    accepted,
+                    duplicates,
+                    expired,
+                } = store.append(&output.events, &output.symbols)?;
+                summary.lines += output.report.records;
+                summary.accepted += accepted;
+                summary.duplicates += duplicates;
+                summary.expired += expired;
+                summary.rejected += output.report.rejected;
+                for (reason, count) in &output.report.rejects_by_reason {
+                    *summary
+                        .rejects_by_reason
+                        .entry((*reason).to_string())
+                        .or_default() += count;
+                    metrics::counter!("imbtrack_rejects_total", "reason" => *reason)
+                        .increment(*count);
+                }
+                metrics::counter!("imbtrack_ingested_scans_total").increment(accepted);
+                metrics::counter!("imbtrack_duplicate_scans_total").increment(duplicates);
+                bytes_done += chunk_bytes as u64;
+                progress(IngestProgress {
+                    bytes_done,
+                    bytes_total,
+                    records: summary.lines,
+                    rejected: summary.rejected,
+                });
+            }
+            Ok(())
+        });
+        result?;
+        summary.elapsed_s = started.elapsed().as_secs_f64();
+        summary.scans_per_s = if summary.elapsed_s > 0.0 {
+            summary.lines as f64 / summary.elapsed_s
+        } else {
+            0.0
+        };
+        Ok(summary)
+    }
+
+    /// A piece's status and history at the engine's "now", or `None` when the store has no scan
+    /// of it inside its window. An IMb is the tracking code with its routing code: the same
+    /// tracking code with another routing is another barcode.
+    pub fn piece(&self, barcode: &Barcode) -> Option<PieceStatus> {
+        piece_status(
+            &self.store.lookup(barcode.key(), self.options.now_ms),
+            &self.codes,
+        )
+    }
+
+    /// Pieces routed to `zip` (5, 9 or 11 digits) with scans on `day` (days since the epoch),
+    /// each with its full status.
+    pub fn pieces_by_zip(&self, zip: Zip, day: i64) -> Vec<PieceStatus> {
+        let now = self.options.now_ms;
+        self.store
+            .pieces_by_zip(zip, day, now)
+            .into_iter()
+            .filter_map(|key| piece_status(&self.store.lookup(key, now), &self.codes))
+            .collect()
+    }
+}

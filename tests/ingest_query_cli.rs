@@ -1,0 +1,280 @@
+//! End-to-end: the real binary generates, ingests and queries a store in a temp directory:
+//! by IMb digits, by 65 bars and by ZIP; rejects with reasons; retention through --now and
+//! expire; re-ingest adds nothing; an ingest killed with SIGKILL and re-run leaves every scan once.
+
+#![allow(clippy::unwrap_used)] // a panic is how a test reports failure
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use imbtrack_barcode::{Barcode, BarcodeKey};
+use imbtrack_feed::time::{days_from_civil, parse_timestamp};
+use imbtrack_feed::{
+    generate, parse_feed, FeedOptions, GenOptions, GeneratedLine, LineKind, RejectList,
+};
+use serde_json::Value;
+
+const NOW: &str = "2025-01-20T00:00:00Z";
+
+fn imbtrack(data: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_imbtrack"))
+        .arg("--data")
+        .arg(data)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn json(output: &Output) -> Value {
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+/// A feed of `pieces` pieces from 2025-01-10 over 3 days, written to `path`, with its lines.
+fn feed(path: &Path, pieces: u64, bad_share: f64) -> Vec<GeneratedLine> {
+    let mut options = GenOptions::new(pieces, days_from_civil(2025, 1, 10));
+    (options.days, options.bad_share, options.seed) = (3, bad_share, 11);
+    let mut lines = Vec::new();
+    let file = std::fs::File::create(path).unwrap();
+    generate(&options, file, |l| lines.push(l.clone())).unwrap();
+    lines
+}
+
+fn first_good(lines: &[GeneratedLine], package: bool) -> BarcodeKey {
+    lines
+        .iter()
+        .find(|l| {
+            l.kind == LineKind::Good
+                && matches!(l.barcode.to_barcode(), Barcode::Impb(_)) == package
+        })
+        .unwrap()
+        .barcode
+}
+
+#[test]
+fn ingest_then_query_every_way() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, feed_path) = (dir.path().join("data"), dir.path().join("f.psv"));
+    let lines = feed(&feed_path, 2_000, 0.01);
+    let summary = json(&imbtrack(
+        &data,
+        &["--now", NOW, "ingest", feed_path.to_str().unwrap()],
+    ));
+    let records = lines.len() as u64;
+    assert_eq!(summary["lines"], records);
+    let (accepted, duplicates, rejected) = (
+        summary["accepted"].as_u64().unwrap(),
+        summary["duplicates"].as_u64().unwrap(),
+        summary["rejected"].as_u64().unwrap(),
+    );
+    assert_eq!(accepted + duplicates + rejected, records);
+    assert_eq!(
+        rejected,
+        lines
+            .iter()
+            .filter(|l| matches!(l.kind, LineKind::Bad(_)))
+            .count() as u64
+    );
+    assert_eq!(
+        duplicates,
+        lines
+            .iter()
+            .filter(|l| l.kind == LineKind::Duplicate)
+            .count() as u64
+    );
+
+    // The rejects file holds each bad record with its reason.
+    let rejects_path = summary["rejects_file"].as_str().unwrap();
+    let rejects: Vec<Value> = std::fs::read_to_string(rejects_path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rejects.len() as u64, rejected);
+    for reject in &rejects {
+        let line = lines
+            .iter()
+            .find(|l| l.line == reject["line"].as_u64().unwrap())
+            .unwrap();
+        assert!(
+            matches!(line.kind, LineKind::Bad(reason) if reject["reason"] == reason),
+            "{reject}"
+        );
+        assert!(!reject["raw"].as_str().unwrap().is_empty());
+    }
+
+    // By IMb digits, by 65 bars, dashed: the same piece and history, newest first.
+    let key = first_good(&lines, false);
+    let Barcode::Imb(imb) = key.to_barcode() else {
+        unreachable!()
+    };
+    let by_digits = json(&imbtrack(
+        &data,
+        &[
+            "--now",
+            NOW,
+            "query",
+            &format!("{}{}", imb.tracking(), imb.routing()),
+        ],
+    ));
+    let by_bars = json(&imbtrack(
+        &data,
+        &["--now", NOW, "query", imb.encode().as_str()],
+    ));
+    assert_eq!(by_digits, by_bars);
+    let expected: Vec<&GeneratedLine> = lines
+        .iter()
+        .filter(|l| l.barcode == key && l.kind == LineKind::Good)
+        .collect();
+    let events = by_digits["events"].as_array().unwrap();
+    assert_eq!(events.len(), expected.len());
+    let times: Vec<i64> = events
+        .iter()
+        .map(|e| parse_timestamp(e["time"].as_str().unwrap().as_bytes(), None).unwrap())
+        .collect();
+    assert!(times.windows(2).all(|w| w[0] >= w[1]), "newest first");
+    assert_eq!(by_digits["class"], "mail");
+    assert!(by_digits["status"].is_string() && by_digits["status_time"].is_string());
+
+    // A package by its tracking number.
+    let package = first_good(&lines, true);
+    let Barcode::Impb(impb) = package.to_barcode() else {
+        unreachable!()
+    };
+    let piece = json(&imbtrack(&data, &["--now", NOW, "query", impb.tracking()]));
+    assert_eq!(piece["class"], "package");
+
+    // Not found: exit 3.
+    let missing = imbtrack(&data, &["--now", NOW, "query", "00270999999999999999"]);
+    assert_eq!(missing.status.code(), Some(3));
+    assert_eq!(
+        serde_json::from_slice::<Value>(&missing.stdout).unwrap()["error"]["code"],
+        "not_found"
+    );
+
+    // By ZIP and day: every piece listed is routed there and scanned that day.
+    let routed = lines
+        .iter()
+        .find(|l| l.kind == LineKind::Good && l.routing.len() == 11)
+        .unwrap();
+    let day = imbtrack_feed::time::format_utc(routed.time_ms)[..10].to_string();
+    for digits in [5, 9, 11] {
+        let zip = routed.routing.prefix(digits).unwrap().to_string();
+        let output = imbtrack(
+            &data,
+            &["--now", NOW, "query", "--zip", &zip, "--date", &day],
+        );
+        assert!(output.status.success());
+        let pieces: Vec<Value> = String::from_utf8(output.stdout)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert!(
+            pieces
+                .iter()
+                .any(|p| p["barcode"] == routed.barcode.to_barcode().to_string()),
+            "zip {zip}"
+        );
+        assert!(pieces
+            .iter()
+            .all(|p| p["routing_zip"].as_str().unwrap().starts_with(&zip)));
+    }
+
+    // Re-ingesting the same file adds nothing.
+    let again = json(&imbtrack(
+        &data,
+        &["--now", NOW, "ingest", feed_path.to_str().unwrap()],
+    ));
+    assert_eq!(again["accepted"], 0);
+    assert_eq!(again["duplicates"].as_u64().unwrap(), accepted + duplicates);
+}
+
+#[test]
+fn retention_through_now_and_expire() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, feed_path) = (dir.path().join("data"), dir.path().join("f.psv"));
+    let lines = feed(&feed_path, 500, 0.0);
+    json(&imbtrack(
+        &data,
+        &["--now", NOW, "ingest", feed_path.to_str().unwrap()],
+    ));
+    let (mail, package) = (
+        first_good(&lines, false).to_barcode().to_string(),
+        first_good(&lines, true).to_barcode().to_string(),
+    );
+    let query = |now: &str, barcode: &str| {
+        imbtrack(&data, &["--now", now, "query", barcode])
+            .status
+            .code()
+    };
+    assert_eq!(
+        (query(NOW, &mail), query(NOW, &package)),
+        (Some(0), Some(0))
+    );
+
+    // 40 days on: mail gone, packages still there; sealing happened on that ingest's clock.
+    let later = "2025-02-25T00:00:00Z";
+    json(&imbtrack(&data, &["--now", later, "stats"]));
+    assert_eq!(
+        (query(later, &mail), query(later, &package)),
+        (Some(3), Some(0))
+    );
+    let expired = json(&imbtrack(&data, &["--now", later, "expire"]));
+    assert!(
+        expired["dropped_buckets"].as_u64().unwrap()
+            + expired["dropped_head_buckets"].as_u64().unwrap()
+            > 0
+    );
+
+    // 100 days on: both gone, and their bucket directories removed.
+    let much_later = "2025-04-25T00:00:00Z";
+    assert_eq!(
+        (query(much_later, &mail), query(much_later, &package)),
+        (Some(3), Some(3))
+    );
+    json(&imbtrack(&data, &["--now", much_later, "expire"]));
+    assert_eq!(std::fs::read_dir(data.join("buckets")).unwrap().count(), 0);
+    let stats = json(&imbtrack(&data, &["--now", much_later, "stats"]));
+    assert_eq!(stats["scans"], 0);
+}
+
+#[test]
+fn an_ingest_killed_and_rerun_leaves_every_scan_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, feed_path) = (dir.path().join("data"), dir.path().join("f.psv"));
+    feed(&feed_path, 60_000, 0.0);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_imbtrack"))
+        .arg("--data")
+        .arg(&data)
+        .args(["--now", NOW, "ingest", feed_path.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(150));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    json(&imbtrack(
+        &data,
+        &["--now", NOW, "ingest", feed_path.to_str().unwrap()],
+    ));
+
+    let bytes = std::fs::read(&feed_path).unwrap();
+    let parsed = parse_feed(
+        "f",
+        &bytes,
+        &FeedOptions::at(parse_timestamp(NOW.as_bytes(), None).unwrap()),
+        &mut RejectList::default(),
+    )
+    .unwrap();
+    let distinct: HashSet<_> = parsed.events.iter().map(|e| e.identity()).collect();
+    let stats = json(&imbtrack(&data, &["--now", NOW, "stats"]));
+    assert_eq!(stats["scans"].as_u64().unwrap(), distinct.len() as u64);
+}
