@@ -278,3 +278,42 @@ fn an_ingest_killed_and_rerun_leaves_every_scan_once() {
     let stats = json(&imbtrack(&data, &["--now", NOW, "stats"]));
     assert_eq!(stats["scans"].as_u64().unwrap(), distinct.len() as u64);
 }
+
+#[test]
+fn bench_prints_one_line_per_system() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_imbtrack"))
+        .args(["bench", "--pieces", "400", "--lookups", "300", "--dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let lines: Vec<Value> = String::from_utf8(output.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let systems: Vec<&str> = lines
+        .iter()
+        .map(|l| l["system"].as_str().unwrap())
+        .collect();
+    assert_eq!(systems, ["imbtrack", "sqlite"]);
+    for line in &lines {
+        for field in [
+            "rows_per_s",
+            "lookup_median_us",
+            "lookup_p99_us",
+            "bytes_per_row",
+            "ratio_ingest",
+            "ratio_lookup",
+        ] {
+            assert!(line[field].as_f64().unwrap() > 0.0, "{field} in {line}");
+        }
+    }
+    // Both systems were given the same scans: SQLite every parsed record (repeats included).
+    assert_eq!(lines[0]["rows"], lines[1]["rows"]);
+}

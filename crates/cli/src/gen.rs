@@ -27,7 +27,7 @@ pub(crate) struct GenArgs {
     /// Give it to make the output reproducible across days.
     #[arg(long)]
     start: Option<String>,
-    /// Leave out scans after this time (RFC 3339): the feed as it stands then. Default: now
+    /// Leave out scans at or after this time (RFC 3339): the feed as it stands then. Default: now
     /// when --start is not given (no scans from the future), none otherwise.
     #[arg(long)]
     until: Option<String>,

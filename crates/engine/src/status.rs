@@ -137,3 +137,86 @@ pub fn piece_status(scans: &[StoredScan], codes: &CodeTables) -> Option<PieceSta
         events: views.into_iter().rev().collect(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use imbtrack_barcode::{Barcode, Imb, Impb};
+    use imbtrack_feed::{EventCode, HandlingEventType, Zip};
+
+    use super::*;
+
+    fn scan(barcode: &Barcode, time_ms: i64, code: &str) -> StoredScan {
+        StoredScan {
+            barcode: barcode.key(),
+            class: if matches!(barcode, Barcode::Impb(_)) {
+                MailClass::Package
+            } else {
+                MailClass::Mail
+            },
+            time_ms,
+            routing: Zip::NONE,
+            facility_zip: Zip::parse(b"94110").unwrap(),
+            code: EventCode::parse(code.as_bytes()).unwrap(),
+            handling: HandlingEventType::Physical,
+            facility_text: Arc::from("SF P&DC\u{1f}SAN FRANCISCO\u{1f}CA"),
+            machine: Arc::from("DBCS"),
+        }
+    }
+
+    #[test]
+    fn mail_status_is_the_furthest_reached_and_when() {
+        let codes = CodeTables::builtin();
+        let imb = Barcode::Imb(Imb::new("00270123456789123456", "").unwrap());
+        // 873 accepted, 918 sorted, 919 sorted again, then an unknown code: still sorted, since 918.
+        let scans = [
+            scan(&imb, 1_000, "873"),
+            scan(&imb, 2_000, "918"),
+            scan(&imb, 3_000, "919"),
+            scan(&imb, 4_000, "999"),
+        ];
+        let status = piece_status(&scans, &codes).unwrap();
+        assert_eq!(status.status, "SORTED_FOR_DELIVERY");
+        assert_eq!(status.status_time, format_utc(2_000));
+        assert_eq!(status.events.len(), 4);
+        assert_eq!(status.events[0].code, "999");
+        assert_eq!(status.events[0].status, UNKNOWN);
+        assert_eq!(status.events[0].description, "");
+        assert_eq!(
+            status.events[3].phase.as_deref(),
+            Some("Phase 0 - Acceptance")
+        );
+        assert_eq!(status.events[3].facility_city, "SAN FRANCISCO");
+        assert_eq!(status.class, "mail");
+    }
+
+    #[test]
+    fn package_status_is_the_newest_known_event() {
+        let codes = CodeTables::builtin();
+        let impb = Barcode::Impb(Impb::parse("9405803699300124287899").unwrap());
+        let scans = [
+            scan(&impb, 1_000, "OF"),
+            scan(&impb, 2_000, "02"),
+            scan(&impb, 3_000, "ZZ"),
+        ];
+        let status = piece_status(&scans, &codes).unwrap();
+        assert_eq!(
+            (status.status.as_str(), status.status_time.as_str()),
+            ("ATTEMPTED", format_utc(2_000).as_str())
+        );
+        assert_eq!(status.events[1].description, "Attempted / Notice Left");
+    }
+
+    #[test]
+    fn unknown_codes_only_and_no_scans() {
+        let codes = CodeTables::builtin();
+        let imb = Barcode::Imb(Imb::new("00270123456789123456", "").unwrap());
+        let status = piece_status(&[scan(&imb, 5_000, "123")], &codes).unwrap();
+        assert_eq!(
+            (status.status.as_str(), status.status_time.as_str()),
+            (UNKNOWN, format_utc(5_000).as_str())
+        );
+        assert!(piece_status(&[], &codes).is_none());
+    }
+}

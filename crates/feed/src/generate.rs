@@ -41,8 +41,8 @@ pub struct GenOptions {
     pub late_share: f64,
     /// Output shape.
     pub format: GenFormat,
-    /// When set, scans after this instant (ms since the epoch) are not written: the feed is
-    /// a snapshot taken then, with the pieces still on their way.
+    /// When set, scans at or after this instant (ms since the epoch) are not written: the feed
+    /// is a snapshot taken then, with the pieces still on their way.
     pub until_ms: Option<i64>,
 }
 
@@ -440,7 +440,7 @@ impl<W: Write, F: FnMut(&GeneratedLine)> Generator<'_, W, F> {
                 time_ms += (1 + self.rng.below(18 * 3600)) as i64 * 1000;
                 scan
             })
-            .filter(|scan| scan.time_ms <= until)
+            .filter(|scan| scan.time_ms < until)
             .collect()
     }
 

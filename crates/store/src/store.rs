@@ -53,11 +53,44 @@ impl Default for StoreOptions {
 /// A bucket's identity: class and UTC day (days since the epoch).
 pub type BucketId = (MailClass, i64);
 
-/// The scans of one open (class, day), in memory.
+/// The scans of one open (class, day), in memory: one array of events, each piece's events
+/// chained newest to oldest through `previous`, so a piece costs one map entry and no
+/// allocation of its own, and deduplication walks the piece's few scans.
 #[derive(Default)]
 struct HeadBucket {
-    pieces: HashMap<BarcodeKey, Vec<ScanEvent>>,
-    identities: HashSet<ScanIdentity>,
+    events: Vec<ScanEvent>,
+    previous: Vec<u32>,
+    newest: HashMap<BarcodeKey, u32>,
+}
+
+const NO_EVENT: u32 = u32::MAX;
+
+impl HeadBucket {
+    /// The piece's scans, newest first.
+    fn scans_of(&self, key: BarcodeKey) -> impl Iterator<Item = &ScanEvent> {
+        let mut at = self.newest.get(&key).copied().unwrap_or(NO_EVENT);
+        std::iter::from_fn(move || {
+            let event = self.events.get(at as usize)?;
+            at = self.previous[at as usize];
+            Some(event)
+        })
+    }
+
+    fn contains(&self, identity: &ScanIdentity) -> bool {
+        self.scans_of(identity.barcode)
+            .any(|e| e.identity() == *identity)
+    }
+
+    fn insert(&mut self, event: ScanEvent) {
+        let index = self.events.len() as u32;
+        let previous = self.newest.insert(event.barcode, index).unwrap_or(NO_EVENT);
+        self.events.push(event);
+        self.previous.push(previous);
+    }
+
+    fn piece_keys(&self) -> impl Iterator<Item = BarcodeKey> + '_ {
+        self.newest.keys().copied()
+    }
 }
 
 /// The sealed files of one day.
@@ -353,10 +386,12 @@ impl Store {
     /// Whether the store has no scan with this event's identity.
     fn is_new(&self, event: &ScanEvent) -> bool {
         let id = bucket_id(event);
-        if let Some(head) = self.head.get(&id) {
-            if head.identities.contains(&event.identity()) {
-                return false;
-            }
+        if self
+            .head
+            .get(&id)
+            .is_some_and(|head| head.contains(&event.identity()))
+        {
+            return false;
         }
         let Some(day) = self.sealed.get(&id) else {
             return true;
@@ -374,9 +409,10 @@ impl Store {
     }
 
     fn insert_head(&mut self, event: ScanEvent) {
-        let head = self.head.entry(bucket_id(&event)).or_default();
-        head.identities.insert(event.identity());
-        head.pieces.entry(event.barcode).or_default().push(event);
+        self.head
+            .entry(bucket_id(&event))
+            .or_default()
+            .insert(event);
     }
 
     /// Appends parsed events (their facility and machine ids refer to `symbols`), dropping those
@@ -451,7 +487,7 @@ impl Store {
             let Some(head) = self.head.remove(&id) else {
                 continue;
             };
-            let mut events: Vec<ScanEvent> = head.pieces.into_values().flatten().collect();
+            let mut events = head.events;
             sort_scans(&mut events);
             let kind = if self.sealed.get(&id).is_some_and(|d| d.base.is_some()) {
                 BucketKind::Delta
@@ -651,9 +687,7 @@ impl Store {
             }
         }
         for (_, head) in self.head.range((class, i64::MIN)..=(class, i64::MAX)) {
-            if let Some(events) = head.pieces.get(&key) {
-                found.extend(events.iter().map(|e| self.stored(e)));
-            }
+            found.extend(head.scans_of(key).map(|e| self.stored(e)));
         }
         found.retain(|s| self.options.retention.serves(s.class, s.time_ms, now_ms));
         found.sort_by(|a, b| {
@@ -741,13 +775,12 @@ impl Store {
                 }
             }
             if let Some(head) = self.head.get(&(class, day)) {
-                for (key, events) in &head.pieces {
-                    if from_head(&events[0])
-                        && events
-                            .iter()
-                            .any(|e| retention.serves(class, e.time_ms, now_ms))
+                for key in head.piece_keys() {
+                    let mut scans = head.scans_of(key).peekable();
+                    if scans.peek().is_some_and(|e| from_head(e))
+                        && scans.any(|e| retention.serves(class, e.time_ms, now_ms))
                     {
-                        keys.insert(*key);
+                        keys.insert(key);
                     }
                 }
             }
@@ -773,8 +806,8 @@ impl Store {
         stats.scans = sealed_scans;
         for (&(class, day), head) in &self.head {
             stats.head_buckets += 1;
-            stats.scans += head.identities.len() as u64;
-            stats.pieces += head.pieces.len() as u64;
+            stats.scans += head.events.len() as u64;
+            stats.pieces += head.newest.len() as u64;
             let entry = span.entry(class.as_str()).or_insert((day, day));
             *entry = (entry.0.min(day), entry.1.max(day));
         }
