@@ -6,7 +6,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use hashbrown::{HashMap, HashSet};
+use hashbrown::HashMap;
 use imbtrack_barcode::{BarcodeKey, BarcodeKind};
 use imbtrack_feed::time::civil_from_days;
 use imbtrack_feed::{MailClass, ScanEvent, ScanIdentity, SymbolTable, Zip};
@@ -53,11 +53,22 @@ impl Default for StoreOptions {
 /// A bucket's identity: class and UTC day (days since the epoch).
 pub type BucketId = (MailClass, i64);
 
-/// The scans of one open (class, day), in memory: one array of events, each piece's events
-/// chained newest to oldest through `previous`, so a piece costs one map entry and no
-/// allocation of its own, and deduplication walks the piece's few scans.
+/// Head buckets are split by barcode hash into this many shards, which appends fill in parallel.
+const HEAD_SHARDS: usize = 8;
+
+/// The shard of a piece: high bits of a multiplicative hash of its key.
+fn shard_of(key: BarcodeKey) -> usize {
+    let raw = key.as_u128();
+    let mixed =
+        ((raw as u64) ^ ((raw >> 64) as u64).rotate_left(17)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    (mixed >> 61) as usize % HEAD_SHARDS
+}
+
+/// One shard of an open bucket: one array of events, each piece's events chained newest to
+/// oldest through `previous`, so a piece costs one map entry and no allocation of its own, and
+/// deduplication walks the piece's few scans.
 #[derive(Default)]
-struct HeadBucket {
+struct HeadShard {
     events: Vec<ScanEvent>,
     previous: Vec<u32>,
     newest: HashMap<BarcodeKey, u32>,
@@ -65,7 +76,7 @@ struct HeadBucket {
 
 const NO_EVENT: u32 = u32::MAX;
 
-impl HeadBucket {
+impl HeadShard {
     /// The piece's scans, newest first.
     fn scans_of(&self, key: BarcodeKey) -> impl Iterator<Item = &ScanEvent> {
         let mut at = self.newest.get(&key).copied().unwrap_or(NO_EVENT);
@@ -76,20 +87,73 @@ impl HeadBucket {
         })
     }
 
-    fn contains(&self, identity: &ScanIdentity) -> bool {
-        self.scans_of(identity.barcode)
-            .any(|e| e.identity() == *identity)
-    }
-
     fn insert(&mut self, event: ScanEvent) {
         let index = self.events.len() as u32;
         let previous = self.newest.insert(event.barcode, index).unwrap_or(NO_EVENT);
         self.events.push(event);
         self.previous.push(previous);
     }
+}
+
+/// The scans of one open (class, day), in memory, sharded by barcode.
+struct HeadBucket {
+    shards: Vec<HeadShard>,
+}
+
+impl Default for HeadBucket {
+    fn default() -> Self {
+        HeadBucket {
+            shards: (0..HEAD_SHARDS).map(|_| HeadShard::default()).collect(),
+        }
+    }
+}
+
+impl HeadBucket {
+    fn scans_of(&self, key: BarcodeKey) -> impl Iterator<Item = &ScanEvent> {
+        self.shards[shard_of(key)].scans_of(key)
+    }
+
+    fn contains(&self, identity: &ScanIdentity) -> bool {
+        self.scans_of(identity.barcode)
+            .any(|e| e.identity() == *identity)
+    }
+
+    fn insert(&mut self, event: ScanEvent) {
+        self.shards[shard_of(event.barcode)].insert(event);
+    }
+
+    /// Inserts events known to be new, each shard on its own thread.
+    fn insert_all(&mut self, events: Vec<ScanEvent>) {
+        let mut parts: Vec<Vec<ScanEvent>> = (0..HEAD_SHARDS).map(|_| Vec::new()).collect();
+        for event in events {
+            parts[shard_of(event.barcode)].push(event);
+        }
+        self.shards
+            .par_iter_mut()
+            .zip(parts)
+            .for_each(|(shard, part)| {
+                shard.events.reserve(part.len());
+                shard.previous.reserve(part.len());
+                for event in part {
+                    shard.insert(event);
+                }
+            });
+    }
 
     fn piece_keys(&self) -> impl Iterator<Item = BarcodeKey> + '_ {
-        self.newest.keys().copied()
+        self.shards.iter().flat_map(|s| s.newest.keys().copied())
+    }
+
+    fn scan_count(&self) -> usize {
+        self.shards.iter().map(|s| s.events.len()).sum()
+    }
+
+    fn piece_count(&self) -> usize {
+        self.shards.iter().map(|s| s.newest.len()).sum()
+    }
+
+    fn into_events(self) -> Vec<ScanEvent> {
+        self.shards.into_iter().flat_map(|s| s.events).collect()
     }
 }
 
@@ -427,19 +491,27 @@ impl Store {
         let remap: Vec<u32> = (0..symbols.len() as u32)
             .map(|id| self.intern(symbols.get(id)))
             .collect();
-        let mut batch_identities = HashSet::new();
-        let mut fresh = Vec::with_capacity(events.len());
+        // Remap symbols and drop days already expired, then find what is new: the checks only
+        // read the store, so they run in parallel; repeats within the batch go by sorting.
         let mut expired = 0;
+        let mut candidates = Vec::with_capacity(events.len());
         for event in events {
             let mut event = *event;
             event.facility = remap.get(event.facility as usize).copied().unwrap_or(0);
             event.machine = remap.get(event.machine as usize).copied().unwrap_or(0);
             if self.is_expired_day(&event) {
                 expired += 1;
-            } else if batch_identities.insert(event.identity()) && self.is_new(&event) {
-                fresh.push(event);
+            } else {
+                candidates.push(event);
             }
         }
+        let this = &*self;
+        let mut fresh: Vec<ScanEvent> = candidates
+            .into_par_iter()
+            .filter(|e| this.is_new(e))
+            .collect();
+        fresh.par_sort_unstable_by_key(|e| e.identity());
+        fresh.dedup_by_key(|e| e.identity());
         let report = AppendReport {
             accepted: fresh.len() as u64,
             duplicates: (events.len() - fresh.len()) as u64 - expired,
@@ -460,13 +532,15 @@ impl Store {
         self.wal.add_events(&fresh);
         self.wal.commit()?;
         self.segment_has_events = true;
-        let seq = self.wal.seq();
+        // Sorted by identity, hence by piece then time: each bucket's run is taken whole.
+        let mut by_bucket: BTreeMap<BucketId, Vec<ScanEvent>> = BTreeMap::new();
         for event in fresh {
-            self.segment_buckets
-                .entry(seq)
-                .or_default()
-                .insert(bucket_id(&event));
-            self.insert_head(event);
+            by_bucket.entry(bucket_id(&event)).or_default().push(event);
+        }
+        let seq = self.wal.seq();
+        for (id, events) in by_bucket {
+            self.segment_buckets.entry(seq).or_default().insert(id);
+            self.head.entry(id).or_default().insert_all(events);
         }
         Ok(report)
     }
@@ -487,7 +561,7 @@ impl Store {
             let Some(head) = self.head.remove(&id) else {
                 continue;
             };
-            let mut events = head.events;
+            let mut events = head.into_events();
             sort_scans(&mut events);
             let kind = if self.sealed.get(&id).is_some_and(|d| d.base.is_some()) {
                 BucketKind::Delta
@@ -806,8 +880,8 @@ impl Store {
         stats.scans = sealed_scans;
         for (&(class, day), head) in &self.head {
             stats.head_buckets += 1;
-            stats.scans += head.events.len() as u64;
-            stats.pieces += head.newest.len() as u64;
+            stats.scans += head.scan_count() as u64;
+            stats.pieces += head.piece_count() as u64;
             let entry = span.entry(class.as_str()).or_insert((day, day));
             *entry = (entry.0.min(day), entry.1.max(day));
         }
