@@ -12,7 +12,7 @@ use std::time::Instant;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use imbtrack_barcode::{Barcode, BarcodeKey, Imb};
 use imbtrack_feed::{
-    EventCode, Facility, HandlingEventType, MailClass, ScanEvent, SymbolTable, Zip,
+    EventCode, Facility, HandlingEventType, MailClass, ScanEvent, SplitMix64, SymbolTable, Zip,
 };
 use imbtrack_store::{RetentionPolicy, Store, StoreOptions, DAY_MS};
 
@@ -20,18 +20,6 @@ const DAYS: i64 = 30;
 const SCANS_PER_DAY: usize = 1_000_000;
 const FIRST_DAY: i64 = 20_400;
 const CODES: [&str; 6] = ["873", "874", "271", "893", "918", "919"];
-
-/// splitmix64, for reproducible data.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-}
 
 fn key(day: i64, piece: u64) -> BarcodeKey {
     let mailer = 100_000 + (piece * 7919 + day as u64) % 800_000;
@@ -42,7 +30,7 @@ fn key(day: i64, piece: u64) -> BarcodeKey {
 
 /// About 1 M scans of one day: pieces of 3-8 scans at 16 facilities.
 fn day_events(day: i64, symbols: &mut SymbolTable) -> (Vec<ScanEvent>, Vec<BarcodeKey>) {
-    let mut rng = Rng(day as u64);
+    let mut rng = SplitMix64(day as u64);
     let facilities: Vec<(Zip, u32)> = (0..16)
         .map(|i| {
             let zip = Zip::parse(format!("{:05}", 10_000 + i * 5_000).as_bytes()).unwrap();
@@ -70,21 +58,21 @@ fn day_events(day: i64, symbols: &mut SymbolTable) -> (Vec<ScanEvent>, Vec<Barco
             Barcode::Imb(imb) => Zip::parse(imb.routing().as_bytes()).unwrap(),
             _ => Zip::NONE,
         };
-        let mut time = day * DAY_MS + (rng.next() % (DAY_MS as u64 / 2)) as i64;
-        for code in CODES.iter().take(3 + (rng.next() % 4) as usize) {
-            let (facility_zip, facility) = facilities[(rng.next() % 16) as usize];
+        let mut time = day * DAY_MS + (rng.next_u64() % (DAY_MS as u64 / 2)) as i64;
+        for code in CODES.iter().take(3 + (rng.next_u64() % 4) as usize) {
+            let (facility_zip, facility) = facilities[(rng.next_u64() % 16) as usize];
             events.push(ScanEvent {
                 barcode: key,
                 time_ms: time,
                 routing,
                 facility_zip,
                 facility,
-                machine: machines[(rng.next() % 4) as usize],
+                machine: machines[(rng.next_u64() % 4) as usize],
                 code: EventCode::parse(code.as_bytes()).unwrap(),
                 class: MailClass::Mail,
                 handling: HandlingEventType::Physical,
             });
-            time += (rng.next() % 3_600_000) as i64;
+            time += (rng.next_u64() % 3_600_000) as i64;
         }
     }
     (events, keys)
@@ -139,9 +127,9 @@ fn store_benches(c: &mut Criterion) {
     );
 
     // Every key asked for exists: a fast wrong answer is no answer.
-    let mut rng = Rng(7);
+    let mut rng = SplitMix64(7);
     let sample: Vec<BarcodeKey> = (0..100_000)
-        .map(|_| keys[(rng.next() % keys.len() as u64) as usize])
+        .map(|_| keys[(rng.next_u64() % keys.len() as u64) as usize])
         .collect();
     assert!(sample
         .iter()

@@ -47,7 +47,7 @@ use std::time::Instant;
 
 use imbtrack_barcode::Barcode;
 use imbtrack_feed::{
-    ChunkOutput, CodeTables, FeedError, FeedOptions, PreparedFeed, Reject, RejectSink, Zip,
+    ChunkOutput, CodeTables, FeedError, FeedOptions, PreparedFeed, RejectSink, Zip,
 };
 use imbtrack_store::{AppendReport, RecoveryReport, Store, StoreError, StoreOptions};
 use rayon::prelude::*;
@@ -281,17 +281,10 @@ impl Engine {
             // durable, then the counts.
             let mut bytes_done = 0u64;
             for (chunk_bytes, output) in receiver {
-                for (line, index, reason, raw) in &output.rejects.rejects {
-                    let reject = Reject {
-                        line: *line,
-                        index: *index,
-                        reason: reason.clone(),
-                        raw,
-                    };
-                    rejects
-                        .reject(source, &reject)
-                        .map_err(|e| feed_error(FeedError::Rejects(e)))?;
-                }
+                output
+                    .rejects
+                    .replay(source, rejects)
+                    .map_err(|e| feed_error(FeedError::Rejects(e)))?;
                 let AppendReport {
                     accepted,
                     duplicates,

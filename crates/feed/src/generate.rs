@@ -191,11 +191,14 @@ const NINE_DIGIT_FROM_RANK: usize = 200;
 
 const PSV_HEADER: &str = "imb|impb|scanDatetime|scanEventCode|scanFacilityZip|handlingEventType|scanFacilityName|scanFacilityCity|scanFacilityState|machineName\n";
 
-/// splitmix64: small, fast, and the same on every platform and version.
-struct Rng(u64);
+/// splitmix64: a small, fast random generator that gives the same numbers on every platform
+/// and version, for reproducible feeds, tests and benchmarks.
+#[derive(Debug, Clone)]
+pub struct SplitMix64(pub u64);
 
-impl Rng {
-    fn next(&mut self) -> u64 {
+impl SplitMix64 {
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -203,12 +206,13 @@ impl Rng {
         z ^ (z >> 31)
     }
 
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
+    /// A number below `n` (`n` > 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n
     }
 
     fn chance(&mut self, p: f64) -> bool {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64 * 1.0 < p
+        ((self.next_u64() >> 11) as f64 / (1u64 << 53) as f64) < p
     }
 
     fn digits(&mut self, out: &mut String, n: usize) {
@@ -240,7 +244,7 @@ struct Mailer {
 
 struct Generator<'o, W: Write, F: FnMut(&GeneratedLine)> {
     options: &'o GenOptions,
-    rng: Rng,
+    rng: SplitMix64,
     out: W,
     on_line: F,
     summary: GenSummary,
@@ -261,7 +265,7 @@ pub fn generate<W: Write>(
     out: W,
     on_line: impl FnMut(&GeneratedLine),
 ) -> io::Result<GenSummary> {
-    let mut rng = Rng(options.seed ^ 0x1AB7_2ACC);
+    let mut rng = SplitMix64(options.seed ^ 0x1AB7_2ACC);
     // Zipf (s = 1) over mailer ranks.
     let mut zipf_cdf: Vec<f64> = (1..=MAILERS)
         .scan(0.0, |total, rank| {
@@ -354,7 +358,7 @@ impl<W: Write, F: FnMut(&GeneratedLine)> Generator<'_, W, F> {
     }
 
     fn zipf_rank(&mut self) -> usize {
-        let u = (self.rng.next() >> 11) as f64 / (1u64 << 53) as f64;
+        let u = (self.rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
         self.zipf_cdf.partition_point(|&c| c < u).min(MAILERS - 1)
     }
 

@@ -53,7 +53,9 @@ pub use crate::event::{
     EventCode, Facility, HandlingEventType, MailClass, ScanEvent, ScanIdentity, Symbol,
     SymbolTable, Zip,
 };
-pub use crate::generate::{generate, GenFormat, GenOptions, GenSummary, GeneratedLine, LineKind};
+pub use crate::generate::{
+    generate, GenFormat, GenOptions, GenSummary, GeneratedLine, LineKind, SplitMix64,
+};
 pub use crate::parse::{
     parse_feed, parse_feed_at, parse_feed_parallel, Chunk, ChunkOutput, FeedError, Format,
     ParsedFeed, PreparedFeed,

@@ -14,7 +14,7 @@ use crate::delimited::Header;
 use crate::event::{ScanEvent, SymbolTable};
 use crate::json::{JsonObject, JsonRecord};
 use crate::record::{build_event, FeedOptions};
-use crate::reject::{ParseReport, Reject, RejectList, RejectReason, RejectSink};
+use crate::reject::{ParseReport, RejectList, RejectReason, RejectSink};
 
 /// A feed format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -393,46 +393,41 @@ fn json_event(
 /// its line (counted up to where it starts) and its index in the array.
 fn parse_document(bytes: &[u8], options: &FeedOptions, out: &mut ChunkOutput) {
     let base = bytes.as_ptr() as usize;
-    let (events, inherited): (Vec<&RawValue>, JsonRecord<'_>) =
-        match serde_json::from_slice::<&RawValue>(bytes) {
-            Err(e) => {
-                return take(
-                    out,
-                    1,
-                    None,
-                    bytes,
-                    Err(RejectReason::MalformedJson(e.to_string())),
-                )
-            }
-            Ok(raw) if raw.get().starts_with('[') => match serde_json::from_str(raw.get()) {
-                Ok(events) => (events, JsonRecord::default()),
-                Err(e) => {
-                    return take(
-                        out,
-                        1,
-                        None,
-                        bytes,
-                        Err(RejectReason::MalformedJson(e.to_string())),
-                    )
-                }
-            },
-            Ok(raw) => match serde_json::from_str::<JsonObject<'_>>(raw.get()) {
-                Ok(object) if object.is_envelope() => object.event_list(),
-                Ok(object) => {
-                    let result = build_event(&object.fields.raw(), options, &mut out.symbols);
-                    return take(out, 1, None, bytes, result);
-                }
-                Err(e) => {
-                    return take(
-                        out,
-                        1,
-                        None,
-                        bytes,
-                        Err(RejectReason::MalformedJson(e.to_string())),
-                    )
-                }
-            },
-        };
+    /// What the document holds.
+    enum Document<'a> {
+        Events(Vec<&'a RawValue>, JsonRecord<'a>),
+        Event(JsonObject<'a>),
+    }
+    let document = serde_json::from_slice::<&RawValue>(bytes).and_then(|raw| {
+        if raw.get().starts_with('[') {
+            serde_json::from_str(raw.get())
+                .map(|events| Document::Events(events, JsonRecord::default()))
+        } else {
+            let object: JsonObject<'_> = serde_json::from_str(raw.get())?;
+            Ok(if object.is_envelope() {
+                let (events, inherited) = object.event_list();
+                Document::Events(events, inherited)
+            } else {
+                Document::Event(object)
+            })
+        }
+    });
+    let (events, inherited) = match document {
+        Ok(Document::Events(events, inherited)) => (events, inherited),
+        Ok(Document::Event(object)) => {
+            let result = build_event(&object.fields.raw(), options, &mut out.symbols);
+            return take(out, 1, None, bytes, result);
+        }
+        Err(e) => {
+            return take(
+                out,
+                1,
+                None,
+                bytes,
+                Err(RejectReason::MalformedJson(e.to_string())),
+            )
+        }
+    };
     let (mut line, mut counted_to) = (1u64, 0usize);
     for (index, event) in events.into_iter().enumerate() {
         let offset = (event.get().as_ptr() as usize)
@@ -458,17 +453,10 @@ fn merge(
     source: &str,
     rejects: &mut dyn RejectSink,
 ) -> Result<(), FeedError> {
-    for (line, index, reason, raw) in &chunk.rejects.rejects {
-        let reject = Reject {
-            line: *line,
-            index: *index,
-            reason: reason.clone(),
-            raw,
-        };
-        rejects
-            .reject(source, &reject)
-            .map_err(FeedError::Rejects)?;
-    }
+    chunk
+        .rejects
+        .replay(source, rejects)
+        .map_err(FeedError::Rejects)?;
     feed.report.merge(&chunk.report);
     if feed.events.is_empty() && feed.symbols.is_empty() {
         feed.symbols = chunk.symbols;

@@ -148,6 +148,24 @@ pub struct RejectList {
     pub rejects: Vec<(u64, Option<u64>, RejectReason, Vec<u8>)>,
 }
 
+impl RejectList {
+    /// Hands every reject, in order, to `sink` as rejects of `source`.
+    pub fn replay(&self, source: &str, sink: &mut dyn RejectSink) -> io::Result<()> {
+        for (line, index, reason, raw) in &self.rejects {
+            sink.reject(
+                source,
+                &Reject {
+                    line: *line,
+                    index: *index,
+                    reason: reason.clone(),
+                    raw,
+                },
+            )?;
+        }
+        Ok(())
+    }
+}
+
 impl RejectSink for RejectList {
     fn reject(&mut self, _source: &str, reject: &Reject<'_>) -> io::Result<()> {
         self.rejects.push((

@@ -13,7 +13,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{at, mail_key, scan};
-use imbtrack_feed::{ScanEvent, SymbolTable};
+use imbtrack_feed::{ScanEvent, SplitMix64, SymbolTable};
 use imbtrack_store::{RetentionPolicy, Store, StoreOptions, DAY_MS};
 
 const CHILD_ENV: &str = "IMBTRACK_CRASH_CHILD";
@@ -73,14 +73,6 @@ fn crash_child() {
     }
 }
 
-/// splitmix64 for kill times.
-fn next(state: &mut u64) -> u64 {
-    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    let mut z = *state;
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB)
-}
-
 #[test]
 fn kill_nine_at_random_moments() {
     let rounds: u64 = std::env::var("IMBTRACK_CRASH_ROUNDS")
@@ -89,7 +81,7 @@ fn kill_nine_at_random_moments() {
         .unwrap_or(20);
     let dir = tempfile::tempdir().unwrap();
     let exe = std::env::current_exe().unwrap();
-    let mut rng = 0x1AB7_C0DE;
+    let mut rng = SplitMix64(0x1AB7_C0DE);
     let mut acked: HashMap<u64, u64> = HashMap::new();
     let mut symbols = SymbolTable::new();
     let mut total_acked_scans = 0;
@@ -118,7 +110,7 @@ fn kill_nine_at_random_moments() {
         });
         // Let it get going, then kill it somewhere in 30-530 ms.
         let started = Instant::now();
-        std::thread::sleep(Duration::from_millis(30 + next(&mut rng) % 500));
+        std::thread::sleep(Duration::from_millis(30 + rng.next_u64() % 500));
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
         let last = reader.join().unwrap();
