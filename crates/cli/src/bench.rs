@@ -211,6 +211,11 @@ pub(crate) fn run(now_ms: i64, args: BenchArgs, out: &mut dyn Write) -> anyhow::
                 File::create(&path).with_context(|| format!("creating {}", path.display()))?,
             );
             let summary = generate(&options, file, |_| {})?;
+            // Flush the feed to disk now, so its write-back does not compete with the fsyncs
+            // of the systems being timed.
+            File::open(&path)
+                .and_then(|f| f.sync_all())
+                .with_context(|| format!("syncing {}", path.display()))?;
             eprintln!(
                 "bench: generated {} records for {} pieces ({} bytes)",
                 summary.records, summary.pieces, summary.bytes
