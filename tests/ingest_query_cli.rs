@@ -317,3 +317,66 @@ fn bench_prints_one_line_per_system() {
     // Both systems were given the same scans: SQLite every parsed record (repeats included).
     assert_eq!(lines[0]["rows"], lines[1]["rows"]);
 }
+
+#[test]
+fn stdin_gzip_json_and_legacy_with_a_default_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/feeds");
+
+    // A gzipped JSON push body on stdin.
+    let gz = std::fs::read(fixtures.join("push_body.json.gz")).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_imbtrack"))
+        .arg("--data")
+        .arg(&data)
+        .args(["--now", NOW, "ingest", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), &gz).unwrap();
+    let summary = json(&child.wait_with_output().unwrap());
+    assert_eq!(
+        (summary["accepted"].as_u64(), summary["rejected"].as_u64()),
+        (Some(2), Some(1))
+    );
+    assert_eq!(summary["rejects_by_reason"]["missing_event_code"], 1);
+    let piece = json(&imbtrack(
+        &data,
+        &["--now", NOW, "query", "00270123456789123456-12345678901"],
+    ));
+    assert_eq!(piece["events"].as_array().unwrap().len(), 2);
+    assert_eq!(piece["status"], "SORTED_FOR_DELIVERY");
+
+    // Legacy records have no offset: rejected without --default-offset, taken with it.
+    let legacy = fixtures.join("legacy.txt");
+    let legacy_now = "2012-03-01T00:00:00Z";
+    let without = json(&imbtrack(
+        &data,
+        &["--now", legacy_now, "ingest", legacy.to_str().unwrap()],
+    ));
+    assert_eq!(without["rejects_by_reason"]["time_without_offset"], 2);
+    let with = json(&imbtrack(
+        &data,
+        &[
+            "--now",
+            legacy_now,
+            "ingest",
+            "--default-offset",
+            "-08:00",
+            legacy.to_str().unwrap(),
+        ],
+    ));
+    assert_eq!(with["accepted"], 2);
+    let piece = json(&imbtrack(
+        &data,
+        &[
+            "--now",
+            legacy_now,
+            "query",
+            "20270106848527962002-95630864806",
+        ],
+    ));
+    assert_eq!(piece["events"][0]["time"], "2012-02-17T12:29:00Z");
+    assert_eq!(piece["events"][0]["code"], "919");
+}
