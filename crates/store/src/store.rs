@@ -179,6 +179,15 @@ struct Manifest {
     /// earlier are never taken again, not even from the WAL, so expired data stays gone.
     #[serde(default)]
     expired_through: BTreeMap<String, i64>,
+    /// Per sealed (class, day), keyed `class:day`, the WAL position (segment, record) at its
+    /// last seal: every scan of that day in the WAL before it is in a sealed bucket, so replay
+    /// skips those without looking them up.
+    #[serde(default)]
+    sealed_through: BTreeMap<String, (u64, u64)>,
+}
+
+fn bucket_name((class, day): BucketId) -> String {
+    format!("{}:{day}", class.as_str())
 }
 
 /// What an append did. `accepted + duplicates + expired` is the number of events given.
@@ -382,7 +391,8 @@ impl Store {
         for (seq, records) in replayed {
             // Each segment starts with its own symbol table, so ids are per segment.
             let mut segment_symbols: HashMap<u32, u32> = HashMap::new();
-            for record in records {
+            for (index, record) in records.into_iter().enumerate() {
+                let position = (seq, index as u64);
                 match record {
                     WalRecord::Symbols(symbols) => {
                         for (id, text) in symbols {
@@ -396,7 +406,12 @@ impl Store {
                             event.machine =
                                 segment_symbols.get(&event.machine).copied().unwrap_or(0);
                             let id = bucket_id(&event);
-                            if !store.is_expired_day(&event) && store.is_new(&event) {
+                            let sealed = store
+                                .manifest
+                                .sealed_through
+                                .get(&bucket_name(id))
+                                .is_some_and(|&through| position < through);
+                            if !sealed && !store.is_expired_day(&event) && store.is_new(&event) {
                                 store.insert_head(event);
                                 report.replayed_scans += 1;
                             }
@@ -566,6 +581,10 @@ impl Store {
             } else {
                 BucketKind::Base
             };
+            // Named in the same manifest write that names the bucket.
+            self.manifest
+                .sealed_through
+                .insert(bucket_name(id), self.wal.position());
             let bucket = self.write_bucket(id, kind, &events, None)?;
             report.sealed_buckets += 1;
             report.sealed_scans += events.len() as u64;
@@ -726,6 +745,7 @@ impl Store {
             for name in &names {
                 self.manifest.buckets.remove(name);
             }
+            self.manifest.sealed_through.remove(&bucket_name(id));
             write_manifest(&self.dir, &self.manifest)?;
             for name in names {
                 report.freed_bytes += self.remove_bucket_dir(&name)?;

@@ -156,6 +156,10 @@ pub(crate) struct Wal {
     file: File,
     seq: u64,
     bytes: u64,
+    /// Records committed to the open segment.
+    records: u64,
+    /// Records queued since the last commit.
+    pending_records: u64,
     older: Vec<u64>,
     pending: Vec<u8>,
 }
@@ -217,6 +221,8 @@ impl Wal {
             file,
             seq,
             bytes: SEGMENT_MAGIC.len() as u64,
+            records: 0,
+            pending_records: 0,
             older,
             pending: Vec::new(),
         })
@@ -232,7 +238,14 @@ impl Wal {
         self.bytes + self.pending.len() as u64
     }
 
+    /// Where the next record will go: (segment, record number in it). Every record committed
+    /// so far is before it.
+    pub(crate) fn position(&self) -> (u64, u64) {
+        (self.seq, self.records + self.pending_records)
+    }
+
     fn push_record(&mut self, payload: &[u8]) {
+        self.pending_records += 1;
         self.pending
             .extend_from_slice(&(payload.len() as u32).to_le_bytes());
         self.pending
@@ -279,6 +292,8 @@ impl Wal {
             .and_then(|()| self.file.sync_data())
             .map_err(|e| StoreError::io(&path, e))?;
         self.bytes += self.pending.len() as u64;
+        self.records += self.pending_records;
+        self.pending_records = 0;
         self.pending.clear();
         Ok(())
     }
