@@ -152,8 +152,13 @@ impl HeadBucket {
         self.shards.iter().map(|s| s.newest.len()).sum()
     }
 
-    fn into_events(self) -> Vec<ScanEvent> {
-        self.shards.into_iter().flat_map(|s| s.events).collect()
+    /// A copy of every event, for sealing.
+    fn events(&self) -> Vec<ScanEvent> {
+        let mut events = Vec::with_capacity(self.scan_count());
+        for shard in &self.shards {
+            events.extend_from_slice(&shard.events);
+        }
+        events
     }
 }
 
@@ -563,31 +568,37 @@ impl Store {
     /// with more deltas than allowed are then compacted. WAL segments no open bucket needs any
     /// more are deleted.
     pub fn seal(&mut self, now_ms: i64) -> Result<SealReport, StoreError> {
-        let due: Vec<BucketId> = self
-            .head
-            .keys()
-            .filter(|(_, day)| (day + 1) * DAY_MS + self.options.seal_grace_ms <= now_ms)
-            .copied()
+        let grace = self.options.seal_grace_ms;
+        // Sort and encode every due bucket in parallel, reading the head; write them one by
+        // one; a head bucket leaves memory only once its file and the manifest are durable.
+        let (head, sealed, symbols) = (&self.head, &self.sealed, &self.symbols);
+        let encoded: Vec<(BucketId, BucketKind, usize, Result<Vec<u8>, StoreError>)> = head
+            .iter()
+            .filter(|((_, day), _)| (day + 1) * DAY_MS + grace <= now_ms)
+            .collect::<Vec<_>>()
+            .into_par_iter()
+            .map(|(&id, bucket)| {
+                let mut events = bucket.events();
+                sort_scans(&mut events);
+                let kind = if sealed.get(&id).is_some_and(|d| d.base.is_some()) {
+                    BucketKind::Delta
+                } else {
+                    BucketKind::Base
+                };
+                let bytes = bucket::encode(id.0, kind, id.1, &events, symbols);
+                (id, kind, events.len(), bytes)
+            })
             .collect();
         let mut report = SealReport::default();
-        for id in due {
-            let Some(head) = self.head.remove(&id) else {
-                continue;
-            };
-            let mut events = head.into_events();
-            sort_scans(&mut events);
-            let kind = if self.sealed.get(&id).is_some_and(|d| d.base.is_some()) {
-                BucketKind::Delta
-            } else {
-                BucketKind::Base
-            };
+        for (id, kind, scans, bytes) in encoded {
             // Named in the same manifest write that names the bucket.
             self.manifest
                 .sealed_through
                 .insert(bucket_name(id), self.wal.position());
-            let bucket = self.write_bucket(id, kind, &events, None)?;
+            let bucket = self.write_bucket(id, kind, &bytes?, &[])?;
+            self.head.remove(&id);
             report.sealed_buckets += 1;
-            report.sealed_scans += events.len() as u64;
+            report.sealed_scans += scans as u64;
             let day = self.sealed.entry(id).or_default();
             match kind {
                 BucketKind::Base => day.base = Some(bucket),
@@ -622,7 +633,8 @@ impl Store {
         sort_scans(&mut events);
         events.dedup_by_key(|e| e.identity());
         let old: Vec<String> = day.all().map(|b| dir_name(b.dir())).collect();
-        let merged = self.write_bucket(id, BucketKind::Base, &events, Some((&symbols, &old)))?;
+        let bytes = bucket::encode(id.0, BucketKind::Base, id.1, &events, &symbols)?;
+        let merged = self.write_bucket(id, BucketKind::Base, &bytes, &old)?;
         let previous = self.sealed.insert(
             id,
             SealedDay {
@@ -637,17 +649,15 @@ impl Store {
         Ok(())
     }
 
-    /// Writes a bucket directory (temp name, fsync, rename, fsync), then the manifest naming it
-    /// (and no longer naming `replaces`), and maps it.
+    /// Writes an encoded bucket's directory (temp name, fsync, rename, fsync), then the manifest
+    /// naming it (and no longer naming `replaces`), and maps it.
     fn write_bucket(
         &mut self,
         (class, day): BucketId,
         kind: BucketKind,
-        events: &[ScanEvent],
-        merged: Option<(&SymbolTable, &[String])>,
+        bytes: &[u8],
+        replaces: &[String],
     ) -> Result<SealedBucket, StoreError> {
-        let symbols = merged.map_or(&self.symbols, |(s, _)| s);
-        let bytes = bucket::encode(class, kind, day, events, symbols)?;
         let name = bucket_dir_name(class, day, kind, self.next_bucket_seq);
         self.next_bucket_seq += 1;
         let buckets = self.dir.join(BUCKETS);
@@ -661,7 +671,7 @@ impl Store {
         {
             use std::io::Write;
             let mut file = fs::File::create(&file_path).map_err(io(&file_path))?;
-            file.write_all(&bytes)
+            file.write_all(bytes)
                 .and_then(|()| file.sync_all())
                 .map_err(io(&file_path))?;
         }
@@ -670,10 +680,8 @@ impl Store {
         fs::rename(&tmp, &final_dir).map_err(io(&tmp))?;
         sync_dir(&buckets).map_err(io(&buckets))?;
         self.manifest.buckets.insert(name);
-        if let Some((_, replaces)) = merged {
-            for old in replaces {
-                self.manifest.buckets.remove(old);
-            }
+        for old in replaces {
+            self.manifest.buckets.remove(old);
         }
         write_manifest(&self.dir, &self.manifest)?;
         SealedBucket::open(&final_dir)
