@@ -572,7 +572,7 @@ impl Store {
         // Sort and encode every due bucket in parallel, reading the head; write them one by
         // one; a head bucket leaves memory only once its file and the manifest are durable.
         let (head, sealed, symbols) = (&self.head, &self.sealed, &self.symbols);
-        let encoded: Vec<(BucketId, BucketKind, usize, Result<Vec<u8>, StoreError>)> = head
+        let encoded: Vec<EncodedBucket> = head
             .iter()
             .filter(|((_, day), _)| (day + 1) * DAY_MS + grace <= now_ms)
             .collect::<Vec<_>>()
@@ -971,6 +971,9 @@ fn drop_repeats(events: Vec<ScanEvent>) -> Vec<ScanEvent> {
         .filter_map(|(e, r)| (!r).then_some(e))
         .collect()
 }
+
+/// A due head bucket, encoded for sealing: id, kind, scan count, file bytes.
+type EncodedBucket = (BucketId, BucketKind, usize, Result<Vec<u8>, StoreError>);
 
 fn dir_name(path: &Path) -> String {
     path.file_name()
