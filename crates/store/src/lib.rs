@@ -52,7 +52,7 @@ mod wal;
 
 use std::path::{Path, PathBuf};
 
-pub use crate::bucket::{BucketKind, SealedBucket, StoredScan};
+pub use crate::bucket::{rechecksum, BloomProbe, BucketKind, SealedBucket, StoredScan};
 pub use crate::retention::{RetentionError, RetentionPolicy, DAY_MS};
 pub use crate::store::{
     class_of, day_name, AppendReport, BucketId, ExpireReport, RecoveryReport, SealReport, Store,
