@@ -735,37 +735,31 @@ impl Store {
                 horizon_moved = true;
             }
         }
-        if horizon_moved {
-            write_manifest(&self.dir, &self.manifest)?;
-        }
-        let expired: Vec<BucketId> = self
-            .sealed
-            .keys()
-            .filter(|(class, day)| retention.bucket_expired(*class, *day, now_ms))
-            .copied()
-            .collect();
-        for id in expired {
-            let Some(day) = self.sealed.remove(&id) else {
-                continue;
-            };
-            let names: Vec<String> = day.all().map(|b| dir_name(b.dir())).collect();
-            drop(day);
-            for name in &names {
-                self.manifest.buckets.remove(name);
+        let expired_ids = |ids: &mut dyn Iterator<Item = &BucketId>| -> Vec<BucketId> {
+            ids.filter(|(class, day)| retention.bucket_expired(*class, *day, now_ms))
+                .copied()
+                .collect()
+        };
+        // One manifest write records the horizon and drops the expired buckets' names; the
+        // directories are removed after it is durable.
+        let mut doomed = Vec::new();
+        for id in expired_ids(&mut self.sealed.keys()) {
+            if let Some(day) = self.sealed.remove(&id) {
+                doomed.extend(day.all().map(|b| dir_name(b.dir())));
             }
             self.manifest.sealed_through.remove(&bucket_name(id));
-            write_manifest(&self.dir, &self.manifest)?;
-            for name in names {
-                report.freed_bytes += self.remove_bucket_dir(&name)?;
-                report.dropped_buckets += 1;
-            }
         }
-        let head_expired: Vec<BucketId> = self
-            .head
-            .keys()
-            .filter(|(class, day)| retention.bucket_expired(*class, *day, now_ms))
-            .copied()
-            .collect();
+        for name in &doomed {
+            self.manifest.buckets.remove(name);
+        }
+        if horizon_moved || !doomed.is_empty() {
+            write_manifest(&self.dir, &self.manifest)?;
+        }
+        for name in doomed {
+            report.freed_bytes += self.remove_bucket_dir(&name)?;
+            report.dropped_buckets += 1;
+        }
+        let head_expired = expired_ids(&mut self.head.keys());
         for id in head_expired {
             self.head.remove(&id);
             report.dropped_head_buckets += 1;
