@@ -98,6 +98,16 @@ impl Barcode {
         }
     }
 
+    /// The Mailer ID the piece is filed under, if its barcode carries one (every IMb and IMcb;
+    /// IMpbs whose channel application identifier places one).
+    pub fn mailer_id(&self) -> Option<u32> {
+        match self {
+            Barcode::Imb(imb) => imb.mailer_id().parse().ok(),
+            Barcode::Impb(impb) => impb.mailer_id().and_then(|m| m.parse().ok()),
+            Barcode::Imcb(imcb) => imcb.mailer_id().parse().ok(),
+        }
+    }
+
     /// Which kind of barcode this is.
     pub fn kind(&self) -> BarcodeKind {
         match self {

@@ -235,9 +235,9 @@ pub(crate) fn run(now_ms: i64, args: BenchArgs, out: &mut dyn Write) -> anyhow::
     let summary = engine.ingest_file(&feed_path, &mut DiscardRejects, &|_| {})?;
     let ingest_s = started.elapsed().as_secs_f64();
     let sealing = Instant::now();
-    engine.store().seal(bench_now)?;
+    engine.seal()?;
     let seal_s = sealing.elapsed().as_secs_f64();
-    let stats = engine.store().stats();
+    let stats = engine.store_mut().stats();
 
     // The same scans, parsed, for the peers and to pick lookup keys (not timed).
     let bytes = std::fs::read(&feed_path)?;
@@ -258,7 +258,7 @@ pub(crate) fn run(now_ms: i64, args: BenchArgs, out: &mut dyn Write) -> anyhow::
         })
         .collect();
     anyhow::ensure!(!keys.is_empty(), "the feed has no valid scans to look up");
-    let store = engine.store();
+    let store = engine.store_mut();
     let (median, p99) = time_lookups(&keys, |key| Ok(store.lookup(key, bench_now).len()))?;
     let ours = json!({
         "system": "imbtrack",

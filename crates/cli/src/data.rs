@@ -159,7 +159,7 @@ pub(crate) fn ingest(
         .as_deref()
         .map(parse_offset)
         .transpose()?;
-    let mut engine = open_engine(data, now_ms, format, offset)?;
+    let engine = open_engine(data, now_ms, format, offset)?;
     let rejects_path = args.rejects.clone().unwrap_or_else(|| {
         data.join("rejects")
             .join(format!("{now_ms}-{}.jsonl", std::process::id()))
@@ -199,10 +199,7 @@ pub(crate) fn ingest(
         }
         summary.merge(&one);
     }
-    let sealed = engine
-        .store()
-        .seal(now_ms)
-        .context("sealing finished days")?;
+    let sealed = engine.seal().context("sealing finished days")?;
     let rejects_file = rejects.finish().context("writing the rejects file")?;
     let mut report = serde_json::to_value(&summary)?;
     report["sealed_buckets"] = json!(sealed.sealed_buckets);
@@ -256,15 +253,15 @@ pub(crate) fn query(
 }
 
 pub(crate) fn expire(data: &Path, now_ms: i64, out: &mut dyn Write) -> anyhow::Result<Outcome> {
-    let mut engine = open_engine(data, now_ms, None, None)?;
-    let report = engine.store().expire(now_ms).context("expiring buckets")?;
+    let engine = open_engine(data, now_ms, None, None)?;
+    let report = engine.expire().context("expiring buckets")?;
     writeln!(out, "{}", serde_json::to_string(&report)?)?;
     Ok(Outcome::AllGood)
 }
 
 pub(crate) fn stats(data: &Path, now_ms: i64, out: &mut dyn Write) -> anyhow::Result<Outcome> {
-    let mut engine = open_engine(data, now_ms, None, None)?;
-    let stats = engine.store().stats();
+    let engine = open_engine(data, now_ms, None, None)?;
+    let stats = engine.read_store().stats();
     writeln!(out, "{}", serde_json::to_string(&stats)?)?;
     Ok(Outcome::AllGood)
 }

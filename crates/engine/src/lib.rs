@@ -4,15 +4,20 @@ status queries in Rust.
 
 # Brief overview
 
-- [`Engine`] owns a [`Store`] and the [`CodeTables`]. [`Engine::ingest`] takes a feed's bytes
+- [`Engine`] owns a [`Store`] (behind a read-write lock, so one engine serves lookups from many
+  threads while it ingests) and the [`CodeTables`]. [`Engine::ingest`] takes a feed's bytes
   (or [`Engine::ingest_file`] a path, memory-mapped): the feed is cut into chunks at record
   boundaries, chunks are parsed in parallel on rayon's pool a window at a time, and a writer
-  thread appends each parsed chunk to the store (one WAL fsync per chunk) while the next window
-  parses. A bounded channel between them keeps memory flat whatever the feed's size.
+  appends each parsed chunk to the store (one WAL fsync per chunk, the store's write lock held
+  only for that append) while the next window parses. A bounded channel between them keeps
+  memory flat whatever the feed's size.
+- [`Clock`] is "now" for retention: fixed (tests, replays, the CLI's `--now`) or the system
+  clock (a long-running server).
 - Every record ends accepted, duplicate or rejected; rejects go to a [`RejectSink`] and the
   [`IngestSummary`] counts them by reason. Counters go through the `metrics` crate.
-- [`Engine::piece`] and [`Engine::pieces_by_zip`] return [`PieceStatus`]: the status model of
-  [`piece_status`] over the scans still inside their retention window.
+- [`Engine::piece`], [`Engine::pieces_by_zip`] and [`Engine::pieces_by_mailer`] return
+  [`PieceStatus`]: the status model of [`piece_status`] over the scans still inside their
+  retention window.
 
 # Example
 
@@ -23,7 +28,7 @@ use imbtrack_barcode::Barcode;
 
 let dir = tempfile::tempdir()?;
 let now = parse_timestamp(b"2025-01-20T00:00:00Z", None).unwrap();
-let (mut engine, _) = Engine::open(dir.path(), EngineOptions::at(now))?;
+let (engine, _) = Engine::open(dir.path(), EngineOptions::at(now))?;
 let feed = b"imb|scanDatetime|scanEventCode|scanFacilityZip\n\
 0027012345678912345612345678901|2025-01-15T10:00:00-05:00|918|94110\n";
 let summary = engine.ingest("f.psv", feed, &mut RejectList::default(), &|_| {})?;
@@ -43,13 +48,16 @@ mod status;
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::Path;
-use std::time::Instant;
+use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use imbtrack_barcode::Barcode;
+use imbtrack_barcode::{Barcode, BarcodeKey};
 use imbtrack_feed::{
     ChunkOutput, CodeTables, FeedError, FeedOptions, PreparedFeed, RejectSink, Zip,
 };
-use imbtrack_store::{AppendReport, RecoveryReport, Store, StoreError, StoreOptions};
+use imbtrack_store::{
+    AppendReport, ExpireReport, RecoveryReport, SealReport, Store, StoreError, StoreOptions,
+};
 use rayon::prelude::*;
 use serde::Serialize;
 
@@ -84,11 +92,32 @@ pub enum EngineError {
     },
 }
 
+/// "Now" for retention, sealing and the time plausibility check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Clock {
+    /// A fixed instant, ms since the epoch (tests, replays, `--now`).
+    Fixed(i64),
+    /// The system clock.
+    System,
+}
+
+impl Clock {
+    /// The current instant, ms since the epoch.
+    pub fn now_ms(&self) -> i64 {
+        match self {
+            Clock::Fixed(ms) => *ms,
+            Clock::System => SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64),
+        }
+    }
+}
+
 /// How an engine runs.
 #[derive(Debug, Clone)]
 pub struct EngineOptions {
-    /// "Now" for retention, sealing and the time plausibility check, ms since the epoch.
-    pub now_ms: i64,
+    /// "Now" for retention, sealing and the time plausibility check.
+    pub clock: Clock,
     /// Store tunables (retention windows among them).
     pub store: StoreOptions,
     /// Feed parsing defaults (format, default UTC offset, limits); its `now_ms` is set from ours.
@@ -98,12 +127,17 @@ pub struct EngineOptions {
 }
 
 impl EngineOptions {
-    /// Defaults at `now_ms`.
+    /// Defaults at a fixed `now_ms`.
     pub fn at(now_ms: i64) -> EngineOptions {
+        EngineOptions::with_clock(Clock::Fixed(now_ms))
+    }
+
+    /// Defaults following `clock`.
+    pub fn with_clock(clock: Clock) -> EngineOptions {
         EngineOptions {
-            now_ms,
+            clock,
             store: StoreOptions::default(),
-            feed: FeedOptions::at(now_ms),
+            feed: FeedOptions::at(clock.now_ms()),
             threads: rayon::current_num_threads(),
         }
     }
@@ -166,9 +200,10 @@ pub struct IngestProgress {
     pub rejected: u64,
 }
 
-/// The pipeline and the query API over one store.
+/// The pipeline and the query API over one store. `Sync`: lookups take the store's read lock,
+/// ingest takes its write lock once per chunk.
 pub struct Engine {
-    store: Store,
+    store: RwLock<Store>,
     codes: CodeTables,
     options: EngineOptions,
 }
@@ -183,7 +218,7 @@ impl Engine {
         let (store, report) = Store::open(dir, options.store.clone())?;
         Ok((
             Engine {
-                store,
+                store: RwLock::new(store),
                 codes: CodeTables::builtin(),
                 options,
             },
@@ -191,9 +226,38 @@ impl Engine {
         ))
     }
 
-    /// The store, for operations the engine does not wrap.
-    pub fn store(&mut self) -> &mut Store {
-        &mut self.store
+    /// The store to read, shared with other readers. A panic while the lock was held leaves
+    /// the store as the last completed operation left it (each is atomic on disk), so a
+    /// poisoned lock is taken as it is.
+    pub fn read_store(&self) -> RwLockReadGuard<'_, Store> {
+        self.store.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The store to change, for operations the engine does not wrap; readers wait meanwhile.
+    pub fn write_store(&self) -> RwLockWriteGuard<'_, Store> {
+        self.store.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The store, when this is its only user (no lock taken).
+    pub fn store_mut(&mut self) -> &mut Store {
+        self.store.get_mut().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// "Now", ms since the epoch, by the engine's clock.
+    pub fn now_ms(&self) -> i64 {
+        self.options.clock.now_ms()
+    }
+
+    /// Seals the days that are due at "now" (see [`Store::seal`]).
+    pub fn seal(&self) -> Result<SealReport, EngineError> {
+        let now = self.now_ms();
+        Ok(self.write_store().seal(now)?)
+    }
+
+    /// Drops the buckets past their retention window at "now" (see [`Store::expire`]).
+    pub fn expire(&self) -> Result<ExpireReport, EngineError> {
+        let now = self.now_ms();
+        Ok(self.write_store().expire(now)?)
     }
 
     /// The code tables in use.
@@ -208,7 +272,7 @@ impl Engine {
 
     /// Ingests a file, memory-mapped (so a large feed is paged in and out as it is read).
     pub fn ingest_file(
-        &mut self,
+        &self,
         path: &Path,
         rejects: &mut dyn RejectSink,
         progress: &dyn Fn(IngestProgress),
@@ -235,7 +299,7 @@ impl Engine {
     /// the previous window's chunks to the store, in feed order; a record counts as accepted
     /// only once its chunk's WAL write is fsynced.
     pub fn ingest(
-        &mut self,
+        &self,
         source: &str,
         input: &[u8],
         rejects: &mut dyn RejectSink,
@@ -247,13 +311,12 @@ impl Engine {
             error,
         };
         let mut feed_options = self.options.feed.clone();
-        feed_options.now_ms = self.options.now_ms;
+        feed_options.now_ms = self.now_ms();
         let feed = PreparedFeed::prepare(input, feed_options.format).map_err(feed_error)?;
         let chunks = feed.chunks(feed.len() / CHUNK_BYTES + 1);
         let window = self.options.threads.max(1) * 2;
         let bytes_total = feed.len() as u64;
 
-        let store = &mut self.store;
         let (sender, receiver) = crossbeam_channel::bounded::<(usize, ChunkOutput)>(window);
         let mut summary = IngestSummary {
             files: 1,
@@ -289,7 +352,7 @@ impl Engine {
                     accepted,
                     duplicates,
                     expired,
-                } = store.append(&output.events, &output.symbols)?;
+                } = self.write_store().append(&output.events, &output.symbols)?;
                 summary.lines += output.report.records;
                 summary.accepted += accepted;
                 summary.duplicates += duplicates;
@@ -329,20 +392,45 @@ impl Engine {
     /// of it inside its window. An IMb is the tracking code with its routing code: the same
     /// tracking code with another routing is another barcode.
     pub fn piece(&self, barcode: &Barcode) -> Option<PieceStatus> {
-        piece_status(
-            &self.store.lookup(barcode.key(), self.options.now_ms),
-            &self.codes,
-        )
+        self.piece_by_key(barcode.key())
     }
 
-    /// Pieces routed to `zip` (5, 9 or 11 digits) with scans on `day` (days since the epoch),
-    /// each with its full status.
+    /// [`Engine::piece`] by index key.
+    pub fn piece_by_key(&self, key: BarcodeKey) -> Option<PieceStatus> {
+        let scans = self.read_store().lookup(key, self.now_ms());
+        piece_status(&scans, &self.codes)
+    }
+
+    /// Keys of the pieces routed to `zip` (5, 9 or 11 digits) with scans on `day` (days since
+    /// the epoch) still inside their window, in key order.
+    pub fn piece_keys_by_zip(&self, zip: Zip, day: i64) -> Vec<BarcodeKey> {
+        let now = self.now_ms();
+        self.read_store().pieces_by_zip(zip, day, now)
+    }
+
+    /// Keys of a Mailer ID's pieces with scans on `day` still inside their window, in key
+    /// order.
+    pub fn piece_keys_by_mailer(&self, mailer_id: u32, day: i64) -> Vec<BarcodeKey> {
+        let now = self.now_ms();
+        self.read_store().pieces_by_mailer(mailer_id, day, now)
+    }
+
+    /// Pieces routed to `zip` with scans on `day`, each with its full status.
     pub fn pieces_by_zip(&self, zip: Zip, day: i64) -> Vec<PieceStatus> {
-        let now = self.options.now_ms;
-        self.store
-            .pieces_by_zip(zip, day, now)
-            .into_iter()
-            .filter_map(|key| piece_status(&self.store.lookup(key, now), &self.codes))
+        self.statuses(self.piece_keys_by_zip(zip, day))
+    }
+
+    /// A Mailer ID's pieces with scans on `day`, each with its full status.
+    pub fn pieces_by_mailer(&self, mailer_id: u32, day: i64) -> Vec<PieceStatus> {
+        self.statuses(self.piece_keys_by_mailer(mailer_id, day))
+    }
+
+    /// The statuses of `keys`, under one read lock.
+    pub fn statuses(&self, keys: Vec<BarcodeKey>) -> Vec<PieceStatus> {
+        let now = self.now_ms();
+        let store = self.read_store();
+        keys.into_iter()
+            .filter_map(|key| piece_status(&store.lookup(key, now), &self.codes))
             .collect()
     }
 }

@@ -10,7 +10,7 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use imbtrack_barcode::{Barcode, BarcodeKey};
+use imbtrack_barcode::BarcodeKey;
 use imbtrack_feed::{EventCode, HandlingEventType, MailClass, ScanEvent, SymbolTable, Zip};
 use memmap2::Mmap;
 
@@ -121,11 +121,7 @@ pub(crate) fn routing_key_range(query: Zip) -> std::ops::Range<u64> {
 
 /// The Mailer ID a piece is filed under, if its barcode carries one.
 pub(crate) fn mailer_id(key: BarcodeKey) -> Option<u32> {
-    match key.to_barcode() {
-        Barcode::Imb(imb) => imb.mailer_id().parse().ok(),
-        Barcode::Impb(impb) => impb.mailer_id().and_then(|m| m.parse().ok()),
-        Barcode::Imcb(imcb) => imcb.mailer_id().parse().ok(),
-    }
+    key.to_barcode().mailer_id()
 }
 
 fn bloom_hash(key: BarcodeKey) -> u64 {
