@@ -8,7 +8,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use anyhow::{bail, Context};
 use clap::Args;
 use imbtrack_barcode::Barcode;
-use imbtrack_engine::{Engine, EngineOptions, IngestProgress, IngestSummary};
+use imbtrack_engine::{Clock, Engine, EngineOptions, IngestProgress, IngestSummary};
 use imbtrack_feed::time::parse_timestamp;
 use imbtrack_feed::{generate, Format, GenFormat, GenOptions, Reject, RejectFile, RejectSink, Zip};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -29,13 +29,13 @@ pub(crate) fn now_ms(now: Option<&str>) -> anyhow::Result<i64> {
     }
 }
 
-fn open_engine(
+pub(crate) fn open_engine(
     data: &Path,
-    now_ms: i64,
+    clock: Clock,
     feed_format: Option<Format>,
     default_offset: Option<i32>,
 ) -> anyhow::Result<Engine> {
-    let mut options = EngineOptions::at(now_ms);
+    let mut options = EngineOptions::with_clock(clock);
     options.feed.format = feed_format;
     options.feed.default_offset_minutes = default_offset;
     let (engine, report) = Engine::open(data, options)
@@ -159,7 +159,7 @@ pub(crate) fn ingest(
         .as_deref()
         .map(parse_offset)
         .transpose()?;
-    let engine = open_engine(data, now_ms, format, offset)?;
+    let engine = open_engine(data, Clock::Fixed(now_ms), format, offset)?;
     let rejects_path = args.rejects.clone().unwrap_or_else(|| {
         data.join("rejects")
             .join(format!("{now_ms}-{}.jsonl", std::process::id()))
@@ -227,7 +227,7 @@ pub(crate) fn query(
     args: QueryArgs,
     out: &mut dyn Write,
 ) -> anyhow::Result<Outcome> {
-    let engine = open_engine(data, now_ms, None, None)?;
+    let engine = open_engine(data, Clock::Fixed(now_ms), None, None)?;
     if let (Some(zip), Some(date)) = (&args.zip, &args.date) {
         let zip = Zip::parse(zip.as_bytes())
             .with_context(|| format!("--zip {zip:?} is not a 5, 9 or 11-digit ZIP"))?;
@@ -253,14 +253,14 @@ pub(crate) fn query(
 }
 
 pub(crate) fn expire(data: &Path, now_ms: i64, out: &mut dyn Write) -> anyhow::Result<Outcome> {
-    let engine = open_engine(data, now_ms, None, None)?;
+    let engine = open_engine(data, Clock::Fixed(now_ms), None, None)?;
     let report = engine.expire().context("expiring buckets")?;
     writeln!(out, "{}", serde_json::to_string(&report)?)?;
     Ok(Outcome::AllGood)
 }
 
 pub(crate) fn stats(data: &Path, now_ms: i64, out: &mut dyn Write) -> anyhow::Result<Outcome> {
-    let engine = open_engine(data, now_ms, None, None)?;
+    let engine = open_engine(data, Clock::Fixed(now_ms), None, None)?;
     let stats = engine.read_store().stats();
     writeln!(out, "{}", serde_json::to_string(&stats)?)?;
     Ok(Outcome::AllGood)
@@ -271,11 +271,16 @@ pub(crate) struct DemoArgs {
     /// Pieces in the demo feed.
     #[arg(long, default_value_t = 20_000)]
     pieces: u64,
+    /// Address to serve the page and API on.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: std::net::SocketAddr,
 }
 
+/// Generates yesterday's and today's scans, ingests them, prints sample pieces, then serves.
 pub(crate) fn demo(
     data: &Path,
     now_ms: i64,
+    clock: Clock,
     args: DemoArgs,
     out: &mut dyn Write,
 ) -> anyhow::Result<Outcome> {
@@ -313,16 +318,38 @@ pub(crate) fn demo(
         },
         out,
     )?;
-    let engine = open_engine(data, now_ms, None, None)?;
+    let engine = open_engine(data, Clock::Fixed(now_ms), None, None)?;
+    let mut shown = Vec::new();
     for key in samples {
-        let barcode = key.to_barcode();
-        if let Some(piece) = engine.piece(&barcode) {
+        if let Some(piece) = engine.piece(&key.to_barcode()) {
             writeln!(out, "{}", serde_json::to_string(&piece)?)?;
+            shown.push(piece);
         }
     }
-    let data_flag = format!("--data {}", data.display());
-    eprintln!("demo: try  imbtrack {data_flag} stats");
-    eprintln!("demo:      imbtrack {data_flag} query <barcode from above>");
-    eprintln!("demo:      imbtrack {data_flag} query --zip 94110 --date <YYYY-MM-DD>");
-    Ok(Outcome::AllGood)
+    drop(engine);
+    out.flush()?;
+    let day = imbtrack_store::day_name(now_ms.div_euclid(86_400_000) - 1);
+    crate::serve::serve(
+        data,
+        clock,
+        crate::serve::ServeArgs::on(args.listen),
+        |base| {
+            eprintln!("demo: open {base}/ and enter a barcode, or try:");
+            for piece in shown.iter().take(2) {
+                eprintln!("demo:   curl -s {base}/v1/pieces/{}", piece.barcode);
+            }
+            if let Some(piece) = shown.iter().find(|p| p.routing_zip.len() >= 5) {
+                let zip = &piece.routing_zip[..5];
+                eprintln!("demo:   curl -s '{base}/v1/zips/{zip}/pieces?date={day}&limit=5'");
+            }
+            if let Some(piece) = shown.first() {
+                if let Some(mid) = piece.barcode.get(5..11) {
+                    eprintln!("demo:   curl -s '{base}/v1/mailers/{mid}/summary?date={day}'");
+                }
+                eprintln!("demo:   {base}/?barcode={}", piece.barcode);
+            }
+            eprintln!("demo:   curl -s {base}/metrics");
+            eprintln!("demo: Ctrl-C stops the server.");
+        },
+    )
 }

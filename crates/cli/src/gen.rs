@@ -6,7 +6,6 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
-use imbtrack_feed::time::days_from_civil;
 use imbtrack_feed::{generate, GenFormat, GenOptions};
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -56,24 +55,8 @@ pub(crate) struct GenArgs {
 
 /// Parses `YYYY-MM-DD` into days since 1970-01-01.
 pub(crate) fn parse_date(text: &str) -> anyhow::Result<i64> {
-    let parts: Vec<&str> = text.split('-').collect();
-    let [year, month, day] = parts.as_slice() else {
-        bail!("date {text:?} is not YYYY-MM-DD")
-    };
-    let (year, month, day): (i64, u32, u32) = (
-        year.parse().with_context(|| format!("year in {text:?}"))?,
-        month
-            .parse()
-            .with_context(|| format!("month in {text:?}"))?,
-        day.parse().with_context(|| format!("day in {text:?}"))?,
-    );
-    let days = days_from_civil(year, month, day);
-    if imbtrack_feed::time::civil_from_days(days) != (year, month, day)
-        || year.to_string().len() != 4
-    {
-        bail!("date {text:?} does not exist");
-    }
-    Ok(days)
+    imbtrack_feed::time::parse_date(text)
+        .with_context(|| format!("date {text:?} is not an existing day as YYYY-MM-DD"))
 }
 
 pub(crate) fn run(args: GenArgs, out: &mut dyn Write) -> anyhow::Result<()> {

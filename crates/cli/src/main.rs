@@ -4,6 +4,7 @@ mod barcode;
 mod bench;
 mod data;
 mod gen;
+mod serve;
 
 use std::io::{self, Write};
 use std::path::PathBuf;
@@ -53,8 +54,14 @@ enum Command {
     Expire,
     /// Buckets, scans, pieces, bytes and bytes per scan of the store.
     Stats,
-    /// Generate a day of scans, ingest them and print sample lookups.
+    /// Generate a day of scans, ingest them, print sample lookups, then serve the page and API
+    /// on 127.0.0.1:8080.
     Demo(data::DemoArgs),
+    /// Serve the HTTP API and tracking page, ingesting pushes and the spool directory.
+    Serve(serve::ServeArgs),
+    /// Make bearer tokens for the tokens file.
+    #[command(subcommand)]
+    Token(serve::TokenCommand),
     /// End-to-end benchmark against SQLite (and PostgreSQL when given), same data, one run.
     Bench(bench::BenchArgs),
 }
@@ -68,6 +75,12 @@ pub(crate) enum Outcome {
 
 fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<Outcome> {
     let now_ms = data::now_ms(cli.now.as_deref())?;
+    // A fixed --now holds for the whole run; otherwise a server follows the system clock.
+    let clock = if cli.now.is_some() {
+        imbtrack_engine::Clock::Fixed(now_ms)
+    } else {
+        imbtrack_engine::Clock::System
+    };
     match cli.command {
         Command::Barcode(command) => barcode::run(command, out),
         Command::Gen(args) => gen::run(args, out).map(|()| Outcome::AllGood),
@@ -75,7 +88,9 @@ fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<Outcome> {
         Command::Query(args) => data::query(&cli.data, now_ms, args, out),
         Command::Expire => data::expire(&cli.data, now_ms, out),
         Command::Stats => data::stats(&cli.data, now_ms, out),
-        Command::Demo(args) => data::demo(&cli.data, now_ms, args, out),
+        Command::Demo(args) => data::demo(&cli.data, now_ms, clock, args, out),
+        Command::Serve(args) => serve::serve(&cli.data, clock, args, |_| {}),
+        Command::Token(command) => serve::token(command, out),
         Command::Bench(args) => bench::run(now_ms, args, out),
     }
 }

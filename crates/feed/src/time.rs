@@ -25,6 +25,24 @@ pub fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
+/// A `YYYY-MM-DD` date (a real day, years 1000 to 9999) as days since the epoch.
+pub fn parse_date(text: &str) -> Option<i64> {
+    let bytes = text.as_bytes();
+    if bytes.len() != 10 || bytes[4] != b'-' || bytes[7] != b'-' {
+        return None;
+    }
+    let digits = |range: std::ops::Range<usize>| -> Option<u32> {
+        let part = &text[range];
+        part.bytes()
+            .all(|b| b.is_ascii_digit())
+            .then(|| part.parse().ok())
+            .flatten()
+    };
+    let (year, month, day) = (i64::from(digits(0..4)?), digits(5..7)?, digits(8..10)?);
+    let days = days_from_civil(year, month, day);
+    (year >= 1000 && civil_from_days(days) == (year, month, day)).then_some(days)
+}
+
 /// The date of a day number from [`days_from_civil`].
 pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
     let z = days + 719_468;
@@ -287,6 +305,24 @@ pub fn parse_date_and_time(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dates_parse_only_when_they_exist() {
+        assert_eq!(parse_date("1970-01-01"), Some(0));
+        assert_eq!(parse_date("2024-02-29"), Some(days_from_civil(2024, 2, 29)));
+        for bad in [
+            "2023-02-29",
+            "2024-13-01",
+            "2024-1-01",
+            "24-01-01",
+            "2024-01-01T",
+            "+024-01-01",
+            "0999-12-31",
+            "",
+        ] {
+            assert_eq!(parse_date(bad), None, "{bad}");
+        }
+    }
 
     fn utc(text: &str) -> Result<String, TimeError> {
         parse_timestamp(text.as_bytes(), None).map(format_utc)

@@ -1,0 +1,181 @@
+//! `imbtrack serve`, `imbtrack token new` and the serving half of `imbtrack demo`.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use imbtrack_engine::Clock;
+use imbtrack_server::{token_hash_hex, Scope, Server, ServerConfig};
+use serde_json::json;
+
+use crate::data::open_engine;
+use crate::Outcome;
+
+#[derive(Args)]
+pub(crate) struct ServeArgs {
+    /// Address to listen on; without --tokens it must be a loopback address.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Spool directory: feed files dropped there (under a temp name, then renamed) are
+    /// ingested, then moved to done/ or failed/.
+    #[arg(long)]
+    spool: Option<PathBuf>,
+    /// Tokens file (TOML; `imbtrack token new` makes entries). Without it every caller is
+    /// trusted and the server binds to loopback only.
+    #[arg(long)]
+    tokens: Option<PathBuf>,
+    /// PEM certificate chain: serve HTTPS (with --tls-key).
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Audit log (JSON lines, appended); default <data>/audit/audit.jsonl.
+    #[arg(long)]
+    audit: Option<PathBuf>,
+    /// Largest request body in bytes, as sent.
+    #[arg(long, default_value_t = 16 << 20)]
+    max_body: usize,
+    /// Seconds between sealing finished days and dropping expired buckets.
+    #[arg(long, default_value_t = 60)]
+    maintenance_every: u64,
+}
+
+impl ServeArgs {
+    fn config(&self, data: &Path) -> ServerConfig {
+        let audit = self
+            .audit
+            .clone()
+            .unwrap_or_else(|| data.join("audit").join("audit.jsonl"));
+        let mut config = ServerConfig::new(self.listen, audit);
+        config.tokens = self.tokens.clone();
+        config.spool = self.spool.clone();
+        config.tls = self.tls_cert.clone().zip(self.tls_key.clone());
+        config.limits.max_body_bytes = self.max_body;
+        config.maintenance_every = Duration::from_secs(self.maintenance_every.max(1));
+        config
+    }
+
+    /// The defaults, listening on `listen`: what `demo` serves with.
+    pub(crate) fn on(listen: SocketAddr) -> ServeArgs {
+        ServeArgs {
+            listen,
+            spool: None,
+            tokens: None,
+            tls_cert: None,
+            tls_key: None,
+            audit: None,
+            max_body: 16 << 20,
+            maintenance_every: 60,
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("IMBTRACK_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// Serves the store in `data` until Ctrl-C or SIGTERM. `clock` is fixed by `--now`, the system
+/// clock otherwise; `before_serving` runs once the address is known (the demo prints its
+/// sample lines there).
+pub(crate) fn serve(
+    data: &Path,
+    clock: Clock,
+    args: ServeArgs,
+    before_serving: impl FnOnce(&str),
+) -> anyhow::Result<Outcome> {
+    init_logging();
+    let engine = open_engine(data, clock, None, None)?;
+    let config = args.config(data);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let server = Server::bind(config.clone(), Arc::new(engine))
+            .await
+            .context("starting the server")?;
+        let scheme = if server.is_tls() { "https" } else { "http" };
+        let base = format!("{scheme}://{}", server.local_addr());
+        eprintln!("imbtrack: serving {base}/ from {}", data.display());
+        if !server.requires_tokens() {
+            eprintln!("imbtrack: no --tokens: loopback only, every caller trusted");
+        }
+        if let Some(spool) = &config.spool {
+            eprintln!("imbtrack: watching the spool {}", spool.display());
+        }
+        eprintln!("imbtrack: audit log {}", config.audit.display());
+        before_serving(&base);
+        server.run(shutdown_signal()).await?;
+        eprintln!("imbtrack: stopped");
+        anyhow::Ok(())
+    })?;
+    Ok(Outcome::AllGood)
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {},
+                    _ = term.recv() => {},
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+#[derive(Subcommand)]
+pub(crate) enum TokenCommand {
+    /// Make a new random token: prints the token (give it to its holder; it is not stored)
+    /// and the entry to append to the tokens file.
+    New {
+        /// Who holds it (shown in the audit log).
+        #[arg(long)]
+        id: String,
+        /// Scopes: admin, ingest, mailer:<MID>,<MID>… (repeatable).
+        #[arg(long = "scope", required = true)]
+        scopes: Vec<String>,
+    },
+}
+
+pub(crate) fn token(command: TokenCommand, out: &mut dyn Write) -> anyhow::Result<Outcome> {
+    let TokenCommand::New { id, scopes } = command;
+    for scope in &scopes {
+        Scope::parse(scope).map_err(|e| anyhow::anyhow!(e))?;
+    }
+    anyhow::ensure!(
+        !id.is_empty() && !id.contains(['"', '\\', '\n']),
+        "--id {id:?} must be non-empty, without quotes, backslashes or newlines"
+    );
+    let mut secret = [0u8; 32];
+    getrandom::fill(&mut secret).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+    let token: String = secret.iter().map(|b| format!("{b:02x}")).collect();
+    let token = format!("imbt_{token}");
+    let entry = format!(
+        "[[tokens]]\nid = \"{id}\"\nsha256 = \"{}\"\nscopes = {}\n",
+        token_hash_hex(&token),
+        serde_json::to_string(&scopes)?
+    );
+    writeln!(out, "{}", json!({"id": id, "token": token, "entry": entry}))?;
+    Ok(Outcome::AllGood)
+}

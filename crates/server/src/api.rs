@@ -1,0 +1,709 @@
+//! The routes: lookups, push ingest, metrics, health and the tracking page.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Extension, MatchedPath, Path, RawQuery, Request, State};
+use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use imbtrack_barcode::{Barcode, BarcodeKey};
+use imbtrack_engine::{Engine, EngineError, PieceStatus};
+use imbtrack_feed::time::{format_utc, parse_date, parse_timestamp};
+use imbtrack_feed::{RejectList, Zip};
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde::Serialize;
+use serde_json::json;
+
+use crate::audit::{AuditEntry, AuditLog};
+use crate::auth::{parse_mailer_id, AuthFailure, Caller, Tokens};
+use crate::Limits;
+
+/// What the handlers share.
+pub(crate) struct AppState {
+    pub engine: Arc<Engine>,
+    pub tokens: Option<Tokens>,
+    pub audit: Arc<AuditLog>,
+    pub limits: Limits,
+    pub metrics: PrometheusHandle,
+}
+
+type Shared = State<Arc<AppState>>;
+
+/// An error answered as `{"error": {"code", "message"}}` with its status.
+#[derive(Debug)]
+pub(crate) struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    fn bad_request(code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    fn not_found(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+
+    fn forbidden(what: &str) -> ApiError {
+        ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!("this token's scopes do not allow {what}"),
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = Json(json!({"error": {"code": self.code, "message": self.message}}));
+        let mut response = (self.status, body).into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"imbtrack\""),
+            );
+        }
+        response
+    }
+}
+
+impl From<BytesRejection> for ApiError {
+    fn from(rejection: BytesRejection) -> ApiError {
+        let status = rejection.status();
+        let code = if status == StatusCode::PAYLOAD_TOO_LARGE {
+            "body_too_large"
+        } else {
+            "bad_body"
+        };
+        ApiError::new(status, code, rejection.body_text())
+    }
+}
+
+/// What a handler tells the audit log about its answer (put in the response's extensions).
+#[derive(Debug, Clone, Default)]
+struct AuditNote {
+    key: Option<String>,
+    results: u64,
+}
+
+fn noted(mut response: Response, key: String, results: u64) -> Response {
+    response.extensions_mut().insert(AuditNote {
+        key: Some(key),
+        results,
+    });
+    response
+}
+
+/// The API's router over `state`.
+pub(crate) fn router(state: Arc<AppState>) -> Router {
+    let max_body = state.limits.max_body_bytes;
+    let api = Router::new()
+        .route("/v1/pieces/{barcode}", get(get_piece))
+        .route("/v1/pieces:batch", post(batch_pieces))
+        .route("/v1/zips/{zip}/pieces", get(zip_pieces))
+        .route("/v1/mailers/{mid}/summary", get(mailer_summary))
+        .route("/v1/scans", post(push_scans))
+        .route_layer(middleware::from_fn_with_state(state.clone(), guard));
+    Router::new()
+        .merge(api)
+        .route("/", get(page_html))
+        .route("/app.js", get(page_js))
+        .route("/app.css", get(page_css))
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics_text))
+        .fallback(no_route)
+        .method_not_allowed_fallback(wrong_method)
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(middleware::from_fn_with_state(state.clone(), deadline))
+        .layer(middleware::from_fn(security_headers))
+        .with_state(state)
+}
+
+/// Every response gets headers that keep a browser from sniffing types, framing the page or
+/// loading anything but our own files.
+async fn security_headers(request: Request, next: Next) -> Response {
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("default-src 'self'; frame-ancestors 'none'"),
+    );
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+/// A request that takes longer than the limit (a client trickling its body, a lookup stuck
+/// behind a long seal) is answered 503 instead of holding the connection.
+async fn deadline(State(state): Shared, request: Request, next: Next) -> Response {
+    match tokio::time::timeout(state.limits.request_timeout, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "timeout",
+            format!(
+                "the request took longer than {} s",
+                state.limits.request_timeout.as_secs_f64()
+            ),
+        )
+        .into_response(),
+    }
+}
+
+/// Authenticates API requests, then writes the audit entry and the latency metrics.
+async fn guard(State(state): Shared, mut request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let route = request.extensions().get::<MatchedPath>().map_or_else(
+        || request.uri().path().to_string(),
+        |p| p.as_str().to_string(),
+    );
+    let method = request.method().to_string();
+    let target = request
+        .uri()
+        .path_and_query()
+        .map_or_else(String::new, |p| p.as_str().to_string());
+    let caller = match &state.tokens {
+        None => Ok(Caller::local()),
+        Some(tokens) => tokens.authenticate(
+            request
+                .headers()
+                .get(header::AUTHORIZATION)
+                .map(HeaderValue::as_bytes),
+        ),
+    };
+    let (token, response) = match caller {
+        Ok(caller) => {
+            let id = caller.id.clone();
+            request.extensions_mut().insert(caller);
+            (id, next.run(request).await)
+        }
+        Err(failure) => {
+            let message = match failure {
+                AuthFailure::Missing => "send a token as Authorization: Bearer <token>",
+                AuthFailure::Unknown => "the token is not known",
+            };
+            let error = ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message);
+            ("-".to_string(), error.into_response())
+        }
+    };
+    let note = response
+        .extensions()
+        .get::<AuditNote>()
+        .cloned()
+        .unwrap_or_default();
+    let status = response.status().as_u16();
+    state.audit.record(&AuditEntry {
+        time: format_utc(state.engine.now_ms()),
+        token,
+        method,
+        route: route.clone(),
+        // What the handler understood was asked, or the request as sent when it got no further.
+        key: note.key.or(Some(target)),
+        results: note.results,
+        status,
+    });
+    metrics::histogram!("imbtrack_http_request_duration_seconds", "route" => route.clone())
+        .record(started.elapsed().as_secs_f64());
+    metrics::counter!("imbtrack_http_requests_total", "route" => route, "status" => status.to_string())
+        .increment(1);
+    response
+}
+
+fn parse_barcode(text: &str) -> Result<Barcode, ApiError> {
+    Barcode::parse(text).map_err(|e| {
+        ApiError::bad_request("bad_barcode", format!("{text:?} is not a barcode: {e}"))
+    })
+}
+
+/// A piece if it exists and the caller may see its Mailer ID. Foreign pieces are not looked up
+/// at all, so neither the answer nor its timing tells whether they exist.
+fn visible_piece(engine: &Engine, caller: &Caller, barcode: &Barcode) -> Option<PieceStatus> {
+    if caller.sees(barcode.mailer_id()) {
+        engine.piece(barcode)
+    } else {
+        None
+    }
+}
+
+fn not_found_piece(barcode: &Barcode) -> ApiError {
+    ApiError::not_found(format!("no scans of {barcode} within the retention window"))
+}
+
+async fn get_piece(
+    State(state): Shared,
+    Extension(caller): Extension<Caller>,
+    Path(text): Path<String>,
+) -> Result<Response, ApiError> {
+    if !caller.may_look_up() {
+        return Err(ApiError::forbidden("lookups"));
+    }
+    let barcode = parse_barcode(&text)?;
+    let key = barcode.to_string();
+    Ok(match visible_piece(&state.engine, &caller, &barcode) {
+        Some(piece) => noted(Json(piece).into_response(), key, 1),
+        None => noted(not_found_piece(&barcode).into_response(), key, 0),
+    })
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BatchRequest {
+    barcodes: Vec<String>,
+}
+
+#[derive(Serialize)]
+struct BatchItem {
+    query: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    piece: Option<PieceStatus>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<serde_json::Value>,
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| {
+        ApiError::bad_request(
+            "bad_body",
+            format!("the body is not the expected JSON: {e}"),
+        )
+    })
+}
+
+async fn batch_pieces(
+    State(state): Shared,
+    Extension(caller): Extension<Caller>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    if !caller.may_look_up() {
+        return Err(ApiError::forbidden("lookups"));
+    }
+    let request: BatchRequest = parse_json(&body?)?;
+    let limit = state.limits.batch_max;
+    if request.barcodes.len() > limit {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "batch_too_large",
+            format!(
+                "{} barcodes asked; at most {limit} a request",
+                request.barcodes.len()
+            ),
+        ));
+    }
+    let mut found = 0;
+    let items: Vec<BatchItem> = request
+        .barcodes
+        .iter()
+        .map(|text| {
+            let (piece, error) = match parse_barcode(text) {
+                Err(e) => (None, Some(json!({"code": e.code, "message": e.message}))),
+                Ok(barcode) => match visible_piece(&state.engine, &caller, &barcode) {
+                    Some(piece) => (Some(piece), None),
+                    None => {
+                        let e = not_found_piece(&barcode);
+                        (None, Some(json!({"code": e.code, "message": e.message})))
+                    }
+                },
+            };
+            found += u64::from(piece.is_some());
+            BatchItem {
+                query: text.clone(),
+                piece,
+                error,
+            }
+        })
+        .collect();
+    let key = format!("{} barcodes", request.barcodes.len());
+    Ok(noted(
+        Json(json!({"results": items})).into_response(),
+        key,
+        found,
+    ))
+}
+
+/// The query string's parameters; unknown ones are refused so a typo is not silently ignored.
+fn query_params(query: Option<&str>, known: &[&str]) -> Result<BTreeMap<String, String>, ApiError> {
+    let mut params = BTreeMap::new();
+    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        if !known.contains(&name) {
+            return Err(ApiError::bad_request(
+                "bad_query",
+                format!("unknown parameter {name:?}; known: {}", known.join(", ")),
+            ));
+        }
+        params.insert(name.to_string(), value.to_string());
+    }
+    Ok(params)
+}
+
+/// The `date` parameter (`YYYY-MM-DD`) as days since the epoch, with its text.
+fn parse_day(params: &BTreeMap<String, String>) -> Result<(i64, String), ApiError> {
+    let text = params
+        .get("date")
+        .ok_or_else(|| ApiError::bad_request("bad_query", "date=YYYY-MM-DD is required"))?;
+    let day = parse_date(text).ok_or_else(|| {
+        ApiError::bad_request(
+            "bad_query",
+            format!("date {text:?} is not an existing day as YYYY-MM-DD"),
+        )
+    })?;
+    Ok((day, text.clone()))
+}
+
+fn parse_count(
+    params: &BTreeMap<String, String>,
+    name: &str,
+    default: usize,
+    max: usize,
+) -> Result<usize, ApiError> {
+    match params.get(name) {
+        None => Ok(default),
+        Some(text) => match text.parse::<usize>() {
+            Ok(n) if (1..=max).contains(&n) => Ok(n),
+            _ => Err(ApiError::bad_request(
+                "bad_query",
+                format!("{name} {text:?} must be a whole number from 1 to {max}"),
+            )),
+        },
+    }
+}
+
+/// Cursor of a page: the last key returned, as hex.
+fn parse_cursor(params: &BTreeMap<String, String>) -> Result<Option<u128>, ApiError> {
+    params
+        .get("cursor")
+        .map(|text| {
+            u128::from_str_radix(text, 16).map_err(|_| {
+                ApiError::bad_request(
+                    "bad_query",
+                    format!("cursor {text:?} is not one this server gave"),
+                )
+            })
+        })
+        .transpose()
+}
+
+async fn zip_pieces(
+    State(state): Shared,
+    Extension(caller): Extension<Caller>,
+    Path(zip_text): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    if !caller.may_look_up() {
+        return Err(ApiError::forbidden("lookups"));
+    }
+    let params = query_params(query.as_deref(), &["date", "limit", "cursor"])?;
+    let zip = Zip::parse(zip_text.as_bytes()).ok_or_else(|| {
+        ApiError::bad_request(
+            "bad_zip",
+            format!("{zip_text:?} is not a 5, 9 or 11-digit ZIP"),
+        )
+    })?;
+    let (day, date) = parse_day(&params)?;
+    let limit = parse_count(&params, "limit", 100, state.limits.page_max)?;
+    let after = parse_cursor(&params)?;
+    let engine = state.engine.clone();
+    let (pieces, next_cursor) = tokio::task::spawn_blocking(move || {
+        let keys: Vec<BarcodeKey> = engine
+            .piece_keys_by_zip(zip, day)
+            .into_iter()
+            .filter(|key| after.is_none_or(|after| key.as_u128() > after))
+            .filter(|key| caller.sees(key.to_barcode().mailer_id()))
+            .take(limit + 1)
+            .collect();
+        let more = keys.len() > limit;
+        let page: Vec<BarcodeKey> = keys.into_iter().take(limit).collect();
+        let next = more
+            .then(|| page.last().map(|k| format!("{:x}", k.as_u128())))
+            .flatten();
+        (engine.statuses(page), next)
+    })
+    .await
+    .map_err(internal)?;
+    let count = pieces.len() as u64;
+    let body =
+        json!({"zip": zip.to_string(), "date": date, "pieces": pieces, "next_cursor": next_cursor});
+    Ok(noted(
+        Json(body).into_response(),
+        format!("zip {zip} {date}"),
+        count,
+    ))
+}
+
+fn internal(e: impl std::fmt::Display) -> ApiError {
+    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+}
+
+/// A piece that has not moved for a while.
+#[derive(Serialize)]
+struct StalePiece {
+    barcode: String,
+    status: String,
+    last_scan_time: String,
+    last_facility_zip: String,
+    last_facility_name: String,
+}
+
+#[derive(Serialize, Default)]
+struct FacilityCount {
+    facility_zip: String,
+    facility_name: String,
+    scans: u64,
+    pieces: u64,
+}
+
+/// Most stale pieces listed in a summary (all are counted).
+const STALE_LISTED: usize = 100;
+
+fn summarize(pieces: &[PieceStatus], date: &str, stale_before_ms: i64) -> serde_json::Value {
+    let mut by_status: BTreeMap<&str, u64> = BTreeMap::new();
+    let mut by_facility: BTreeMap<(&str, &str), FacilityCount> = BTreeMap::new();
+    let mut stale = Vec::new();
+    let mut stale_count = 0u64;
+    for piece in pieces {
+        *by_status.entry(&piece.status).or_default() += 1;
+        let mut seen_at = std::collections::BTreeSet::new();
+        for event in piece.events.iter().filter(|e| e.time.starts_with(date)) {
+            let key = (event.facility_zip.as_str(), event.facility_name.as_str());
+            let entry = by_facility.entry(key).or_insert_with(|| FacilityCount {
+                facility_zip: event.facility_zip.clone(),
+                facility_name: event.facility_name.clone(),
+                ..FacilityCount::default()
+            });
+            entry.scans += 1;
+            if seen_at.insert(key) {
+                entry.pieces += 1;
+            }
+        }
+        let Some(newest) = piece.events.first() else {
+            continue;
+        };
+        let newest_ms = parse_timestamp(newest.time.as_bytes(), None).unwrap_or(i64::MAX);
+        if !piece.status.starts_with("DELIVERED") && newest_ms < stale_before_ms {
+            stale_count += 1;
+            if stale.len() < STALE_LISTED {
+                stale.push(StalePiece {
+                    barcode: piece.barcode.clone(),
+                    status: piece.status.clone(),
+                    last_scan_time: newest.time.clone(),
+                    last_facility_zip: newest.facility_zip.clone(),
+                    last_facility_name: newest.facility_name.clone(),
+                });
+            }
+        }
+    }
+    let mut facilities: Vec<FacilityCount> = by_facility.into_values().collect();
+    facilities.sort_by(|a, b| {
+        b.scans
+            .cmp(&a.scans)
+            .then(a.facility_zip.cmp(&b.facility_zip))
+    });
+    json!({
+        "pieces": pieces.len(),
+        "by_status": by_status,
+        "by_facility": facilities,
+        "stale": {"count": stale_count, "listed": stale},
+    })
+}
+
+async fn mailer_summary(
+    State(state): Shared,
+    Extension(caller): Extension<Caller>,
+    Path(mid_text): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    if !caller.may_look_up() {
+        return Err(ApiError::forbidden("lookups"));
+    }
+    let params = query_params(query.as_deref(), &["date", "stale_hours"])?;
+    let mid = parse_mailer_id(&mid_text).map_err(|e| ApiError::bad_request("bad_mailer_id", e))?;
+    let (day, date) = parse_day(&params)?;
+    let stale_hours = parse_count(&params, "stale_hours", 24, 24 * 90)?;
+    let key = format!("mailer {mid_text} {date}");
+    if !caller.sees(Some(mid)) {
+        let error = ApiError::not_found(format!("no pieces of Mailer ID {mid_text} on {date}"));
+        return Ok(noted(error.into_response(), key, 0));
+    }
+    let engine = state.engine.clone();
+    let summary_date = date.clone();
+    let (count, mut summary) = tokio::task::spawn_blocking(move || {
+        let pieces = engine.pieces_by_mailer(mid, day);
+        let stale_before = engine.now_ms() - stale_hours as i64 * 3_600_000;
+        (
+            pieces.len() as u64,
+            summarize(&pieces, &summary_date, stale_before),
+        )
+    })
+    .await
+    .map_err(internal)?;
+    summary["mailer_id"] = json!(mid_text);
+    summary["date"] = json!(date);
+    summary["stale_hours"] = json!(stale_hours);
+    Ok(noted(Json(summary).into_response(), key, count))
+}
+
+/// A push body, inflated if it is gzip (by its magic bytes, whatever the headers say), never
+/// past `max` bytes.
+fn inflate(body: Bytes, max: usize) -> Result<Bytes, ApiError> {
+    if !body.starts_with(&[0x1f, 0x8b]) {
+        return Ok(body);
+    }
+    let mut out = Vec::with_capacity(body.len().saturating_mul(4).min(max));
+    flate2::read::MultiGzDecoder::new(&body[..])
+        .take(max as u64 + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| {
+            ApiError::bad_request("bad_gzip", format!("the gzip body does not inflate: {e}"))
+        })?;
+    if out.len() > max {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("the body inflates past {max} bytes"),
+        ));
+    }
+    Ok(Bytes::from(out))
+}
+
+/// Rejects listed in a push's answer (all are counted).
+const REJECTS_LISTED: usize = 100;
+
+async fn push_scans(
+    State(state): Shared,
+    Extension(caller): Extension<Caller>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    if !caller.may_ingest() {
+        return Err(ApiError::forbidden("pushing scans"));
+    }
+    let body = inflate(body?, state.limits.max_inflated_bytes)?;
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::bad_request("bad_body", "the body is empty"));
+    }
+    let engine = state.engine.clone();
+    let source = format!("push:{}", caller.id);
+    let (result, rejects) = tokio::task::spawn_blocking(move || {
+        let mut rejects = RejectList::default();
+        let result = engine.ingest(&source, &body, &mut rejects, &|_| {});
+        (result, rejects)
+    })
+    .await
+    .map_err(internal)?;
+    let summary = match result {
+        Ok(summary) => summary,
+        Err(EngineError::Feed { error, .. }) => {
+            return Err(ApiError::bad_request("bad_feed", error.to_string()))
+        }
+        // The store could not make the scans durable: the sender should retry.
+        Err(e) => {
+            tracing::error!("push from {}: {e}", caller.id);
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store_unavailable",
+                format!("the scans were not stored ({e}); send them again"),
+            ));
+        }
+    };
+    let listed: Vec<serde_json::Value> = rejects
+        .rejects
+        .iter()
+        .take(REJECTS_LISTED)
+        .map(|(line, index, reason, raw)| {
+            json!({"line": line, "index": index, "reason": reason.code(),
+                   "message": reason.to_string(), "record": String::from_utf8_lossy(raw)})
+        })
+        .collect();
+    let body = json!({
+        "records": summary.lines,
+        "accepted": summary.accepted,
+        "duplicates": summary.duplicates,
+        "rejected": summary.rejected,
+        "expired": summary.expired,
+        "rejects_by_reason": summary.rejects_by_reason,
+        "rejects": listed,
+    });
+    let key = format!("push {} records", summary.lines);
+    Ok(noted(Json(body).into_response(), key, summary.accepted))
+}
+
+async fn healthz() -> Json<serde_json::Value> {
+    Json(json!({"status": "ok"}))
+}
+
+async fn metrics_text(State(state): Shared) -> Response {
+    let stats = state.engine.read_store().stats();
+    metrics::gauge!("imbtrack_sealed_buckets").set(stats.buckets as f64);
+    metrics::gauge!("imbtrack_head_buckets").set(stats.head_buckets as f64);
+    metrics::gauge!("imbtrack_scans").set(stats.scans as f64);
+    metrics::gauge!("imbtrack_store_bytes").set(stats.bytes as f64);
+    metrics::gauge!("imbtrack_sealed_bytes").set(stats.sealed_bytes as f64);
+    state.metrics.run_upkeep();
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        state.metrics.render(),
+    )
+        .into_response()
+}
+
+async fn page_html() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        include_str!("page/index.html"),
+    )
+        .into_response()
+}
+
+async fn page_js() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+        include_str!("page/app.js"),
+    )
+        .into_response()
+}
+
+async fn page_css() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/css; charset=utf-8")],
+        include_str!("page/app.css"),
+    )
+        .into_response()
+}
+
+async fn no_route(method: Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::not_found(format!("no route {method} {}", uri.path()))
+}
+
+async fn wrong_method(method: Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("{method} is not allowed on {}", uri.path()),
+    )
+}
