@@ -43,6 +43,12 @@ pub(crate) struct ServeArgs {
     /// Seconds between sealing finished days and dropping expired buckets.
     #[arg(long, default_value_t = 60)]
     maintenance_every: u64,
+    /// Seconds a client may take to send a request's headers.
+    #[arg(long, default_value_t = 10.0)]
+    header_timeout: f64,
+    /// Seconds a request may take, its body's upload included.
+    #[arg(long, default_value_t = 30.0)]
+    request_timeout: f64,
 }
 
 impl ServeArgs {
@@ -57,6 +63,8 @@ impl ServeArgs {
         config.tls = self.tls_cert.clone().zip(self.tls_key.clone());
         config.limits.max_body_bytes = self.max_body;
         config.maintenance_every = Duration::from_secs(self.maintenance_every.max(1));
+        config.limits.header_timeout = seconds(self.header_timeout);
+        config.limits.request_timeout = seconds(self.request_timeout);
         config
     }
 
@@ -71,8 +79,16 @@ impl ServeArgs {
             audit: None,
             max_body: 16 << 20,
             maintenance_every: 60,
+            header_timeout: 10.0,
+            request_timeout: 30.0,
         }
     }
+}
+
+/// A duration from seconds, at least a millisecond (a zero or negative limit would refuse
+/// everything).
+fn seconds(value: f64) -> Duration {
+    Duration::try_from_secs_f64(value.max(0.001)).unwrap_or(Duration::MAX)
 }
 
 fn init_logging() {

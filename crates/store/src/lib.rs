@@ -82,6 +82,12 @@ pub enum StoreError {
         /// What check failed.
         what: String,
     },
+    /// Another process (or another `Store` in this one) has the store open.
+    #[error("the store in {dir} is open in another process (a running `imbtrack serve`?)")]
+    InUse {
+        /// The store's directory.
+        dir: PathBuf,
+    },
     /// Data that breaks an internal rule (a bug, or a bucket larger than the format allows).
     #[error("internal invariant broken: {0}")]
     Invariant(String),

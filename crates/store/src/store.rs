@@ -23,6 +23,7 @@ const MANIFEST: &str = "MANIFEST.json";
 const BUCKETS: &str = "buckets";
 const WAL_DIR: &str = "wal";
 const QUARANTINE: &str = "quarantine";
+const LOCK: &str = "LOCK";
 const TMP_PREFIX: &str = ".tmp-";
 const DELETING_PREFIX: &str = ".deleting-";
 
@@ -288,6 +289,10 @@ pub fn class_of(key: BarcodeKey) -> MailClass {
 /// The tracking-scan store. See the crate docs and `FORMAT.md`.
 pub struct Store {
     dir: PathBuf,
+    /// Held (an advisory exclusive lock on `LOCK`) while the store is open: two writers would
+    /// interleave WAL records and race on the manifest. The OS releases it when the process
+    /// dies, so a crash never leaves the store locked.
+    _lock: fs::File,
     options: StoreOptions,
     wal: Wal,
     symbols: SymbolTable,
@@ -310,6 +315,22 @@ impl Store {
         let mut report = RecoveryReport::default();
         for sub in [BUCKETS, WAL_DIR, QUARANTINE] {
             fs::create_dir_all(dir.join(sub)).map_err(|e| StoreError::io(&dir.join(sub), e))?;
+        }
+        let lock_path = dir.join(LOCK);
+        let lock = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| StoreError::io(&lock_path, e))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                return Err(StoreError::InUse {
+                    dir: dir.to_path_buf(),
+                })
+            }
+            Err(fs::TryLockError::Error(e)) => return Err(StoreError::io(&lock_path, e)),
         }
         let manifest_path = dir.join(MANIFEST);
         let mut manifest: Manifest = match fs::read(&manifest_path) {
@@ -381,6 +402,7 @@ impl Store {
         let (wal, replayed, repairs) = Wal::open(&dir.join(WAL_DIR))?;
         report.wal_repairs = repairs;
         let mut store = Store {
+            _lock: lock,
             dir: dir.to_path_buf(),
             options,
             wal,

@@ -21,6 +21,18 @@ fn options() -> StoreOptions {
 }
 
 #[test]
+fn a_store_is_open_in_one_place_at_a_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let (first, _) = Store::open(dir.path(), options()).unwrap();
+    match Store::open(dir.path(), options()) {
+        Err(imbtrack_store::StoreError::InUse { dir: in_use }) => assert_eq!(in_use, dir.path()),
+        other => panic!("a second open must be refused, got {:?}", other.err()),
+    }
+    drop(first);
+    Store::open(dir.path(), options()).unwrap();
+}
+
+#[test]
 fn append_seal_reopen_and_dedupe_across_restarts() {
     let dir = tempfile::tempdir().unwrap();
     let mut symbols = SymbolTable::new();

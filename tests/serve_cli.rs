@@ -1,0 +1,780 @@
+//! End-to-end: the real binary serves a real store on 127.0.0.1, and a real HTTP client asks
+//! every route: lookups equal the CLI's answers, mailer tokens see only their Mailer IDs, pushes
+//! are durable and idempotent, the spool survives a kill, TLS works, limits hold, the demo
+//! serves.
+
+#![allow(clippy::unwrap_used)] // a panic is how a test reports failure
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use imbtrack_barcode::Barcode;
+use imbtrack_feed::time::days_from_civil;
+use imbtrack_feed::{generate, GenOptions, GeneratedLine, LineKind};
+use serde_json::{json, Value};
+
+const NOW: &str = "2025-01-20T00:00:00Z";
+const DAY: &str = "2025-01-11";
+
+fn imbtrack(data: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_imbtrack"))
+        .arg("--data")
+        .arg(data)
+        .args(["--now", NOW])
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// A store of `pieces` generated pieces (2025-01-10 to 01-12, sealed) in `data`; the lines.
+fn store_with(data: &Path, pieces: u64) -> Vec<GeneratedLine> {
+    std::fs::create_dir_all(data).unwrap();
+    let feed = data.join("feed.psv");
+    let mut options = GenOptions::new(pieces, days_from_civil(2025, 1, 10));
+    (options.days, options.seed) = (3, 5);
+    let mut lines = Vec::new();
+    generate(&options, std::fs::File::create(&feed).unwrap(), |l| {
+        lines.push(l.clone())
+    })
+    .unwrap();
+    let output = imbtrack(data, &["ingest", feed.to_str().unwrap()]);
+    assert!(output.status.success(), "{output:?}");
+    lines
+}
+
+/// A running `imbtrack serve`, killed when dropped.
+struct Served {
+    child: Child,
+    base: String,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Served {
+    fn start(data: &Path, args: &[&str]) -> Served {
+        Served::start_command(data, "serve", args)
+    }
+
+    fn start_command(data: &Path, command: &str, args: &[&str]) -> Served {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_imbtrack"))
+            .arg("--data")
+            .arg(data)
+            .args(["--now", NOW, command, "--listen", "127.0.0.1:0"])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (sender, receiver) = mpsc::channel();
+        let stderr = child.stderr.take().unwrap();
+        let lines = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let line = line.unwrap_or_default();
+                if let Some(rest) = line.strip_prefix("imbtrack: serving ") {
+                    let base = rest.split('/').take(3).collect::<Vec<_>>().join("/");
+                    let _ = sender.send(base);
+                }
+                lines.lock().unwrap().push(line);
+            }
+        });
+        let base = receiver
+            .recv_timeout(Duration::from_secs(120))
+            .unwrap_or_else(|_| panic!("no serving line; stderr: {:?}", log.lock().unwrap()));
+        Served { child, base, log }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into()
+}
+
+/// Status and JSON body of a GET.
+fn get(url: &str, token: Option<&str>) -> (u16, Value) {
+    let mut request = agent().get(url);
+    if let Some(token) = token {
+        request = request.header("Authorization", &format!("Bearer {token}"));
+    }
+    answer(request.call().unwrap())
+}
+
+fn post(url: &str, token: Option<&str>, body: &[u8], gzip_header: bool) -> (u16, Value) {
+    let mut request = agent().post(url);
+    if let Some(token) = token {
+        request = request.header("Authorization", &format!("Bearer {token}"));
+    }
+    if gzip_header {
+        request = request.header("Content-Encoding", "gzip");
+    }
+    answer(request.send(body).unwrap())
+}
+
+fn answer(response: ureq::http::Response<ureq::Body>) -> (u16, Value) {
+    let status = response.status().as_u16();
+    let text = response.into_body().read_to_string().unwrap();
+    let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    (status, value)
+}
+
+fn good_lines(lines: &[GeneratedLine]) -> impl Iterator<Item = &GeneratedLine> {
+    lines.iter().filter(|l| l.kind == LineKind::Good)
+}
+
+/// Canonical barcodes of distinct good IMb pieces, in feed order.
+fn imb_pieces(lines: &[GeneratedLine]) -> Vec<Barcode> {
+    let mut seen = BTreeSet::new();
+    good_lines(lines)
+        .map(|l| l.barcode.to_barcode())
+        .filter(|b| matches!(b, Barcode::Imb(_)) && seen.insert(b.to_string()))
+        .collect()
+}
+
+fn audit_lines(data: &Path) -> Vec<Value> {
+    // The audit writer fsyncs in batches; give it a moment.
+    let path = data.join("audit").join("audit.jsonl");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        let lines: Vec<Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        if !lines.is_empty() || Instant::now() > deadline {
+            return lines;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn every_route_answers_as_the_cli_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let lines = store_with(&data, 3000);
+    // The CLI's answers first: the server holds the store's lock while it runs.
+    let piece = imb_pieces(&lines)[0];
+    let cli = imbtrack(&data, &["query", &piece.to_string()]);
+    let cli: Value = serde_json::from_slice(&cli.stdout).unwrap();
+    // The busiest 5-digit routing ZIP among the feed's IMbs.
+    let mut zips = std::collections::BTreeMap::<String, usize>::new();
+    for barcode in imb_pieces(&lines) {
+        if let Barcode::Imb(imb) = barcode {
+            if imb.routing().len() >= 5 {
+                *zips.entry(imb.routing()[..5].to_string()).or_default() += 1;
+            }
+        }
+    }
+    let zip = zips.iter().max_by_key(|(_, n)| **n).unwrap().0.clone();
+    let from_cli = imbtrack(&data, &["query", "--zip", &zip, "--date", DAY]);
+    let server = Served::start(&data, &[]);
+    let in_use = imbtrack(&data, &["query", &piece.to_string()]);
+    assert_eq!(in_use.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&in_use.stderr).contains("open in another process"));
+
+    // One piece: the same JSON as `imbtrack query`, by digits and by 65 bars.
+    let (status, body) = get(&server.url(&format!("/v1/pieces/{piece}")), None);
+    assert_eq!((status, &body), (200, &cli));
+    let Barcode::Imb(imb) = &piece else { panic!() };
+    let bars = imb.encode().to_string();
+    assert_eq!(get(&server.url(&format!("/v1/pieces/{bars}")), None).1, cli);
+
+    // Errors are JSON with the right status.
+    let (status, body) = get(&server.url("/v1/pieces/12345"), None);
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("bad_barcode"))
+    );
+    let absent = "00270999999000000001-94110";
+    let (status, body) = get(&server.url(&format!("/v1/pieces/{absent}")), None);
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (404, Some("not_found"))
+    );
+    let (status, body) = get(&server.url("/v2/nothing"), None);
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (404, Some("not_found"))
+    );
+    let (status, body) = post(&server.url("/v1/pieces/x"), None, b"", false);
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (405, Some("method_not_allowed"))
+    );
+
+    // Batch: in order, found or not.
+    let batch = json!({"barcodes": [piece.to_string(), absent, "nonsense"]}).to_string();
+    let (status, body) = post(
+        &server.url("/v1/pieces:batch"),
+        None,
+        batch.as_bytes(),
+        false,
+    );
+    assert_eq!(status, 200);
+    let results = body["results"].as_array().unwrap();
+    assert_eq!(results[0]["piece"], cli);
+    assert_eq!(results[1]["error"]["code"], "not_found");
+    assert_eq!(results[2]["error"]["code"], "bad_barcode");
+    let too_many = json!({"barcodes": vec![piece.to_string(); 1001]}).to_string();
+    let (status, body) = post(
+        &server.url("/v1/pieces:batch"),
+        None,
+        too_many.as_bytes(),
+        false,
+    );
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (413, Some("batch_too_large"))
+    );
+    let (status, _) = post(
+        &server.url("/v1/pieces:batch"),
+        None,
+        b"{\"barcode\":1}",
+        false,
+    );
+    assert_eq!(status, 400);
+
+    // A ZIP's pieces, paged with the cursor, are exactly the CLI's list.
+    let expected: Vec<Value> = String::from_utf8(from_cli.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(expected.len() > 1, "{} pieces for {zip}", expected.len());
+    let mut paged = Vec::new();
+    let mut url = server.url(&format!("/v1/zips/{zip}/pieces?date={DAY}&limit=1"));
+    loop {
+        let (status, body) = get(&url, None);
+        assert_eq!(status, 200, "{body}");
+        paged.extend(body["pieces"].as_array().unwrap().iter().cloned());
+        match body["next_cursor"].as_str() {
+            Some(cursor) => {
+                url = server.url(&format!(
+                    "/v1/zips/{zip}/pieces?date={DAY}&limit=1&cursor={cursor}"
+                ))
+            }
+            None => break,
+        }
+    }
+    assert_eq!(paged, expected);
+    for bad in [
+        "?date=2025-02-30",
+        "",
+        "?date=2025-01-11&limit=0",
+        "?date=2025-01-11&colour=red",
+    ] {
+        let (status, body) = get(&server.url(&format!("/v1/zips/{zip}/pieces{bad}")), None);
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (400, Some("bad_query")),
+            "{bad}"
+        );
+    }
+
+    // A mailer's summary counts its pieces of the day.
+    let mid = piece.mailer_id().unwrap();
+    let mid_text = format!("{mid:06}");
+    let (status, summary) = get(
+        &server.url(&format!(
+            "/v1/mailers/{mid_text}/summary?date={DAY}&stale_hours=1"
+        )),
+        None,
+    );
+    assert_eq!(status, 200, "{summary}");
+    let by_status: u64 = summary["by_status"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_u64().unwrap())
+        .sum();
+    assert_eq!(by_status, summary["pieces"].as_u64().unwrap());
+    assert!(summary["pieces"].as_u64().unwrap() >= 1);
+    assert!(!summary["by_facility"].as_array().unwrap().is_empty());
+    // Every piece is days old at NOW: the undelivered ones are all stale.
+    let undelivered = summary["by_status"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(status, _)| !status.starts_with("DELIVERED"))
+        .map(|(_, n)| n.as_u64().unwrap())
+        .sum::<u64>();
+    assert_eq!(summary["stale"]["count"].as_u64().unwrap(), undelivered);
+
+    // Health, metrics, the page.
+    assert_eq!(
+        get(&server.url("/healthz"), None),
+        (200, json!({"status": "ok"}))
+    );
+    let (status, metrics) = get(&server.url("/metrics"), None);
+    let metrics = metrics.as_str().unwrap().to_string();
+    assert_eq!(status, 200);
+    for name in [
+        "imbtrack_http_request_duration_seconds_bucket{route=\"/v1/pieces/{barcode}\"",
+        "imbtrack_http_requests_total{route=\"/v1/pieces/{barcode}\",status=\"404\"}",
+        "imbtrack_sealed_buckets ",
+        "imbtrack_sealed_bytes ",
+    ] {
+        assert!(metrics.contains(name), "{name} missing from\n{metrics}");
+    }
+    let (status, page) = get(&server.url("/"), None);
+    assert_eq!(status, 200);
+    assert!(page.as_str().unwrap().contains("<form id=\"track\""));
+
+    // Every API request was audited, with what it asked and what it got.
+    drop(server);
+    let audit = audit_lines(&data);
+    let first = &audit[0];
+    assert_eq!(first["token"], "local");
+    assert_eq!(first["route"], "/v1/pieces/{barcode}");
+    assert_eq!(first["key"], piece.to_string());
+    assert_eq!(
+        (first["results"].as_u64(), first["status"].as_u64()),
+        (Some(1), Some(200))
+    );
+    assert!(audit
+        .iter()
+        .any(|e| e["route"] == "/v1/mailers/{mid}/summary"
+            && e["key"] == format!("mailer {mid_text} {DAY}")));
+    assert!(audit.iter().all(|e| e["route"] != "/metrics"));
+}
+
+fn tokens_file(dir: &Path, entries: &[(&str, &str)]) -> (PathBuf, Vec<String>) {
+    let mut text = String::new();
+    let mut tokens = Vec::new();
+    for (id, scope) in entries {
+        let out = Command::new(env!("CARGO_BIN_EXE_imbtrack"))
+            .args(["token", "new", "--id", id, "--scope", scope])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let made: Value = serde_json::from_slice(&out.stdout).unwrap();
+        text.push_str(made["entry"].as_str().unwrap());
+        assert!(
+            !text.contains(made["token"].as_str().unwrap()),
+            "the file must not hold the token"
+        );
+        tokens.push(made["token"].as_str().unwrap().to_string());
+    }
+    let path = dir.join("tokens.toml");
+    std::fs::write(&path, text).unwrap();
+    (path, tokens)
+}
+
+#[test]
+fn mailer_tokens_see_only_their_own_mailer_ids() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let lines = store_with(&data, 3000);
+    let pieces = imb_pieces(&lines);
+    let ours = pieces[0];
+    let our_mid = ours.mailer_id().unwrap();
+    let theirs = pieces
+        .iter()
+        .find(|p| p.mailer_id() != Some(our_mid))
+        .copied()
+        .unwrap();
+    let their_mid = theirs.mailer_id().unwrap();
+    let (tokens_path, tokens) = tokens_file(
+        dir.path(),
+        &[
+            ("ops", "admin"),
+            ("plant", "ingest"),
+            ("acme", &format!("mailer:{our_mid:06}")),
+        ],
+    );
+    let [admin, plant, acme] = [&tokens[0], &tokens[1], &tokens[2]].map(|t| Some(t.as_str()));
+    let server = Served::start(&data, &["--tokens", tokens_path.to_str().unwrap()]);
+    let piece_url = |p: &Barcode| server.url(&format!("/v1/pieces/{p}"));
+
+    // No token, a wrong one: 401 with a Bearer challenge.
+    for token in [None, Some("imbt_wrong")] {
+        let (status, body) = get(&piece_url(&ours), token);
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (401, Some("unauthorized"))
+        );
+    }
+    // The admin sees everything.
+    assert_eq!(get(&piece_url(&ours), admin).0, 200);
+    assert_eq!(get(&piece_url(&theirs), admin).0, 200);
+    // The mailer sees its own piece; another mailer's piece is exactly as absent as a piece
+    // that does not exist.
+    assert_eq!(get(&piece_url(&ours), acme).0, 200);
+    let foreign = get(&piece_url(&theirs), acme);
+    assert_eq!(foreign.0, 404);
+    let Barcode::Imb(their_imb) = &theirs else {
+        panic!()
+    };
+    // The same Mailer ID (digits 5 to 14 at most), a serial never generated.
+    let invented = Barcode::parse(&format!("{}999999", &their_imb.tracking()[..14])).unwrap();
+    let absent = get(&piece_url(&invented), admin);
+    assert_eq!(absent.0, 404);
+    assert_eq!(
+        foreign.1["error"]["message"]
+            .as_str()
+            .unwrap()
+            .replace(&theirs.to_string(), "X"),
+        absent.1["error"]["message"]
+            .as_str()
+            .unwrap()
+            .replace(&invented.to_string(), "X"),
+    );
+    // Batch and ZIP listings leave foreign pieces out.
+    let batch = json!({"barcodes": [ours.to_string(), theirs.to_string()]}).to_string();
+    let (_, body) = post(
+        &server.url("/v1/pieces:batch"),
+        acme,
+        batch.as_bytes(),
+        false,
+    );
+    assert!(body["results"][0]["piece"].is_object());
+    assert_eq!(body["results"][1]["error"]["code"], "not_found");
+    let zip = get(&piece_url(&theirs), admin).1["routing_zip"]
+        .as_str()
+        .unwrap()[..5]
+        .to_string();
+    let listing = |token| {
+        let (status, body) = get(
+            &server.url(&format!("/v1/zips/{zip}/pieces?date={DAY}&limit=1000")),
+            token,
+        );
+        assert_eq!(status, 200);
+        body["pieces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| {
+                Barcode::parse(p["barcode"].as_str().unwrap())
+                    .unwrap()
+                    .mailer_id()
+            })
+            .collect::<Vec<_>>()
+    };
+    let everyone = listing(admin);
+    assert!(everyone.contains(&Some(their_mid)));
+    let mine = listing(acme);
+    assert!(mine.iter().all(|m| *m == Some(our_mid)), "{mine:?}");
+    assert_eq!(
+        mine.len(),
+        everyone.iter().filter(|m| **m == Some(our_mid)).count()
+    );
+    // Summaries: its own only.
+    let summary = |mid: u32, token| {
+        get(
+            &server.url(&format!("/v1/mailers/{mid:06}/summary?date={DAY}")),
+            token,
+        )
+        .0
+    };
+    assert_eq!(summary(our_mid, acme), 200);
+    assert_eq!(summary(their_mid, acme), 404);
+    assert_eq!(summary(their_mid, admin), 200);
+    // Ingest needs the ingest scope; an ingest token looks nothing up.
+    let push = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../data/feeds/push_body.json"
+    ))
+    .unwrap();
+    assert_eq!(post(&server.url("/v1/scans"), acme, &push, false).0, 403);
+    assert_eq!(post(&server.url("/v1/scans"), plant, &push, false).0, 200);
+    assert_eq!(get(&piece_url(&ours), plant).0, 403);
+
+    drop(server);
+    let audit = audit_lines(&data);
+    assert!(audit
+        .iter()
+        .any(|e| e["token"] == "acme" && e["status"] == 404 && e["key"] == theirs.to_string()));
+    assert!(audit
+        .iter()
+        .any(|e| e["token"] == "-" && e["status"] == 401));
+    assert!(audit
+        .iter()
+        .all(|e| !e.to_string().contains(tokens[2].as_str())));
+
+    // Without tokens, only loopback.
+    let out = Command::new(env!("CARGO_BIN_EXE_imbtrack"))
+        .arg("--data")
+        .arg(&data)
+        .args(["serve", "--listen", "0.0.0.0:0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("loopback"));
+}
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    encoder.write_all(bytes).unwrap();
+    encoder.finish().unwrap()
+}
+
+#[test]
+fn pushes_are_durable_and_a_retry_doubles_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = Served::start(&data, &["--max-body", "1000000"]);
+    let feeds = concat!(env!("CARGO_MANIFEST_DIR"), "/../../data/feeds/");
+    let push = std::fs::read(format!("{feeds}push_body.json")).unwrap();
+    let url = server.url("/v1/scans");
+
+    let (status, first) = post(&url, None, &push, false);
+    assert_eq!(status, 200, "{first}");
+    let accepted = first["accepted"].as_u64().unwrap();
+    assert!(accepted >= 2, "{first}");
+    // The sender retries (it saw a timeout, say): nothing new, nothing doubled.
+    let (status, again) = post(&url, None, &push, false);
+    assert_eq!(status, 200);
+    assert_eq!(
+        (again["accepted"].as_u64(), again["duplicates"].as_u64()),
+        (Some(0), Some(accepted))
+    );
+    // Gzip, with and without the header, is the same body.
+    for header in [true, false] {
+        let (status, body) = post(&url, None, &gzip(&push), header);
+        assert_eq!(
+            (status, body["duplicates"].as_u64()),
+            (200, Some(accepted)),
+            "{body}"
+        );
+    }
+    let (status, body) = post(
+        &url,
+        None,
+        &std::fs::read(format!("{feeds}push_body.json.gz")).unwrap(),
+        true,
+    );
+    assert_eq!(status, 200, "{body}");
+
+    // Bad records are rejected with reasons, good ones around them kept.
+    let mixed = json!({"events": [
+        {"imb": "0027012345678912345612345678901", "scanDatetime": "2025-01-17T10:00:00-05:00",
+         "scanEventCode": "919", "scanFacilityZip": "94110"},
+        {"imb": "not a barcode", "scanDatetime": "2025-01-17T10:00:00-05:00",
+         "scanEventCode": "919", "scanFacilityZip": "94110"}
+    ]})
+    .to_string();
+    let (status, body) = post(&url, None, mixed.as_bytes(), false);
+    assert_eq!(status, 200);
+    assert_eq!(
+        (body["accepted"].as_u64(), body["rejected"].as_u64()),
+        (Some(1), Some(1))
+    );
+    assert_eq!(body["rejects"][0]["reason"], "bad_barcode");
+    assert_eq!(body["rejects"][0]["index"], 1);
+
+    // Limits: an oversized body, a gzip bomb, an empty body, bytes that are no feed.
+    let (status, body) = post(&url, None, &vec![b' '; 1_100_000], false);
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (413, Some("body_too_large"))
+    );
+    let bomb = gzip(&vec![b' '; 300 << 20]);
+    assert!(bomb.len() < 1_000_000);
+    let (status, body) = post(&url, None, &bomb, true);
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (413, Some("body_too_large"))
+    );
+    let (status, _) = post(&url, None, b"", false);
+    assert_eq!(status, 400);
+    let (status, body) = post(&url, None, &[0x1f, 0x8b, 0, 1, 2], false);
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("bad_gzip"))
+    );
+
+    // Acknowledged scans survive a kill -9 and a restart.
+    let piece = "00270123456789123456-12345678901";
+    let before = get(&server.url(&format!("/v1/pieces/{piece}")), None).1;
+    drop(server);
+    let server = Served::start(&data, &[]);
+    let after = get(&server.url(&format!("/v1/pieces/{piece}")), None).1;
+    assert_eq!(before, after);
+    assert_eq!(
+        after["events"].as_array().unwrap().len() as u64,
+        accepted + 1
+    );
+}
+
+fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn spooled_files_are_ingested_once_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let spool = dir.path().join("spool");
+    std::fs::create_dir_all(&spool).unwrap();
+    let source = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../data/feeds/ivmtr_pipe_camel.psv"
+    );
+    let feed = std::fs::read(source).unwrap();
+    // Plants write under a temp name, then rename.
+    let drop_file = |name: &str, bytes: &[u8]| {
+        let tmp = spool.join(format!(".{name}.part"));
+        std::fs::write(&tmp, bytes).unwrap();
+        std::fs::rename(&tmp, spool.join(name)).unwrap();
+    };
+    let spool_arg = spool.to_str().unwrap();
+    let server = Served::start(&data, &["--spool", spool_arg]);
+    drop_file("0001.psv", &feed);
+    drop_file("0002.psv", b"this is no feed at all\n");
+    wait_for("0001.psv in done/", || spool.join("done/0001.psv").exists());
+    wait_for("0002.psv in failed/", || {
+        spool.join("failed/0002.psv.reason").exists()
+    });
+    let reason = std::fs::read_to_string(spool.join("failed/0002.psv.reason")).unwrap();
+    assert!(!reason.trim().is_empty());
+
+    let piece = "00270123456789123456-12345678901";
+    let (status, before) = get(&server.url(&format!("/v1/pieces/{piece}")), None);
+    assert_eq!(status, 200, "{before}");
+
+    // Killed; the same file comes back (as after a crash between its ingest and its move).
+    drop(server);
+    drop_file("0001.psv", &feed);
+    let server = Served::start(&data, &["--spool", spool_arg]);
+    wait_for("the second 0001.psv in done/", || {
+        spool.join("done/0001.psv.1").exists()
+    });
+    let (_, after) = get(&server.url(&format!("/v1/pieces/{piece}")), None);
+    assert_eq!(before, after, "a replayed file must not double scans");
+    assert!(!spool.join("0001.psv").exists());
+    let log = server.log.lock().unwrap().join("\n");
+    assert!(log.contains("0 new"), "{log}");
+}
+
+#[test]
+fn tls_serves_https_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let rcgen::CertifiedKey { cert, key_pair } =
+        rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string(), "localhost".to_string()])
+            .unwrap();
+    let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert_path, cert.pem()).unwrap();
+    std::fs::write(&key_path, key_pair.serialize_pem()).unwrap();
+    let server = Served::start(
+        &data,
+        &[
+            "--tls-cert",
+            cert_path.to_str().unwrap(),
+            "--tls-key",
+            key_path.to_str().unwrap(),
+        ],
+    );
+    assert!(server.base.starts_with("https://"), "{}", server.base);
+
+    let root = ureq::tls::Certificate::from_der(cert.der()).to_owned();
+    let tls = ureq::tls::TlsConfig::builder()
+        .root_certs(ureq::tls::RootCerts::Specific(Arc::new(vec![root])))
+        .build();
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .tls_config(tls)
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let (status, body) = answer(agent.get(&server.url("/healthz")).call().unwrap());
+    assert_eq!((status, body), (200, json!({"status": "ok"})));
+    // Plain HTTP to the TLS port gets no answer; an agent that does not trust the certificate
+    // refuses it.
+    let plain = server.base.replace("https://", "http://");
+    assert!(agent.get(&format!("{plain}/healthz")).call().is_err());
+    assert!(agent_default_get(&server.url("/healthz")).is_err());
+
+    // A key that does not match the certificate stops the server at start.
+    drop(server);
+    let other = rcgen::KeyPair::generate().unwrap();
+    std::fs::write(&key_path, other.serialize_pem()).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_imbtrack"))
+        .arg("--data")
+        .arg(&data)
+        .args(["serve", "--listen", "127.0.0.1:0", "--tls-cert"])
+        .arg(&cert_path)
+        .arg("--tls-key")
+        .arg(&key_path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("TLS"), "{stderr}");
+}
+
+fn agent_default_get(url: &str) -> Result<ureq::http::Response<ureq::Body>, ureq::Error> {
+    ureq::get(url).call()
+}
+
+#[test]
+fn slow_clients_are_cut_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = Served::start(&data, &["--header-timeout", "0.5"]);
+    let address = server.base.trim_start_matches("http://").to_string();
+    let mut stream = TcpStream::connect(&address).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    let mut rest = Vec::new();
+    // The server closes the connection (perhaps after a 408) instead of waiting for the rest;
+    // had it waited, the read would have failed on its own 20 s timeout.
+    let read = stream.read_to_end(&mut rest);
+    assert!(read.is_ok(), "the connection stayed open: {read:?}");
+    let text = String::from_utf8_lossy(&rest);
+    assert!(
+        text.is_empty() || text.starts_with("HTTP/1.1 408"),
+        "{text}"
+    );
+    // The server still serves others.
+    assert_eq!(get(&server.url("/healthz"), None).0, 200);
+}
+
+#[test]
+fn demo_generates_ingests_and_serves() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let demo = Served::start_command(&data, "demo", &["--pieces", "500"]);
+    wait_for("the demo's sample lines", || {
+        demo.log
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("Ctrl-C"))
+    });
+    let log = demo.log.lock().unwrap().join("\n");
+    let sample = log
+        .lines()
+        .find_map(|l| l.split("/v1/pieces/").nth(1))
+        .unwrap()
+        .to_string();
+    let (status, body) = get(&demo.url(&format!("/v1/pieces/{sample}")), None);
+    assert_eq!(status, 200, "{body}");
+}
