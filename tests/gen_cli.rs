@@ -108,7 +108,7 @@ fn json_output_and_bad_arguments() {
         .output()
         .unwrap();
     assert_eq!(output.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&output.stderr).contains("does not exist"));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("not an existing day"));
     let output = Command::new(env!("CARGO_BIN_EXE_imbtrack"))
         .args(["gen", "--pieces", "5", "--bad-share", "2"])
         .output()

@@ -5,150 +5,18 @@
 
 #![allow(clippy::unwrap_used)] // a panic is how a test reports failure
 
-use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader, Read, Write};
+mod common;
+
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
+use std::process::Command;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::{answer, get, imb_pieces, imbtrack, post, store_with, wait_for, Served, DAY};
 use imbtrack_barcode::Barcode;
-use imbtrack_feed::time::days_from_civil;
-use imbtrack_feed::{generate, GenOptions, GeneratedLine, LineKind};
 use serde_json::{json, Value};
-
-const NOW: &str = "2025-01-20T00:00:00Z";
-const DAY: &str = "2025-01-11";
-
-fn imbtrack(data: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_imbtrack"))
-        .arg("--data")
-        .arg(data)
-        .args(["--now", NOW])
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-/// A store of `pieces` generated pieces (2025-01-10 to 01-12, sealed) in `data`; the lines.
-fn store_with(data: &Path, pieces: u64) -> Vec<GeneratedLine> {
-    std::fs::create_dir_all(data).unwrap();
-    let feed = data.join("feed.psv");
-    let mut options = GenOptions::new(pieces, days_from_civil(2025, 1, 10));
-    (options.days, options.seed) = (3, 5);
-    let mut lines = Vec::new();
-    generate(&options, std::fs::File::create(&feed).unwrap(), |l| {
-        lines.push(l.clone())
-    })
-    .unwrap();
-    let output = imbtrack(data, &["ingest", feed.to_str().unwrap()]);
-    assert!(output.status.success(), "{output:?}");
-    lines
-}
-
-/// A running `imbtrack serve`, killed when dropped.
-struct Served {
-    child: Child,
-    base: String,
-    log: Arc<Mutex<Vec<String>>>,
-}
-
-impl Served {
-    fn start(data: &Path, args: &[&str]) -> Served {
-        Served::start_command(data, "serve", args)
-    }
-
-    fn start_command(data: &Path, command: &str, args: &[&str]) -> Served {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_imbtrack"))
-            .arg("--data")
-            .arg(data)
-            .args(["--now", NOW, command, "--listen", "127.0.0.1:0"])
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let (sender, receiver) = mpsc::channel();
-        let stderr = child.stderr.take().unwrap();
-        let lines = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let line = line.unwrap_or_default();
-                if let Some(rest) = line.strip_prefix("imbtrack: serving ") {
-                    let base = rest.split('/').take(3).collect::<Vec<_>>().join("/");
-                    let _ = sender.send(base);
-                }
-                lines.lock().unwrap().push(line);
-            }
-        });
-        let base = receiver
-            .recv_timeout(Duration::from_secs(120))
-            .unwrap_or_else(|_| panic!("no serving line; stderr: {:?}", log.lock().unwrap()));
-        Served { child, base, log }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build()
-        .into()
-}
-
-/// Status and JSON body of a GET.
-fn get(url: &str, token: Option<&str>) -> (u16, Value) {
-    let mut request = agent().get(url);
-    if let Some(token) = token {
-        request = request.header("Authorization", &format!("Bearer {token}"));
-    }
-    answer(request.call().unwrap())
-}
-
-fn post(url: &str, token: Option<&str>, body: &[u8], gzip_header: bool) -> (u16, Value) {
-    let mut request = agent().post(url);
-    if let Some(token) = token {
-        request = request.header("Authorization", &format!("Bearer {token}"));
-    }
-    if gzip_header {
-        request = request.header("Content-Encoding", "gzip");
-    }
-    answer(request.send(body).unwrap())
-}
-
-fn answer(response: ureq::http::Response<ureq::Body>) -> (u16, Value) {
-    let status = response.status().as_u16();
-    let text = response.into_body().read_to_string().unwrap();
-    let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
-    (status, value)
-}
-
-fn good_lines(lines: &[GeneratedLine]) -> impl Iterator<Item = &GeneratedLine> {
-    lines.iter().filter(|l| l.kind == LineKind::Good)
-}
-
-/// Canonical barcodes of distinct good IMb pieces, in feed order.
-fn imb_pieces(lines: &[GeneratedLine]) -> Vec<Barcode> {
-    let mut seen = BTreeSet::new();
-    good_lines(lines)
-        .map(|l| l.barcode.to_barcode())
-        .filter(|b| matches!(b, Barcode::Imb(_)) && seen.insert(b.to_string()))
-        .collect()
-}
 
 fn audit_lines(data: &Path) -> Vec<Value> {
     // The audit writer fsyncs in batches; give it a moment.
@@ -614,14 +482,6 @@ fn pushes_are_durable_and_a_retry_doubles_nothing() {
         after["events"].as_array().unwrap().len() as u64,
         accepted + 1
     );
-}
-
-fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 #[test]

@@ -39,7 +39,11 @@ fn key(piece: u8) -> BarcodeKey {
     } else {
         mail_key(
             u64::from(piece),
-            if piece.is_multiple_of(2) { "94110" } else { "941101234" },
+            if piece.is_multiple_of(2) {
+                "94110"
+            } else {
+                "941101234"
+            },
         )
     }
 }
