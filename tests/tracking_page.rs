@@ -71,6 +71,15 @@ async fn text_when(client: &fantoccini::Client, id: &str, done: impl Fn(&str) ->
     }
 }
 
+/// Types `barcode` into the page's field, as a person would, and presses Track.
+async fn track(client: &fantoccini::Client, barcode: &str) {
+    let input = client.find(Locator::Id("barcode")).await.unwrap();
+    input.clear().await.unwrap();
+    input.send_keys(barcode).await.unwrap();
+    let button = client.find(Locator::Id("go")).await.unwrap();
+    button.click().await.unwrap();
+}
+
 fn words(status: &str) -> String {
     let lower = status.to_lowercase().replace('_', " ");
     let mut chars = lower.chars();
@@ -129,16 +138,7 @@ async fn typing_a_barcode_shows_its_status_and_scans() {
     ] {
         let (status, expected) = get(&server.url(&format!("/v1/pieces/{piece}")), None);
         assert_eq!(status, 200);
-        let input = client.find(Locator::Id("barcode")).await.unwrap();
-        input.clear().await.unwrap();
-        input.send_keys(&typed).await.unwrap();
-        client
-            .find(Locator::Id("go"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
+        track(&client, &typed).await;
         let shown = text_when(&client, "piece-barcode", |t| t == piece.to_string()).await;
         assert_eq!(shown, piece.to_string());
         let status = text_when(&client, "status", |t| !t.is_empty()).await;
@@ -170,16 +170,7 @@ async fn typing_a_barcode_shows_its_status_and_scans() {
     }
 
     // A barcode with no scans says so.
-    let input = client.find(Locator::Id("barcode")).await.unwrap();
-    input.clear().await.unwrap();
-    input.send_keys("00270999999000000001").await.unwrap();
-    client
-        .find(Locator::Id("go"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    track(&client, "00270999999000000001").await;
     let message = text_when(&client, "message", |t| t.contains("no scans")).await;
     assert!(message.contains("retention window"), "{message}");
     assert!(!client

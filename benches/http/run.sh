@@ -38,15 +38,16 @@ awk -F'|' 'NR > 1 && ($1 ~ /^[0-9]+$/ || $2 ~ /^[0-9]+$/) { print ($1 != "" ? $1
   "$WORK/feed-$PIECES.psv" | sort -u | shuf -n "$KEYS" --random-source=<(yes) > "$WORK/keys.txt"
 
 # The server, with a token (every request authenticated and audited, as in production).
-"$BIN" token new --id bench --scope admin > "$WORK/token.json"
-TOKEN=$(sed -E 's/.*"token":"([^"]+)".*/\1/' "$WORK/token.json")
-sed -E 's/.*"entry":"([^"]+)".*/\1/' "$WORK/token.json" | sed 's/\\n/\n/g; s/\\"/"/g' > "$WORK/tokens.toml"
+rm -f "$WORK/tokens.toml"
+TOKEN=$("$BIN" token new --id bench --scope admin --append "$WORK/tokens.toml" \
+  | sed -E 's/.*"token":"([^"]+)".*/\1/')
 "$BIN" --data "$DATA" --now "$NOW" serve --listen "127.0.0.1:$PORT" --tokens "$WORK/tokens.toml" \
   --audit "$WORK/audit.jsonl" 2> "$WORK/serve.log" &
 SERVER=$!
 trap 'kill $SERVER 2>/dev/null || true' EXIT
 for _ in $(seq 1 600); do
   grep -q "serving" "$WORK/serve.log" && break
+  kill -0 $SERVER 2>/dev/null || { cat "$WORK/serve.log" >&2; exit 1; }
   sleep 0.1
 done
 # Warm up (page cache, connections), then measure.

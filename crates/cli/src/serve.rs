@@ -171,11 +171,14 @@ pub(crate) enum TokenCommand {
         /// Scopes: admin, ingest, mailer:<MID>,<MID>… (repeatable).
         #[arg(long = "scope", required = true)]
         scopes: Vec<String>,
+        /// Append the entry to this tokens file (created, readable by its owner only).
+        #[arg(long)]
+        append: Option<PathBuf>,
     },
 }
 
 pub(crate) fn token(command: TokenCommand, out: &mut dyn Write) -> anyhow::Result<Outcome> {
-    let TokenCommand::New { id, scopes } = command;
+    let TokenCommand::New { id, scopes, append } = command;
     for scope in &scopes {
         Scope::parse(scope).map_err(|e| anyhow::anyhow!(e))?;
     }
@@ -192,6 +195,17 @@ pub(crate) fn token(command: TokenCommand, out: &mut dyn Write) -> anyhow::Resul
         token_hash_hex(&token),
         serde_json::to_string(&scopes)?
     );
+    if let Some(path) = &append {
+        let mut options = std::fs::OpenOptions::new();
+        options.create(true).append(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let mut file = options
+            .open(path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        // A blank line first, so an entry never runs into a file's last line.
+        write!(file, "\n{entry}").with_context(|| format!("writing {}", path.display()))?;
+    }
     writeln!(out, "{}", json!({"id": id, "token": token, "entry": entry}))?;
     Ok(Outcome::AllGood)
 }

@@ -233,6 +233,14 @@ async fn guard(State(state): Shared, mut request: Request, next: Next) -> Respon
     response
 }
 
+fn require_lookups(caller: &Caller) -> Result<(), ApiError> {
+    if caller.may_look_up() {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden("lookups"))
+    }
+}
+
 fn parse_barcode(text: &str) -> Result<Barcode, ApiError> {
     Barcode::parse(text).map_err(|e| {
         ApiError::bad_request("bad_barcode", format!("{text:?} is not a barcode: {e}"))
@@ -258,9 +266,7 @@ async fn get_piece(
     Extension(caller): Extension<Caller>,
     Path(text): Path<String>,
 ) -> Result<Response, ApiError> {
-    if !caller.may_look_up() {
-        return Err(ApiError::forbidden("lookups"));
-    }
+    require_lookups(&caller)?;
     let barcode = parse_barcode(&text)?;
     let key = barcode.to_string();
     Ok(match visible_piece(&state.engine, &caller, &barcode) {
@@ -298,9 +304,7 @@ async fn batch_pieces(
     Extension(caller): Extension<Caller>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    if !caller.may_look_up() {
-        return Err(ApiError::forbidden("lookups"));
-    }
+    require_lookups(&caller)?;
     let request: BatchRequest = parse_json(&body?)?;
     let limit = state.limits.batch_max;
     if request.barcodes.len() > limit {
@@ -413,9 +417,7 @@ async fn zip_pieces(
     Path(zip_text): Path<String>,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
-    if !caller.may_look_up() {
-        return Err(ApiError::forbidden("lookups"));
-    }
+    require_lookups(&caller)?;
     let params = query_params(query.as_deref(), &["date", "limit", "cursor"])?;
     let zip = Zip::parse(zip_text.as_bytes()).ok_or_else(|| {
         ApiError::bad_request(
@@ -536,9 +538,7 @@ async fn mailer_summary(
     Path(mid_text): Path<String>,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
-    if !caller.may_look_up() {
-        return Err(ApiError::forbidden("lookups"));
-    }
+    require_lookups(&caller)?;
     let params = query_params(query.as_deref(), &["date", "stale_hours"])?;
     let mid = parse_mailer_id(&mid_text).map_err(|e| ApiError::bad_request("bad_mailer_id", e))?;
     let (day, date) = parse_day(&params)?;
@@ -706,4 +706,130 @@ async fn wrong_method(method: Method, uri: axum::http::Uri) -> ApiError {
         "method_not_allowed",
         format!("{method} is not allowed on {}", uri.path()),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use imbtrack_engine::EventView;
+
+    fn event(time: &str, zip: &str, status: &str) -> EventView {
+        EventView {
+            time: time.into(),
+            code: "919".into(),
+            description: String::new(),
+            status: status.into(),
+            phase: None,
+            stop_the_clock: None,
+            facility_zip: zip.into(),
+            facility_name: format!("P&DC {zip}"),
+            facility_city: String::new(),
+            facility_state: String::new(),
+            handling_event_type: "physical".into(),
+            machine: String::new(),
+        }
+    }
+
+    fn piece(barcode: &str, status: &str, events: Vec<EventView>) -> PieceStatus {
+        PieceStatus {
+            barcode: barcode.into(),
+            class: "mail".into(),
+            routing_zip: "94110".into(),
+            status: status.into(),
+            status_time: events[0].time.clone(),
+            events,
+        }
+    }
+
+    #[test]
+    fn summaries_count_the_days_scans_and_stale_undelivered_pieces() {
+        let pieces = vec![
+            // Scanned twice that day at one facility, once the day before: stale.
+            piece(
+                "A",
+                "IN_TRANSIT",
+                vec![
+                    event("2025-01-11T09:00:00Z", "94110", "IN_TRANSIT"),
+                    event("2025-01-11T08:00:00Z", "94110", "ACCEPTED"),
+                    event("2025-01-10T08:00:00Z", "60607", "ACCEPTED"),
+                ],
+            ),
+            // Delivered long ago: never stale.
+            piece(
+                "B",
+                "DELIVERED_ESTIMATED",
+                vec![event(
+                    "2025-01-11T10:00:00Z",
+                    "60607",
+                    "DELIVERED_ESTIMATED",
+                )],
+            ),
+            // Recent: not stale.
+            piece(
+                "C",
+                "IN_TRANSIT",
+                vec![event("2025-01-11T23:00:00Z", "94110", "IN_TRANSIT")],
+            ),
+        ];
+        let cutoff = parse_timestamp(b"2025-01-11T12:00:00Z", None).unwrap();
+        let summary = summarize(&pieces, "2025-01-11", cutoff);
+        assert_eq!(summary["pieces"], 3);
+        assert_eq!(
+            summary["by_status"],
+            json!({"IN_TRANSIT": 2, "DELIVERED_ESTIMATED": 1})
+        );
+        assert_eq!(
+            summary["by_facility"],
+            json!([
+                {"facility_zip": "94110", "facility_name": "P&DC 94110", "scans": 3, "pieces": 2},
+                {"facility_zip": "60607", "facility_name": "P&DC 60607", "scans": 1, "pieces": 1},
+            ])
+        );
+        assert_eq!(summary["stale"]["count"], 1);
+        assert_eq!(summary["stale"]["listed"][0]["barcode"], "A");
+        assert_eq!(
+            summary["stale"]["listed"][0]["last_scan_time"],
+            "2025-01-11T09:00:00Z"
+        );
+    }
+
+    #[test]
+    fn query_strings_are_checked() {
+        let params = query_params(
+            Some("date=2025-01-11&limit=5&cursor=ff"),
+            &["date", "limit", "cursor"],
+        )
+        .unwrap();
+        assert_eq!(parse_day(&params).unwrap().1, "2025-01-11");
+        assert_eq!(parse_count(&params, "limit", 100, 1000).unwrap(), 5);
+        assert_eq!(parse_cursor(&params).unwrap(), Some(255));
+        assert!(query_params(Some("dat=1"), &["date"]).is_err());
+        let bad = |q: &str| query_params(Some(q), &["date", "limit", "cursor"]).unwrap();
+        assert!(parse_day(&bad("")).is_err());
+        assert!(parse_day(&bad("date=2025-02-30")).is_err());
+        assert!(parse_count(&bad("limit=0"), "limit", 100, 1000).is_err());
+        assert!(parse_count(&bad("limit=1001"), "limit", 100, 1000).is_err());
+        assert!(parse_cursor(&bad("cursor=xyz")).is_err());
+    }
+
+    #[test]
+    fn gzip_bodies_inflate_within_the_limit() {
+        use std::io::Write;
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        encoder.write_all(&[b'x'; 1000]).unwrap();
+        let gz = Bytes::from(encoder.finish().unwrap());
+        assert_eq!(inflate(gz.clone(), 1000).unwrap().len(), 1000);
+        assert_eq!(
+            inflate(gz, 999).unwrap_err().status,
+            StatusCode::PAYLOAD_TOO_LARGE
+        );
+        let plain = Bytes::from_static(b"{}");
+        assert_eq!(inflate(plain.clone(), 1).unwrap(), plain);
+        assert_eq!(
+            inflate(Bytes::from_static(&[0x1f, 0x8b, 9]), 100)
+                .unwrap_err()
+                .code,
+            "bad_gzip"
+        );
+    }
 }
