@@ -88,6 +88,17 @@ impl Served {
         Served { child, base, log }
     }
 
+    /// Stops the server as an operator would (SIGTERM) and waits for it: requests finish and
+    /// the audit log is flushed. Returns its exit status.
+    pub fn stop(mut self) -> std::process::ExitStatus {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        self.child.wait().unwrap()
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }

@@ -12,6 +12,12 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// Answers build many small strings (a piece's scans) on two threads; mimalloc's per-thread
+/// free lists make that markedly cheaper than glibc's malloc (measured with wrk, see
+/// benches/README.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// imbtrack: ingest USPS tracking scans and answer status lookups.
 ///
 /// Output is JSON on stdout; progress and errors go to stderr.

@@ -74,11 +74,32 @@ pub fn format_utc(time_ms: i64) -> String {
     let ms = time_ms.rem_euclid(MS_PER_DAY);
     let (y, m, d) = civil_from_days(days);
     let (h, min, s, frac) = (ms / 3_600_000, ms / 60_000 % 60, ms / 1000 % 60, ms % 1000);
-    if frac == 0 {
-        format!("{y:04}-{m:02}-{d:02}T{h:02}:{min:02}:{s:02}Z")
-    } else {
-        format!("{y:04}-{m:02}-{d:02}T{h:02}:{min:02}:{s:02}.{frac:03}Z")
+    if !(0..=9999).contains(&y) {
+        return format!("{y:04}-{m:02}-{d:02}T{h:02}:{min:02}:{s:02}.{frac:03}Z");
     }
+    // Digits written in place: every scan of every answer goes through here, and the
+    // formatting machinery costs several times more.
+    let mut text = *b"0000-00-00T00:00:00.000Z";
+    let mut put = |at: usize, width: usize, mut value: u32| {
+        for slot in text[at..at + width].iter_mut().rev() {
+            *slot = b'0' + (value % 10) as u8;
+            value /= 10;
+        }
+    };
+    put(0, 4, y as u32);
+    put(5, 2, m);
+    put(8, 2, d);
+    put(11, 2, h as u32);
+    put(14, 2, min as u32);
+    put(17, 2, s as u32);
+    put(20, 3, frac as u32);
+    let len = if frac == 0 {
+        text[19] = b'Z';
+        20
+    } else {
+        24
+    };
+    String::from_utf8_lossy(&text[..len]).into_owned()
 }
 
 /// A cursor over ASCII bytes with the few reads timestamps need.
@@ -305,6 +326,25 @@ pub fn parse_date_and_time(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn utc_formatting_round_trips() {
+        assert_eq!(format_utc(0), "1970-01-01T00:00:00Z");
+        assert_eq!(format_utc(1_736_953_200_123), "2025-01-15T15:00:00.123Z");
+        assert_eq!(format_utc(-1), "1969-12-31T23:59:59.999Z");
+        for ms in [
+            0,
+            1,
+            999,
+            86_399_999,
+            951_782_400_000,
+            4_102_444_799_999,
+            -86_400_001,
+        ] {
+            let text = format_utc(ms);
+            assert_eq!(parse_timestamp(text.as_bytes(), None), Ok(ms), "{text}");
+        }
+    }
 
     #[test]
     fn dates_parse_only_when_they_exist() {

@@ -72,8 +72,9 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = Json(json!({"error": {"code": self.code, "message": self.message}}));
-        let mut response = (self.status, body).into_response();
+        let body = json!({"error": {"code": self.code, "message": self.message}});
+        let mut response = json_response(&body);
+        *response.status_mut() = self.status;
         if self.status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
@@ -93,6 +94,16 @@ impl From<BytesRejection> for ApiError {
             "bad_body"
         };
         ApiError::new(status, code, rejection.body_text())
+    }
+}
+
+/// A JSON answer, serialised into a buffer sized for a piece with its scans at once (axum's
+/// `Json` starts small and copies as it grows, a measurable share of a lookup's time).
+fn json_response<T: Serialize>(value: &T) -> Response {
+    let mut body = Vec::with_capacity(4096);
+    match serde_json::to_writer(&mut body, value) {
+        Ok(()) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
     }
 }
 
@@ -270,7 +281,7 @@ async fn get_piece(
     let barcode = parse_barcode(&text)?;
     let key = barcode.to_string();
     Ok(match visible_piece(&state.engine, &caller, &barcode) {
-        Some(piece) => noted(Json(piece).into_response(), key, 1),
+        Some(piece) => noted(json_response(&piece), key, 1),
         None => noted(not_found_piece(&barcode).into_response(), key, 0),
     })
 }
@@ -341,11 +352,7 @@ async fn batch_pieces(
         })
         .collect();
     let key = format!("{} barcodes", request.barcodes.len());
-    Ok(noted(
-        Json(json!({"results": items})).into_response(),
-        key,
-        found,
-    ))
+    Ok(noted(json_response(&json!({"results": items})), key, found))
 }
 
 /// The query string's parameters; unknown ones are refused so a typo is not silently ignored.
@@ -450,7 +457,7 @@ async fn zip_pieces(
     let body =
         json!({"zip": zip.to_string(), "date": date, "pieces": pieces, "next_cursor": next_cursor});
     Ok(noted(
-        Json(body).into_response(),
+        json_response(&body),
         format!("zip {zip} {date}"),
         count,
     ))
@@ -563,7 +570,7 @@ async fn mailer_summary(
     summary["mailer_id"] = json!(mid_text);
     summary["date"] = json!(date);
     summary["stale_hours"] = json!(stale_hours);
-    Ok(noted(Json(summary).into_response(), key, count))
+    Ok(noted(json_response(&summary), key, count))
 }
 
 /// A push body, inflated if it is gzip (by its magic bytes, whatever the headers say), never
@@ -647,7 +654,7 @@ async fn push_scans(
         "rejects": listed,
     });
     let key = format!("push {} records", summary.lines);
-    Ok(noted(Json(body).into_response(), key, summary.accepted))
+    Ok(noted(json_response(&body), key, summary.accepted))
 }
 
 async fn healthz() -> Json<serde_json::Value> {
