@@ -523,6 +523,53 @@ fn spooled_files_are_ingested_once_across_a_restart() {
 }
 
 #[test]
+fn maintenance_expires_buckets_past_their_window() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let lines = store_with(&data, 500);
+    let mail = imb_pieces(&lines)[0];
+    let mail_buckets = || {
+        std::fs::read_dir(data.join("buckets"))
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with("mail-")
+            })
+            .count()
+    };
+    assert!(mail_buckets() > 0);
+    // 40 days on: mail (30 days) is past its window, packages (90) are not.
+    let server = Served::start_at(
+        &data,
+        "2025-03-01T00:00:00Z",
+        "serve",
+        &["--maintenance-every", "1"],
+    );
+    wait_for("the mail buckets to go", || mail_buckets() == 0);
+    assert_eq!(get(&server.url(&format!("/v1/pieces/{mail}")), None).0, 404);
+    let (_, metrics) = get(&server.url("/metrics"), None);
+    let expired: f64 = metrics
+        .as_str()
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("imbtrack_expired_buckets_total "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(expired >= 1.0, "{metrics}");
+    assert!(std::fs::read_dir(data.join("buckets")).unwrap().any(|e| e
+        .unwrap()
+        .file_name()
+        .to_string_lossy()
+        .starts_with("package-")));
+    let log = server.log.lock().unwrap().join("\n");
+    assert!(log.contains("maintenance: sealed"), "{log}");
+}
+
+#[test]
 fn tls_serves_https_only() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");

@@ -37,6 +37,13 @@ fi
 awk -F'|' 'NR > 1 && ($1 ~ /^[0-9]+$/ || $2 ~ /^[0-9]+$/) { print ($1 != "" ? $1 : $2) }' \
   "$WORK/feed-$PIECES.psv" | sort -u | shuf -n "$KEYS" --random-source=<(yes) > "$WORK/keys.txt"
 
+# Nothing of an earlier run may be writing back while this one measures: PostgreSQL's
+# checkpoint of the last load, the feed's pages.
+if [ -n "$PG" ]; then
+  psql "$PG" -q -c "DROP TABLE IF EXISTS imbtrack_http_scans, imbtrack_http_keys" -c "CHECKPOINT" >&2
+fi
+sync
+
 # The server, with a token (every request authenticated and audited, as in production).
 rm -f "$WORK/tokens.toml"
 TOKEN=$("$BIN" token new --id bench --scope admin --append "$WORK/tokens.toml" \
@@ -75,7 +82,9 @@ CREATE TABLE imbtrack_http_keys (n serial PRIMARY KEY, barcode text NOT NULL);
 \copy imbtrack_http_keys (barcode) FROM '$WORK/keys.txt'
 VACUUM ANALYZE imbtrack_http_scans;
 VACUUM ANALYZE imbtrack_http_keys;
+CHECKPOINT;
 SQL
+sync
 rm -f "$WORK"/pgbench_log.*
 PGOPTIONS= pgbench "$PG" -n -c "$CONNECTIONS" -j 1 -T 3 -f benches/http/lookup.sql -D nkeys="$KEYS" > /dev/null 2>&1
 ( cd "$WORK" && pgbench "$PG" -n -c "$CONNECTIONS" -j 1 -T "$DURATION" -f "$OLDPWD/benches/http/lookup.sql" \

@@ -58,10 +58,15 @@ impl Served {
     }
 
     pub fn start_command(data: &Path, command: &str, args: &[&str]) -> Served {
+        Served::start_at(data, NOW, command, args)
+    }
+
+    /// `imbtrack --now NOW COMMAND --listen 127.0.0.1:0 ARGS…`, once it says it is serving.
+    pub fn start_at(data: &Path, now: &str, command: &str, args: &[&str]) -> Served {
         let mut child = Command::new(env!("CARGO_BIN_EXE_imbtrack"))
             .arg("--data")
             .arg(data)
-            .args(["--now", NOW, command, "--listen", "127.0.0.1:0"])
+            .args(["--now", now, command, "--listen", "127.0.0.1:0"])
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
