@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use common::{answer, get, imb_pieces, imbtrack, post, store_with, wait_for, Served, DAY};
 use imbtrack_barcode::Barcode;
+use imbtrack_feed::time::parse_timestamp;
 use serde_json::{json, Value};
 
 /// The audit log's entries (complete once the server has stopped).
@@ -47,6 +48,13 @@ fn every_route_answers_as_the_cli_does() {
     }
     let zip = zips.iter().max_by_key(|(_, n)| **n).unwrap().0.clone();
     let from_cli = imbtrack(&data, &["query", "--zip", &zip, "--date", DAY]);
+    let wall_ms = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64
+    };
+    let started_ms = wall_ms();
     let server = Served::start(&data, &[]);
     let in_use = imbtrack(&data, &["query", &piece.to_string()]);
     assert_eq!(in_use.status.code(), Some(2));
@@ -205,6 +213,12 @@ fn every_route_answers_as_the_cli_does() {
     let audit = audit_lines(&data);
     let first = &audit[0];
     assert_eq!(first["token"], "local");
+    // Audit times are the wall clock, not the replay clock of --now.
+    let audited_ms = parse_timestamp(first["time"].as_str().unwrap().as_bytes(), None).unwrap();
+    assert!(
+        (started_ms - 1000..=wall_ms() + 1000).contains(&audited_ms),
+        "{first}"
+    );
     assert_eq!(first["route"], "/v1/pieces/{barcode}");
     assert_eq!(first["key"], piece.to_string());
     assert_eq!(

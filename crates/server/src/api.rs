@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use imbtrack_barcode::{Barcode, BarcodeKey};
-use imbtrack_engine::{Engine, EngineError, PieceStatus};
+use imbtrack_engine::{Clock, Engine, EngineError, PieceStatus};
 use imbtrack_feed::time::{format_utc, parse_date, parse_timestamp};
 use imbtrack_feed::{RejectList, Zip};
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -228,7 +228,8 @@ async fn guard(State(state): Shared, mut request: Request, next: Next) -> Respon
         .unwrap_or_default();
     let status = response.status().as_u16();
     state.audit.record(&AuditEntry {
-        time: format_utc(state.engine.now_ms()),
+        // The wall clock, even when the engine's "now" is fixed for a replay.
+        time: format_utc(Clock::System.now_ms()),
         token,
         method,
         route: route.clone(),
@@ -657,8 +658,16 @@ async fn push_scans(
     Ok(noted(json_response(&body), key, summary.accepted))
 }
 
-async fn healthz() -> Json<serde_json::Value> {
-    Json(json!({"status": "ok"}))
+/// Healthy unless the store failed a write (then it takes no more scans until restarted).
+async fn healthz(State(state): Shared) -> Response {
+    match state.engine.read_store().failure() {
+        None => json_response(&json!({"status": "ok"})),
+        Some(why) => {
+            let mut response = json_response(&json!({"status": "failed", "error": why}));
+            *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+            response
+        }
+    }
 }
 
 async fn metrics_text(State(state): Shared) -> Response {

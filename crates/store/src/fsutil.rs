@@ -1,12 +1,14 @@
 //! The few file-system moves the store's crash safety rests on.
 
 use std::fs::{self, File};
-use std::io::{self, Write};
+use std::io;
 use std::path::Path;
+
+use crate::fault;
 
 /// Makes a directory's entries (creations, renames, removals) durable.
 pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
+    fault::sync(&File::open(dir)?, false)
 }
 
 /// Replaces `path` with `bytes` so that a crash leaves the old or the new content, never a mix:
@@ -19,10 +21,10 @@ pub(crate) fn atomic_write(path: &Path, bytes: &[u8]) -> io::Result<()> {
     ));
     {
         let mut file = File::create(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
+        fault::write_all(&mut file, bytes)?;
+        fault::sync(&file, false)?;
     }
-    fs::rename(&tmp, path)?;
+    fault::rename(&tmp, path)?;
     sync_dir(dir)
 }
 

@@ -45,6 +45,8 @@ assert_eq!(scans[0].code.as_str(), "918");
 #![deny(missing_docs)]
 
 mod bucket;
+#[doc(hidden)]
+pub mod fault;
 mod fsutil;
 mod retention;
 mod store;
@@ -88,6 +90,11 @@ pub enum StoreError {
         /// The store's directory.
         dir: PathBuf,
     },
+    /// An earlier write, fsync or rename failed, so what is on disk may no longer match what is
+    /// in memory: the store takes no more changes until it is opened again (which recovers it
+    /// from disk, as after a crash). Reads still answer.
+    #[error("the store failed earlier and takes no more changes until it is reopened: {0}")]
+    Failed(String),
     /// Data that breaks an internal rule (a bug, or a bucket larger than the format allows).
     #[error("internal invariant broken: {0}")]
     Invariant(String),

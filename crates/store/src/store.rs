@@ -17,7 +17,7 @@ use crate::bucket::{self, BloomProbe, BucketKind, SealedBucket, StoredScan, BUCK
 use crate::fsutil::{atomic_write, disk_bytes, sync_dir};
 use crate::retention::{RetentionPolicy, DAY_MS};
 use crate::wal::{Wal, WalRecord, WalRepair};
-use crate::StoreError;
+use crate::{fault, StoreError};
 
 const MANIFEST: &str = "MANIFEST.json";
 const BUCKETS: &str = "buckets";
@@ -289,6 +289,8 @@ pub fn class_of(key: BarcodeKey) -> MailClass {
 /// The tracking-scan store. See the crate docs and `FORMAT.md`.
 pub struct Store {
     dir: PathBuf,
+    /// Why the store refuses changes: the first write, fsync or rename that failed.
+    failed: Option<String>,
     /// Held (an advisory exclusive lock on `LOCK`) while the store is open: two writers would
     /// interleave WAL records and race on the manifest. The OS releases it when the process
     /// dies, so a crash never leaves the store locked.
@@ -387,7 +389,7 @@ impl Store {
                     let from = buckets_dir.join(&name);
                     let to = dir.join(QUARANTINE).join(&name);
                     let _ = fs::remove_dir_all(&to);
-                    fs::rename(&from, &to).map_err(|e| StoreError::io(&from, e))?;
+                    fault::rename(&from, &to).map_err(|e| StoreError::io(&from, e))?;
                     manifest.buckets.remove(&name);
                     report.quarantined.push((to, what));
                 }
@@ -402,6 +404,7 @@ impl Store {
         let (wal, replayed, repairs) = Wal::open(&dir.join(WAL_DIR))?;
         report.wal_repairs = repairs;
         let mut store = Store {
+            failed: None,
             _lock: lock,
             dir: dir.to_path_buf(),
             options,
@@ -524,7 +527,7 @@ impl Store {
     /// Appends parsed events (their facility and machine ids refer to `symbols`), dropping those
     /// the store already has. Returns once the new ones are durable in the WAL: one write and
     /// one fsync for the whole batch.
-    pub fn append(
+    fn append_now(
         &mut self,
         events: &[ScanEvent],
         symbols: &SymbolTable,
@@ -589,7 +592,7 @@ impl Store {
     /// not yet sealed becomes its base bucket, late scans for a sealed day a delta bucket. Days
     /// with more deltas than allowed are then compacted. WAL segments no open bucket needs any
     /// more are deleted.
-    pub fn seal(&mut self, now_ms: i64) -> Result<SealReport, StoreError> {
+    fn seal_now(&mut self, now_ms: i64) -> Result<SealReport, StoreError> {
         let grace = self.options.seal_grace_ms;
         // Sort and encode every due bucket in parallel, reading the head; write them one by
         // one; a head bucket leaves memory only once its file and the manifest are durable.
@@ -631,7 +634,7 @@ impl Store {
                 .get(&id)
                 .is_some_and(|d| d.deltas.len() > self.options.max_deltas)
             {
-                self.compact(id)?;
+                self.compact_now(id)?;
                 report.compacted_days += 1;
             }
         }
@@ -640,7 +643,7 @@ impl Store {
     }
 
     /// Merges a sealed day's deltas into a new base, then removes the old files.
-    pub fn compact(&mut self, id: BucketId) -> Result<(), StoreError> {
+    fn compact_now(&mut self, id: BucketId) -> Result<(), StoreError> {
         let Some(day) = self.sealed.get(&id) else {
             return Ok(());
         };
@@ -691,15 +694,14 @@ impl Store {
         fs::create_dir_all(&tmp).map_err(io(&tmp))?;
         let file_path = tmp.join(BUCKET_FILE);
         {
-            use std::io::Write;
             let mut file = fs::File::create(&file_path).map_err(io(&file_path))?;
-            file.write_all(bytes)
-                .and_then(|()| file.sync_all())
+            fault::write_all(&mut file, bytes)
+                .and_then(|()| fault::sync(&file, false))
                 .map_err(io(&file_path))?;
         }
         sync_dir(&tmp).map_err(io(&tmp))?;
         let final_dir = buckets.join(&name);
-        fs::rename(&tmp, &final_dir).map_err(io(&tmp))?;
+        fault::rename(&tmp, &final_dir).map_err(io(&tmp))?;
         sync_dir(&buckets).map_err(io(&buckets))?;
         self.manifest.buckets.insert(name);
         for old in replaces {
@@ -716,7 +718,7 @@ impl Store {
         let from = buckets.join(name);
         let doomed = buckets.join(format!("{DELETING_PREFIX}{name}"));
         let bytes = disk_bytes(&from);
-        fs::rename(&from, &doomed).map_err(|e| StoreError::io(&from, e))?;
+        fault::rename(&from, &doomed).map_err(|e| StoreError::io(&from, e))?;
         sync_dir(&buckets).map_err(|e| StoreError::io(&buckets, e))?;
         fs::remove_dir_all(&doomed).map_err(|e| StoreError::io(&doomed, e))?;
         Ok(bytes)
@@ -738,7 +740,7 @@ impl Store {
 
     /// Drops every bucket (sealed or open) whose whole day is past its class's window at
     /// `now_ms`, and reports the space freed.
-    pub fn expire(&mut self, now_ms: i64) -> Result<ExpireReport, StoreError> {
+    fn expire_now(&mut self, now_ms: i64) -> Result<ExpireReport, StoreError> {
         let retention = self.options.retention;
         let mut report = ExpireReport::default();
         // Record the horizon first: once it is durable, neither appends nor WAL replay bring
@@ -1011,6 +1013,56 @@ fn sort_scans(events: &mut [ScanEvent]) {
             b.facility_zip,
         ))
     });
+}
+
+/// The changing operations, each refused once an earlier one failed (see
+/// [`StoreError::Failed`]); a failure of one marks the store failed.
+impl Store {
+    fn guarded<T>(
+        &mut self,
+        operation: impl FnOnce(&mut Store) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        if let Some(why) = &self.failed {
+            return Err(StoreError::Failed(why.clone()));
+        }
+        let result = operation(self);
+        if let Err(error) = &result {
+            self.failed = Some(error.to_string());
+        }
+        result
+    }
+
+    /// Why the store takes no more changes, if an operation failed.
+    pub fn failure(&self) -> Option<&str> {
+        self.failed.as_deref()
+    }
+
+    /// Appends parsed events (their facility and machine ids refer to `symbols`), dropping those
+    /// the store already has. Returns once the new ones are durable in the WAL: one write and
+    /// one fsync for the whole batch.
+    pub fn append(
+        &mut self,
+        events: &[ScanEvent],
+        symbols: &SymbolTable,
+    ) -> Result<AppendReport, StoreError> {
+        self.guarded(|store| store.append_now(events, symbols))
+    }
+
+    /// Seals every head bucket whose day ended at least the grace window before `now_ms` (see
+    /// the private `seal_now` for the steps).
+    pub fn seal(&mut self, now_ms: i64) -> Result<SealReport, StoreError> {
+        self.guarded(|store| store.seal_now(now_ms))
+    }
+
+    /// Merges a day's deltas into its base bucket.
+    pub fn compact(&mut self, id: BucketId) -> Result<(), StoreError> {
+        self.guarded(|store| store.compact_now(id))
+    }
+
+    /// Drops every bucket whose whole day is past its class's retention window at `now_ms`.
+    pub fn expire(&mut self, now_ms: i64) -> Result<ExpireReport, StoreError> {
+        self.guarded(|store| store.expire_now(now_ms))
+    }
 }
 
 fn write_manifest(dir: &Path, manifest: &Manifest) -> Result<(), StoreError> {

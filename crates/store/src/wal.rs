@@ -11,12 +11,13 @@
 //! Every segment starts with the whole symbol table, so segments before it can be deleted.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use imbtrack_barcode::BarcodeKey;
 use imbtrack_feed::{EventCode, HandlingEventType, MailClass, ScanEvent, Symbol, Zip};
 
+use crate::fault;
 use crate::fsutil::sync_dir;
 use crate::StoreError;
 
@@ -190,7 +191,7 @@ impl Wal {
                     .open(&path)
                     .map_err(|e| StoreError::io(&path, e))?;
                 file.set_len(good as u64)
-                    .and_then(|()| file.sync_all())
+                    .and_then(|()| fault::sync(&file, false))
                     .map_err(|e| StoreError::io(&path, e))?;
                 repairs.push(WalRepair {
                     segment: path,
@@ -212,8 +213,8 @@ impl Wal {
             .append(true)
             .open(&path)
             .map_err(|e| StoreError::io(&path, e))?;
-        file.write_all(SEGMENT_MAGIC)
-            .and_then(|()| file.sync_all())
+        fault::write_all(&mut file, SEGMENT_MAGIC)
+            .and_then(|()| fault::sync(&file, false))
             .map_err(|e| StoreError::io(&path, e))?;
         sync_dir(dir).map_err(|e| StoreError::io(dir, e))?;
         Ok(Wal {
@@ -287,9 +288,8 @@ impl Wal {
             return Ok(());
         }
         let path = self.dir.join(segment_name(self.seq));
-        self.file
-            .write_all(&self.pending)
-            .and_then(|()| self.file.sync_data())
+        fault::write_all(&mut self.file, &self.pending)
+            .and_then(|()| fault::sync(&self.file, true))
             .map_err(|e| StoreError::io(&path, e))?;
         self.bytes += self.pending.len() as u64;
         self.records += self.pending_records;
