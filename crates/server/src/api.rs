@@ -12,7 +12,7 @@ use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Router;
 use imbtrack_barcode::{Barcode, BarcodeKey};
 use imbtrack_engine::{Clock, Engine, EngineError, PieceStatus};
 use imbtrack_feed::time::{format_utc, parse_date, parse_timestamp};
