@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
+use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{DefaultBodyLimit, Extension, MatchedPath, Path, RawQuery, Request, State};
 use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
@@ -104,6 +104,12 @@ fn json_response<T: Serialize>(value: &T) -> Response {
     match serde_json::to_writer(&mut body, value) {
         Ok(()) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(rejection: PathRejection) -> ApiError {
+        ApiError::bad_request("bad_path", rejection.body_text())
     }
 }
 
@@ -276,9 +282,10 @@ fn not_found_piece(barcode: &Barcode) -> ApiError {
 async fn get_piece(
     State(state): Shared,
     Extension(caller): Extension<Caller>,
-    Path(text): Path<String>,
+    path: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
     require_lookups(&caller)?;
+    let Path(text) = path?;
     let barcode = parse_barcode(&text)?;
     let key = barcode.to_string();
     Ok(match visible_piece(&state.engine, &caller, &barcode) {
@@ -422,10 +429,11 @@ fn parse_cursor(params: &BTreeMap<String, String>) -> Result<Option<u128>, ApiEr
 async fn zip_pieces(
     State(state): Shared,
     Extension(caller): Extension<Caller>,
-    Path(zip_text): Path<String>,
+    path: Result<Path<String>, PathRejection>,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
     require_lookups(&caller)?;
+    let Path(zip_text) = path?;
     let params = query_params(query.as_deref(), &["date", "limit", "cursor"])?;
     let zip = Zip::parse(zip_text.as_bytes()).ok_or_else(|| {
         ApiError::bad_request(
@@ -543,10 +551,11 @@ fn summarize(pieces: &[PieceStatus], date: &str, stale_before_ms: i64) -> serde_
 async fn mailer_summary(
     State(state): Shared,
     Extension(caller): Extension<Caller>,
-    Path(mid_text): Path<String>,
+    path: Result<Path<String>, PathRejection>,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
     require_lookups(&caller)?;
+    let Path(mid_text) = path?;
     let params = query_params(query.as_deref(), &["date", "stale_hours"])?;
     let mid = parse_mailer_id(&mid_text).map_err(|e| ApiError::bad_request("bad_mailer_id", e))?;
     let (day, date) = parse_day(&params)?;

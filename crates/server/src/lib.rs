@@ -255,6 +255,12 @@ impl Server {
         self.listener.local_addr().unwrap_or(self.config.listen)
     }
 
+    /// The routes, to drive without a socket (`tower::ServiceExt::oneshot`): what the fuzz
+    /// target of the HTTP paths calls.
+    pub fn router(&self) -> axum::Router {
+        api::router(self.state.clone())
+    }
+
     /// Whether callers must present tokens.
     pub fn requires_tokens(&self) -> bool {
         self.state.tokens.is_some()

@@ -38,7 +38,9 @@ fn batch(round: u64, n: u64, symbols: &mut SymbolTable) -> Vec<ScanEvent> {
     let day = BASE_DAY + (n / BATCHES_PER_DAY) as i64;
     (0..PIECES_PER_BATCH)
         .flat_map(|i| {
-            let key = mail_key(round * 10_000_000 + n * PIECES_PER_BATCH + i, "94110");
+            // Serials are 9 digits: a million per round (a round acknowledges a few hundred batches of
+            // 100) leaves room for 999 rounds.
+            let key = mail_key(round * 1_000_000 + n * PIECES_PER_BATCH + i, "94110");
             let offset = ((n % BATCHES_PER_DAY) * 1_000_000 + i * 1000) as i64;
             [
                 scan(symbols, key, at(day, offset), "918"),
