@@ -18,7 +18,9 @@ use serde_json::Value;
 /// (or before 20 s passed).
 fn raw(address: &str, bytes: &[u8]) -> String {
     let mut stream = TcpStream::connect(address).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
     // The server may close before reading everything (a refused header): that is an answer too.
     let _ = stream.write_all(bytes);
     let mut answer = Vec::new();
@@ -48,7 +50,14 @@ fn malformed_oversized_slow_and_concurrent_requests_are_answered_and_survived() 
     let pieces: Vec<String> = imb_pieces(&lines).iter().map(|b| b.to_string()).collect();
     let server = Served::start(
         &data,
-        &["--max-body", "65536", "--request-timeout", "1", "--header-timeout", "2"],
+        &[
+            "--max-body",
+            "65536",
+            "--request-timeout",
+            "1",
+            "--header-timeout",
+            "2",
+        ],
     );
     let address = server.base.trim_start_matches("http://").to_string();
     let pid = server.child.id();
@@ -93,10 +102,16 @@ fn malformed_oversized_slow_and_concurrent_requests_are_answered_and_survived() 
         ("/v1/pieces/%FF%FE", 400),
         (&*format!("/v1/pieces/{}", "9".repeat(10_000)), 400),
         ("/v1/pieces/..%2F..%2Fetc%2Fpasswd", 400),
-        ("/v1/zips/94110/pieces?date=2025-01-11&limit=99999999999999999999", 400),
+        (
+            "/v1/zips/94110/pieces?date=2025-01-11&limit=99999999999999999999",
+            400,
+        ),
         ("/v1/zips/9411O/pieces?date=2025-01-11", 400),
         ("/v1/mailers/12345/summary?date=2025-01-11", 400),
-        ("/v1/mailers/123456/summary?date=2025-01-11&stale_hours=-1", 400),
+        (
+            "/v1/mailers/123456/summary?date=2025-01-11&stale_hours=-1",
+            400,
+        ),
         ("/v1//pieces", 404),
     ] {
         let (status, body) = get(&server.url(path), None);
@@ -105,9 +120,17 @@ fn malformed_oversized_slow_and_concurrent_requests_are_answered_and_survived() 
     }
     // Bad and oversized bodies.
     let url = server.url("/v1/pieces:batch");
-    for body in [&b"not json"[..], b"{\"barcodes\": 7}", b"[]", b"{\"barcodes\": [\"x\"], \"more\": 1}"] {
+    for body in [
+        &b"not json"[..],
+        b"{\"barcodes\": 7}",
+        b"[]",
+        b"{\"barcodes\": [\"x\"], \"more\": 1}",
+    ] {
         let (status, answer) = post(&url, None, body, false);
-        assert_eq!((status, answer["error"]["code"].as_str()), (400, Some("bad_body")));
+        assert_eq!(
+            (status, answer["error"]["code"].as_str()),
+            (400, Some("bad_body"))
+        );
     }
     let (status, _) = post(&url, None, &vec![b'x'; 70_000], false);
     assert_eq!(status, 413);
@@ -135,12 +158,14 @@ fn malformed_oversized_slow_and_concurrent_requests_are_answered_and_survived() 
                     match n % 5 {
                         0 | 1 => {
                             let piece = &pieces[n % pieces.len()];
-                            let (status, body) = get(&server.url(&format!("/v1/pieces/{piece}")), None);
+                            let (status, body) =
+                                get(&server.url(&format!("/v1/pieces/{piece}")), None);
                             assert_eq!(status, 200, "{body}");
                             assert_eq!(body["barcode"].as_str(), Some(piece.as_str()));
                         }
                         2 => {
-                            let (status, _) = get(&server.url("/v1/pieces/00270999999000000001"), None);
+                            let (status, _) =
+                                get(&server.url("/v1/pieces/00270999999000000001"), None);
                             assert_eq!(status, 404);
                         }
                         3 => {

@@ -190,6 +190,10 @@ struct Manifest {
     /// skips those without looking them up.
     #[serde(default)]
     sealed_through: BTreeMap<String, (u64, u64)>,
+    /// Positions reached in named sources (see [`Store::append_at`]) as of this manifest; the
+    /// WAL's positions records since then override them.
+    #[serde(default)]
+    positions: BTreeMap<String, i64>,
 }
 
 fn bucket_name((class, day): BucketId) -> String {
@@ -291,6 +295,8 @@ pub struct Store {
     dir: PathBuf,
     /// Why the store refuses changes: the first write, fsync or rename that failed.
     failed: Option<String>,
+    /// The last durable position per source (manifest, then WAL replay, then appends).
+    positions: BTreeMap<String, i64>,
     /// Held (an advisory exclusive lock on `LOCK`) while the store is open: two writers would
     /// interleave WAL records and race on the manifest. The OS releases it when the process
     /// dies, so a crash never leaves the store locked.
@@ -405,6 +411,7 @@ impl Store {
         report.wal_repairs = repairs;
         let mut store = Store {
             failed: None,
+            positions: manifest.positions.clone(),
             _lock: lock,
             dir: dir.to_path_buf(),
             options,
@@ -424,6 +431,7 @@ impl Store {
             for (index, record) in records.into_iter().enumerate() {
                 let position = (seq, index as u64);
                 match record {
+                    WalRecord::Positions(positions) => store.positions.extend(positions),
                     WalRecord::Symbols(symbols) => {
                         for (id, text) in symbols {
                             segment_symbols.insert(id, store.intern(&text));
@@ -531,6 +539,7 @@ impl Store {
         &mut self,
         events: &[ScanEvent],
         symbols: &SymbolTable,
+        positions: &[(String, i64)],
     ) -> Result<AppendReport, StoreError> {
         let first_new_symbol = self.symbols.len() as u32;
         let remap: Vec<u32> = (0..symbols.len() as u32)
@@ -561,7 +570,7 @@ impl Store {
             duplicates: (events.len() - fresh.len()) as u64 - expired,
             expired,
         };
-        if fresh.is_empty() {
+        if fresh.is_empty() && positions.is_empty() {
             return Ok(report);
         }
         if self.wal.segment_bytes() > self.options.wal_segment_bytes {
@@ -573,9 +582,15 @@ impl Store {
                 .collect();
             self.wal.add_symbols(new.into_iter());
         }
-        self.wal.add_events(&fresh);
+        if !fresh.is_empty() {
+            self.wal.add_events(&fresh);
+        }
+        if !positions.is_empty() {
+            self.wal.add_positions(positions);
+        }
         self.wal.commit()?;
-        self.segment_has_events = true;
+        self.positions.extend(positions.iter().cloned());
+        self.segment_has_events |= !fresh.is_empty();
         let mut by_bucket: BTreeMap<BucketId, Vec<ScanEvent>> = BTreeMap::new();
         for event in fresh {
             by_bucket.entry(bucket_id(&event)).or_default().push(event);
@@ -707,7 +722,7 @@ impl Store {
         for old in replaces {
             self.manifest.buckets.remove(old);
         }
-        write_manifest(&self.dir, &self.manifest)?;
+        self.save_manifest()?;
         SealedBucket::open(&final_dir)
     }
 
@@ -734,8 +749,18 @@ impl Store {
         if self.head.is_empty() && self.segment_has_events {
             self.rotate_wal()?;
         }
+        // Older segments may hold the only record of a position: the manifest takes them first.
+        if self.manifest.positions != self.positions {
+            self.save_manifest()?;
+        }
         let needed = &self.segment_buckets;
         self.wal.remove_older(|seq| !needed.contains_key(&seq))
+    }
+
+    /// Writes the manifest with the current positions.
+    fn save_manifest(&mut self) -> Result<(), StoreError> {
+        self.manifest.positions.clone_from(&self.positions);
+        write_manifest(&self.dir, &self.manifest)
     }
 
     /// Drops every bucket (sealed or open) whose whole day is past its class's window at
@@ -777,7 +802,7 @@ impl Store {
             self.manifest.buckets.remove(name);
         }
         if horizon_moved || !doomed.is_empty() {
-            write_manifest(&self.dir, &self.manifest)?;
+            self.save_manifest()?;
         }
         for name in doomed {
             report.freed_bytes += self.remove_bucket_dir(&name)?;
@@ -1045,7 +1070,26 @@ impl Store {
         events: &[ScanEvent],
         symbols: &SymbolTable,
     ) -> Result<AppendReport, StoreError> {
-        self.guarded(|store| store.append_now(events, symbols))
+        self.guarded(|store| store.append_now(events, symbols, &[]))
+    }
+
+    /// [`Store::append`], recording with the events how far each named source has been read
+    /// (a Kafka partition and the offset to resume from, say): the positions are durable in
+    /// the same fsync as the events, so after a crash [`Store::positions`] says exactly where
+    /// to resume, never before an event the store has nor after one it lacks. Positions are
+    /// recorded even when every event was a duplicate.
+    pub fn append_at(
+        &mut self,
+        events: &[ScanEvent],
+        symbols: &SymbolTable,
+        positions: &[(String, i64)],
+    ) -> Result<AppendReport, StoreError> {
+        self.guarded(|store| store.append_now(events, symbols, positions))
+    }
+
+    /// The last durable position of each source given to [`Store::append_at`].
+    pub fn positions(&self) -> &BTreeMap<String, i64> {
+        &self.positions
     }
 
     /// Seals every head bucket whose day ended at least the grace window before `now_ms` (see

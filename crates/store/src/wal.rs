@@ -25,6 +25,7 @@ const SEGMENT_MAGIC: &[u8; 8] = b"IMBTWAL1";
 const RECORD_HEADER: usize = 8;
 const KIND_SYMBOLS: u8 = 1;
 const KIND_EVENTS: u8 = 2;
+const KIND_POSITIONS: u8 = 3;
 /// Bytes of one event in a record.
 pub(crate) const EVENT_LEN: usize = 56;
 /// Longest record a reader accepts; a larger length field is damage, not data.
@@ -35,6 +36,9 @@ const MAX_RECORD: usize = 256 << 20;
 pub(crate) enum WalRecord {
     Symbols(Vec<(Symbol, String)>),
     Events(Vec<ScanEvent>),
+    /// Positions reached in named sources (a Kafka partition's next offset), durable with the
+    /// events of the same commit.
+    Positions(Vec<(String, i64)>),
 }
 
 /// A segment's number and the good records read from it.
@@ -109,6 +113,18 @@ fn decode_payload(payload: &[u8]) -> Option<WalRecord> {
                 body = &body[8 + len..];
             }
             body.is_empty().then_some(WalRecord::Symbols(symbols))
+        }
+        KIND_POSITIONS => {
+            let mut positions = Vec::with_capacity(count.min(body.len() / 12));
+            for _ in 0..count {
+                let len = u32::from_le_bytes(body.get(..4)?.try_into().ok()?) as usize;
+                let name = std::str::from_utf8(body.get(4..4 + len)?).ok()?;
+                let at = 4 + len;
+                let position = i64::from_le_bytes(body.get(at..at + 8)?.try_into().ok()?);
+                positions.push((name.to_string(), position));
+                body = &body[at + 8..];
+            }
+            body.is_empty().then_some(WalRecord::Positions(positions))
         }
         KIND_EVENTS => {
             if body.len() != count.checked_mul(EVENT_LEN)? {
@@ -265,6 +281,18 @@ impl Wal {
             payload.extend_from_slice(&id.to_le_bytes());
             payload.extend_from_slice(&(text.len() as u32).to_le_bytes());
             payload.extend_from_slice(text.as_bytes());
+        }
+        self.push_record(&payload);
+    }
+
+    /// Queues a positions record.
+    pub(crate) fn add_positions(&mut self, positions: &[(String, i64)]) {
+        let mut payload = vec![KIND_POSITIONS];
+        payload.extend_from_slice(&(positions.len() as u32).to_le_bytes());
+        for (name, position) in positions {
+            payload.extend_from_slice(&(name.len() as u32).to_le_bytes());
+            payload.extend_from_slice(name.as_bytes());
+            payload.extend_from_slice(&position.to_le_bytes());
         }
         self.push_record(&payload);
     }

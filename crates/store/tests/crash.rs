@@ -50,6 +50,11 @@ fn batch(round: u64, n: u64, symbols: &mut SymbolTable) -> Vec<ScanEvent> {
         .collect()
 }
 
+/// The source name of a round's positions.
+fn source(round: u64) -> String {
+    format!("round-{round}")
+}
+
 /// The child: append batches until killed, saying which were acknowledged.
 #[test]
 fn crash_child() {
@@ -65,7 +70,10 @@ fn crash_child() {
     let mut out = std::io::stdout().lock();
     for n in 0..100_000 {
         let events = batch(round, n, &mut symbols);
-        store.append(&events, &symbols).unwrap();
+        // The position to resume from goes with the batch, as a Kafka consumer's offset does.
+        store
+            .append_at(&events, &symbols, &[(source(round), n as i64 + 1)])
+            .unwrap();
         writeln!(out, "ack {n}").unwrap();
         out.flush().unwrap();
         if n % 3 == 2 {
@@ -132,6 +140,21 @@ fn kill_nine_at_random_moments() {
             report.quarantined
         );
         let now = at(BASE_DAY + 10_000, 0);
+        // The recorded position is just past the last acknowledged batch, or one further (the
+        // batch in flight was durable but not yet acknowledged), and that batch is all there.
+        let position = store.positions().get(&source(round)).copied();
+        let acked_through = last.map_or(0, |l| l as i64 + 1);
+        assert!(
+            position.unwrap_or(0) == acked_through || position == Some(acked_through + 1),
+            "round {round}: position {position:?}, acknowledged through {acked_through}"
+        );
+        if let Some(position) = position {
+            let newest = batch(round, position as u64 - 1, &mut symbols);
+            assert!(newest.iter().all(|e| store
+                .lookup(e.barcode, now)
+                .iter()
+                .any(|s| s.time_ms == e.time_ms)));
+        }
         for (&r, &last) in &acked {
             // Every acknowledged batch of every round so far, checked in full for this round and
             // by a sample for the earlier ones.

@@ -33,6 +33,71 @@ fn a_store_is_open_in_one_place_at_a_time() {
 }
 
 #[test]
+fn source_positions_survive_reopen_seal_and_wal_cleanup() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut symbols = SymbolTable::new();
+    let day = 20_000;
+    let events: Vec<_> = (0..10)
+        .map(|i| {
+            scan(
+                &mut symbols,
+                mail_key(i, "94110"),
+                at(day, i as i64 * 1000),
+                "918",
+            )
+        })
+        .collect();
+    let p = |name: &str, at: i64| (name.to_string(), at);
+    {
+        let (mut store, _) = Store::open(dir.path(), options()).unwrap();
+        store
+            .append_at(&events[..5], &symbols, &[p("feed-0", 5)])
+            .unwrap();
+        store
+            .append_at(&events[5..], &symbols, &[p("feed-0", 10), p("feed-1", 3)])
+            .unwrap();
+        // All duplicates: the position still moves.
+        let report = store
+            .append_at(&events, &symbols, &[p("feed-1", 7)])
+            .unwrap();
+        assert_eq!(report.accepted, 0);
+        assert_eq!(store.positions().get("feed-1"), Some(&7));
+    }
+    let (mut store, _) = Store::open(dir.path(), options()).unwrap();
+    let expected: Vec<(String, i64)> = vec![p("feed-0", 10), p("feed-1", 7)];
+    assert_eq!(
+        store.positions().clone().into_iter().collect::<Vec<_>>(),
+        expected
+    );
+    // Sealing empties the head, and the WAL segments that held the positions go: the manifest
+    // keeps them.
+    let segments = || {
+        let mut names: Vec<String> = fs::read_dir(dir.path().join("wal"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    let before = segments();
+    store.seal(at(day + 3, 0)).unwrap();
+    drop(store);
+    let after = segments();
+    assert!(
+        !after.contains(&before[0]),
+        "the positions' segment must be gone: {before:?} {after:?}"
+    );
+    let wal_files = after.len();
+    let (store, _) = Store::open(dir.path(), options()).unwrap();
+    assert_eq!(
+        store.positions().clone().into_iter().collect::<Vec<_>>(),
+        expected,
+        "{wal_files} WAL files"
+    );
+    assert_eq!(store.lookup(mail_key(3, "94110"), at(day + 3, 0)).len(), 1);
+}
+
+#[test]
 fn append_seal_reopen_and_dedupe_across_restarts() {
     let dir = tempfile::tempdir().unwrap();
     let mut symbols = SymbolTable::new();
