@@ -1,0 +1,258 @@
+//! A node: one member of the consumer group, ingesting the partitions it is assigned into its
+//! own store. Where a partition starts is the store's business, not Kafka's: each batch goes in
+//! with the position it reached ([`Store::append_at`](imbtrack_store::Store::append_at)), in one
+//! fsync, and an assigned partition resumes from that position, or from the partition's start
+//! when this store never had it. Offsets are committed to Kafka after each durable batch only so
+//! that lag shows in Kafka's tools.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use imbtrack_engine::Engine;
+use imbtrack_feed::SymbolTable;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
+use rdkafka::message::Message;
+use rdkafka::types::RDKafkaRespErr;
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+
+use crate::wire;
+use crate::KafkaNodeError;
+
+/// How a node consumes.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// Bootstrap brokers, `host:port,…`.
+    pub brokers: String,
+    /// The scans topic.
+    pub topic: String,
+    /// The consumer group every node of the deployment shares.
+    pub group: String,
+    /// Most messages appended (and fsynced) together.
+    pub batch_max: usize,
+    /// Longest a message waits for its batch to fill.
+    pub batch_wait: Duration,
+}
+
+impl NodeConfig {
+    /// Defaults: batches of up to 50,000 messages or 100 ms.
+    pub fn new(brokers: &str, topic: &str, group: &str) -> NodeConfig {
+        NodeConfig {
+            brokers: brokers.to_string(),
+            topic: topic.to_string(),
+            group: group.to_string(),
+            batch_max: 50_000,
+            batch_wait: Duration::from_millis(100),
+        }
+    }
+}
+
+/// What a node did, so far.
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct NodeStats {
+    /// Messages read.
+    pub messages: u64,
+    /// New scans stored.
+    pub accepted: u64,
+    /// Scans the store already had (re-read after a restart or a rebalance).
+    pub duplicates: u64,
+    /// Messages that were no scan (logged and skipped; their position still moves on).
+    pub undecodable: u64,
+    /// Durable batches.
+    pub batches: u64,
+}
+
+/// The source name under which a partition's position is kept in the store.
+pub fn source_name(topic: &str, partition: i32) -> String {
+    format!("kafka:{topic}/{partition}")
+}
+
+/// The consumer's callbacks: assignment positions from the store, and the current assignment.
+struct NodeContext {
+    engine: Arc<Engine>,
+    topic: String,
+    assigned: Mutex<Vec<i32>>,
+}
+
+impl ClientContext for NodeContext {}
+
+impl ConsumerContext for NodeContext {
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        let mut assigned = self.assigned.lock().unwrap_or_else(|e| e.into_inner());
+        if err == RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS {
+            let positions = self.engine.read_store().positions().clone();
+            let mut partitions = Vec::new();
+            for element in tpl.elements() {
+                partitions.push((element.topic().to_string(), element.partition()));
+            }
+            assigned.clear();
+            for (topic, partition) in partitions {
+                let start = positions
+                    .get(&source_name(&topic, partition))
+                    .map_or(Offset::Beginning, |&next| Offset::Offset(next));
+                if let Err(e) = tpl.set_partition_offset(&topic, partition, start) {
+                    tracing::error!("kafka: start of {topic}/{partition}: {e}");
+                }
+                if topic == self.topic {
+                    assigned.push(partition);
+                }
+            }
+            assigned.sort_unstable();
+            tracing::info!(
+                "kafka: assigned partitions {:?} of {}",
+                *assigned,
+                self.topic
+            );
+            if let Err(e) = consumer.assign(tpl) {
+                tracing::error!("kafka: assign: {e}");
+            }
+        } else {
+            // Revoked (or a rebalance error): every batch taken so far is already durable, since
+            // batches are appended on this thread before the next poll can call back here.
+            tracing::info!("kafka: partitions {:?} revoked", *assigned);
+            assigned.clear();
+            if let Err(e) = consumer.unassign() {
+                tracing::error!("kafka: unassign: {e}");
+            }
+        }
+    }
+}
+
+/// A consumer-group member ingesting into one engine's store.
+pub struct Node {
+    consumer: BaseConsumer<NodeContext>,
+    engine: Arc<Engine>,
+    config: NodeConfig,
+    stats: Mutex<NodeStats>,
+}
+
+impl Node {
+    /// Joins the group (subscribing to the topic); partitions come with the first polls.
+    pub fn join(engine: Arc<Engine>, config: NodeConfig) -> Result<Node, KafkaNodeError> {
+        let context = NodeContext {
+            engine: engine.clone(),
+            topic: config.topic.clone(),
+            assigned: Mutex::new(Vec::new()),
+        };
+        let consumer: BaseConsumer<NodeContext> = ClientConfig::new()
+            .set("bootstrap.servers", &config.brokers)
+            .set("group.id", &config.group)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            // Eager rebalancing: a revoke ends every partition at once, between two polls.
+            .set("partition.assignment.strategy", "range")
+            .set("session.timeout.ms", "6000")
+            .set("heartbeat.interval.ms", "500")
+            .create_with_context(context)?;
+        consumer.subscribe(&[&config.topic])?;
+        Ok(Node {
+            consumer,
+            engine,
+            config,
+            stats: Mutex::new(NodeStats::default()),
+        })
+    }
+
+    /// The partitions this node holds now.
+    pub fn assigned(&self) -> Vec<i32> {
+        self.consumer
+            .context()
+            .assigned
+            .lock()
+            .map(|a| a.clone())
+            .unwrap_or_default()
+    }
+
+    /// What it has done so far.
+    pub fn stats(&self) -> NodeStats {
+        self.stats.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// Reads one batch (up to `batch_max` messages or `batch_wait`) and makes it durable with
+    /// its positions; returns the messages taken.
+    pub fn step(&self) -> Result<usize, KafkaNodeError> {
+        let started = Instant::now();
+        let mut symbols = SymbolTable::new();
+        let mut events = Vec::new();
+        let mut next: BTreeMap<i32, i64> = BTreeMap::new();
+        let mut taken = 0usize;
+        let mut undecodable = 0u64;
+        while taken < self.config.batch_max {
+            let left = self.config.batch_wait.saturating_sub(started.elapsed());
+            let Some(message) = self.consumer.poll(left) else {
+                break;
+            };
+            let message = message?;
+            taken += 1;
+            match message.payload().map(|v| wire::decode(v, &mut symbols)) {
+                Some(Ok(event)) => events.push(event),
+                Some(Err(e)) => {
+                    undecodable += 1;
+                    tracing::warn!(
+                        "kafka: {}/{} offset {}: {e}",
+                        message.topic(),
+                        message.partition(),
+                        message.offset()
+                    );
+                }
+                None => undecodable += 1,
+            }
+            next.insert(message.partition(), message.offset() + 1);
+            if left.is_zero() {
+                break;
+            }
+        }
+        if taken == 0 {
+            return Ok(0);
+        }
+        let positions: Vec<(String, i64)> = next
+            .iter()
+            .map(|(&partition, &offset)| (source_name(&self.config.topic, partition), offset))
+            .collect();
+        let report = self
+            .engine
+            .write_store()
+            .append_at(&events, &symbols, &positions)
+            .map_err(KafkaNodeError::Store)?;
+        metrics::counter!("imbtrack_kafka_messages_total").increment(taken as u64);
+        metrics::counter!("imbtrack_ingested_scans_total").increment(report.accepted);
+        // For Kafka's lag tools only: where to resume is the store's position, not this.
+        let mut committed = TopicPartitionList::new();
+        for (&partition, &offset) in &next {
+            committed.add_partition_offset(
+                &self.config.topic,
+                partition,
+                Offset::Offset(offset),
+            )?;
+        }
+        if let Err(e) = self.consumer.commit(&committed, CommitMode::Async) {
+            tracing::debug!("kafka: commit: {e}");
+        }
+        if let Ok(mut stats) = self.stats.lock() {
+            stats.messages += taken as u64;
+            stats.accepted += report.accepted;
+            stats.duplicates += report.duplicates;
+            stats.undecodable += undecodable;
+            stats.batches += 1;
+        }
+        Ok(taken)
+    }
+
+    /// Runs [`Node::step`] until `stop` is set; a failed batch is retried after a pause (the
+    /// store refuses changes once it failed: the node then waits for a restart).
+    pub fn run(&self, stop: &AtomicBool) {
+        while !stop.load(Ordering::Relaxed) {
+            if let Err(e) = self.step() {
+                tracing::error!("kafka: {e}");
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        }
+    }
+}
