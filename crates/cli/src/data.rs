@@ -56,11 +56,12 @@ pub(crate) fn open_engine(
     Ok(engine)
 }
 
+/// How feed files are read: by `ingest` and by `produce`.
 #[derive(Args)]
-pub(crate) struct IngestArgs {
+pub(crate) struct FeedArgs {
     /// Feed files, or - for stdin; gzip is detected.
     #[arg(required = true)]
-    files: Vec<PathBuf>,
+    pub(crate) files: Vec<PathBuf>,
     /// Feed format (psv, csv, json, legacy); detected from the first bytes by default.
     #[arg(long)]
     format: Option<String>,
@@ -71,6 +72,43 @@ pub(crate) struct IngestArgs {
     /// Rejects file (JSON lines); default <data>/rejects/<time>.jsonl, created on the first reject.
     #[arg(long)]
     rejects: Option<PathBuf>,
+}
+
+impl FeedArgs {
+    /// The format and default offset asked for.
+    pub(crate) fn parsing(&self) -> anyhow::Result<(Option<Format>, Option<i32>)> {
+        let format = self
+            .format
+            .as_deref()
+            .map(str::parse::<Format>)
+            .transpose()
+            .map_err(|e| anyhow::anyhow!(e))?;
+        let offset = self
+            .default_offset
+            .as_deref()
+            .map(parse_offset)
+            .transpose()?;
+        Ok((format, offset))
+    }
+
+    /// Where this run's rejects go (the file is created on the first one).
+    pub(crate) fn rejects(&self, data: &Path, now_ms: i64) -> LazyRejectFile {
+        let path = self.rejects.clone().unwrap_or_else(|| {
+            data.join("rejects")
+                .join(format!("{now_ms}-{}.jsonl", std::process::id()))
+        });
+        LazyRejectFile {
+            path,
+            file: None,
+            count: 0,
+        }
+    }
+}
+
+#[derive(Args)]
+pub(crate) struct IngestArgs {
+    #[command(flatten)]
+    feed: FeedArgs,
 }
 
 /// Parses `±HH:MM` into minutes east of UTC.
@@ -92,7 +130,7 @@ fn parse_offset(text: &str) -> anyhow::Result<i32> {
 }
 
 /// A rejects file opened on the first reject, so clean ingests leave none behind.
-struct LazyRejectFile {
+pub(crate) struct LazyRejectFile {
     path: PathBuf,
     file: Option<RejectFile<io::BufWriter<File>>>,
     count: u64,
@@ -118,7 +156,7 @@ impl RejectSink for LazyRejectFile {
 }
 
 impl LazyRejectFile {
-    fn finish(self) -> io::Result<Option<PathBuf>> {
+    pub(crate) fn finish(self) -> io::Result<Option<PathBuf>> {
         match self.file {
             Some(file) => {
                 file.into_inner().flush()?;
@@ -129,7 +167,7 @@ impl LazyRejectFile {
     }
 }
 
-fn progress_bar(total: u64) -> Option<ProgressBar> {
+pub(crate) fn progress_bar(total: u64) -> Option<ProgressBar> {
     io::stderr().is_terminal().then(|| {
         let bar = ProgressBar::new(total);
         bar.set_style(
@@ -148,29 +186,11 @@ pub(crate) fn ingest(
     args: IngestArgs,
     out: &mut dyn Write,
 ) -> anyhow::Result<Outcome> {
-    let format = args
-        .format
-        .as_deref()
-        .map(str::parse::<Format>)
-        .transpose()
-        .map_err(|e| anyhow::anyhow!(e))?;
-    let offset = args
-        .default_offset
-        .as_deref()
-        .map(parse_offset)
-        .transpose()?;
+    let (format, offset) = args.feed.parsing()?;
     let engine = open_engine(data, Clock::Fixed(now_ms), format, offset)?;
-    let rejects_path = args.rejects.clone().unwrap_or_else(|| {
-        data.join("rejects")
-            .join(format!("{now_ms}-{}.jsonl", std::process::id()))
-    });
-    let mut rejects = LazyRejectFile {
-        path: rejects_path,
-        file: None,
-        count: 0,
-    };
+    let mut rejects = args.feed.rejects(data, now_ms);
     let mut summary = IngestSummary::default();
-    for file in &args.files {
+    for file in &args.feed.files {
         let bar = progress_bar(if file.as_os_str() == "-" {
             0
         } else {
@@ -311,10 +331,12 @@ pub(crate) fn demo(
         data,
         now_ms,
         IngestArgs {
-            files: vec![feed_path],
-            format: None,
-            default_offset: None,
-            rejects: None,
+            feed: FeedArgs {
+                files: vec![feed_path],
+                format: None,
+                default_offset: None,
+                rejects: None,
+            },
         },
         out,
     )?;

@@ -4,6 +4,8 @@ mod barcode;
 mod bench;
 mod data;
 mod gen;
+#[cfg(feature = "kafka")]
+mod kafka;
 mod serve;
 
 use std::io::{self, Write};
@@ -65,6 +67,10 @@ enum Command {
     Demo(data::DemoArgs),
     /// Serve the HTTP API and tracking page, ingesting pushes and the spool directory.
     Serve(serve::ServeArgs),
+    /// Parse feed files and publish every valid scan to Kafka, keyed and partitioned by piece
+    /// (cargo feature `kafka`).
+    #[cfg(feature = "kafka")]
+    Produce(kafka::ProduceArgs),
     /// Make bearer tokens for the tokens file.
     #[command(subcommand)]
     Token(serve::TokenCommand),
@@ -97,6 +103,8 @@ fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<Outcome> {
         Command::Demo(args) => data::demo(&cli.data, now_ms, clock, args, out),
         Command::Serve(args) => serve::serve(&cli.data, clock, args, |_| {}),
         Command::Token(command) => serve::token(command, out),
+        #[cfg(feature = "kafka")]
+        Command::Produce(args) => kafka::produce(&cli.data, now_ms, args, out),
         Command::Bench(args) => bench::run(now_ms, args, out),
     }
 }

@@ -49,6 +49,9 @@ pub(crate) struct ServeArgs {
     /// Seconds a request may take, its body's upload included.
     #[arg(long, default_value_t = 30.0)]
     request_timeout: f64,
+    #[cfg(feature = "kafka")]
+    #[command(flatten)]
+    kafka: crate::kafka::NodeArgs,
 }
 
 impl ServeArgs {
@@ -81,6 +84,8 @@ impl ServeArgs {
             maintenance_every: 60,
             header_timeout: 10.0,
             request_timeout: 30.0,
+            #[cfg(feature = "kafka")]
+            kafka: crate::kafka::NodeArgs::default(),
         }
     }
 }
@@ -116,8 +121,13 @@ pub(crate) fn serve(
         .enable_all()
         .build()
         .context("starting the async runtime")?;
+    let engine = Arc::new(engine);
+    #[cfg(feature = "kafka")]
+    let stop_node = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    #[cfg(feature = "kafka")]
+    crate::kafka::start_node(&args.kafka, &engine, &stop_node)?;
     runtime.block_on(async move {
-        let server = Server::bind(config.clone(), Arc::new(engine))
+        let server = Server::bind(config.clone(), engine)
             .await
             .context("starting the server")?;
         let scheme = if server.is_tls() { "https" } else { "http" };
@@ -135,6 +145,8 @@ pub(crate) fn serve(
         eprintln!("imbtrack: stopped");
         anyhow::Ok(())
     })?;
+    #[cfg(feature = "kafka")]
+    stop_node.store(true, std::sync::atomic::Ordering::Relaxed);
     Ok(Outcome::AllGood)
 }
 
