@@ -245,13 +245,26 @@ impl Node {
         Ok(taken)
     }
 
-    /// Runs [`Node::step`] until `stop` is set; a failed batch is retried after a pause (the
-    /// store refuses changes once it failed: the node then waits for a restart).
+    /// Runs [`Node::step`] until `stop` is set. A Kafka error is retried after a pause. A store
+    /// that failed (disk full, I/O error) takes nothing more until the process restarts, so the
+    /// node then leaves the group: its partitions go to nodes that can store them.
     pub fn run(&self, stop: &AtomicBool) {
         while !stop.load(Ordering::Relaxed) {
-            if let Err(e) = self.step() {
-                tracing::error!("kafka: {e}");
-                std::thread::sleep(Duration::from_secs(1));
+            match self.step() {
+                Ok(_) => {}
+                Err(KafkaNodeError::Store(e)) => {
+                    tracing::error!("kafka: the store failed, leaving the group: {e}");
+                    self.consumer.unsubscribe();
+                    // No poll follows to run the revoke callback: the node holds nothing now.
+                    if let Ok(mut assigned) = self.consumer.context().assigned.lock() {
+                        assigned.clear();
+                    }
+                    return;
+                }
+                Err(e) => {
+                    tracing::error!("kafka: {e}");
+                    std::thread::sleep(Duration::from_secs(1));
+                }
             }
         }
     }
