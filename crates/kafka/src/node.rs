@@ -62,6 +62,8 @@ pub struct NodeStats {
     pub undecodable: u64,
     /// Durable batches.
     pub batches: u64,
+    /// Messages Kafka had deleted (retention) before this node could read them.
+    pub lost: u64,
 }
 
 /// The source name under which a partition's position is kept in the store.
@@ -74,6 +76,9 @@ struct NodeContext {
     engine: Arc<Engine>,
     topic: String,
     assigned: Mutex<Vec<i32>>,
+    /// Per assigned partition, the offset the next message should have (from the store's
+    /// position, then each message read), to notice messages Kafka deleted before we read them.
+    expected: Mutex<BTreeMap<i32, i64>>,
 }
 
 impl ClientContext for NodeContext {}
@@ -93,10 +98,14 @@ impl ConsumerContext for NodeContext {
                 partitions.push((element.topic().to_string(), element.partition()));
             }
             assigned.clear();
+            let mut expected = self.expected.lock().unwrap_or_else(|e| e.into_inner());
+            expected.clear();
             for (topic, partition) in partitions {
-                let start = positions
-                    .get(&source_name(&topic, partition))
-                    .map_or(Offset::Beginning, |&next| Offset::Offset(next));
+                let known = positions.get(&source_name(&topic, partition)).copied();
+                let start = known.map_or(Offset::Beginning, Offset::Offset);
+                if topic == self.topic {
+                    expected.insert(partition, known.unwrap_or(0));
+                }
                 if let Err(e) = tpl.set_partition_offset(&topic, partition, start) {
                     tracing::error!("kafka: start of {topic}/{partition}: {e}");
                 }
@@ -140,12 +149,16 @@ impl Node {
             engine: engine.clone(),
             topic: config.topic.clone(),
             assigned: Mutex::new(Vec::new()),
+            expected: Mutex::new(BTreeMap::new()),
         };
         let consumer: BaseConsumer<NodeContext> = ClientConfig::new()
             .set("bootstrap.servers", &config.brokers)
             .set("group.id", &config.group)
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
+            // A position Kafka no longer has (retention deleted it) resumes at the oldest
+            // message left, never at the newest: the gap is logged and counted below.
+            .set("auto.offset.reset", "earliest")
             // Eager rebalancing: a revoke ends every partition at once, between two polls.
             .set("partition.assignment.strategy", "range")
             .set("session.timeout.ms", "6000")
@@ -204,6 +217,7 @@ impl Node {
                 }
                 None => undecodable += 1,
             }
+            self.note_gap(message.partition(), message.offset());
             next.insert(message.partition(), message.offset() + 1);
             if left.is_zero() {
                 break;
@@ -243,6 +257,29 @@ impl Node {
             stats.batches += 1;
         }
         Ok(taken)
+    }
+
+    /// Logs and counts messages that were deleted from Kafka before this node read them.
+    fn note_gap(&self, partition: i32, offset: i64) {
+        let Ok(mut expected) = self.consumer.context().expected.lock() else {
+            return;
+        };
+        if let Some(next) = expected.get(&partition).copied() {
+            if offset > next {
+                tracing::error!(
+                    "kafka: {}/{partition}: offsets {next} to {} were deleted by Kafka's \
+                     retention before this node read them; those scans are not in its store",
+                    self.config.topic,
+                    offset - 1
+                );
+                metrics::counter!("imbtrack_kafka_lost_messages_total")
+                    .increment((offset - next) as u64);
+                if let Ok(mut stats) = self.stats.lock() {
+                    stats.lost += (offset - next) as u64;
+                }
+            }
+        }
+        expected.insert(partition, offset + 1);
     }
 
     /// Runs [`Node::step`] until `stop` is set. A Kafka error is retried after a pause. A store

@@ -76,3 +76,29 @@ fn nodes_split_partitions_resume_from_their_stores_and_take_over_on_join() {
     check_owners(&[&a], &reference, &parsed);
     a.stop();
 }
+
+/// The mock broker keeps at most 100,000 messages a partition (librdkafka's mock log), as a real
+/// one deletes past its retention: a node that comes late skips what is gone, says so, and
+/// counts it; it never jumps to the newest message.
+#[test]
+fn messages_deleted_before_a_node_reads_them_are_counted_as_lost() {
+    let cluster = MockCluster::new(1).unwrap();
+    cluster.create_topic(TOPIC, PARTITIONS, 1).unwrap();
+    let brokers = cluster.bootstrap_servers();
+    let dir = tempfile::tempdir().unwrap();
+    let parsed = feed(100_000, 33);
+    let counts = per_partition(&parsed);
+    assert!(counts.values().any(|&n| n > 100_000), "{counts:?}");
+    produce(&brokers, &parsed);
+    let node = Running::start(&dir.path().join("late"), &brokers, 50_000);
+    wait_for("the late node to reach every partition's end", || {
+        counts.iter().all(|(&p, &n)| node.caught_up(p, n))
+    });
+    let (_, stats) = node.stop();
+    assert!(stats.lost > 0, "{stats:?}");
+    assert_eq!(
+        stats.lost + stats.messages,
+        parsed.events.len() as u64,
+        "{stats:?}"
+    );
+}
