@@ -1,7 +1,7 @@
 //! End-to-end on Kafka (cargo feature `kafka`): librdkafka's mock cluster runs in this test
 //! process and listens on 127.0.0.1; the real binary produces a generated feed to it, and two
 //! `imbtrack serve` nodes with their own stores join one consumer group. Every piece must then be
-//! served, whole, by a node.
+//! served, whole, through either node (lookups of the other's pieces are forwarded).
 //!
 //! `cargo test -p imbtrack --features kafka --test kafka_cli`
 
@@ -23,6 +23,7 @@ use serde_json::Value;
 fn two_nodes_share_a_produced_feed() {
     let cluster = MockCluster::new(1).unwrap();
     cluster.create_topic("scans", 4, 1).unwrap();
+    cluster.create_topic("scans-members", 1, 1).unwrap();
     let brokers = cluster.bootstrap_servers();
     let dir = tempfile::tempdir().unwrap();
 
@@ -109,11 +110,17 @@ fn two_nodes_share_a_produced_feed() {
             .step_by(7)
             .all(|(key, scans)| served(&a, *key) == *scans || served(&b, *key) == *scans)
     });
+    // Through either node, every piece is whole: lookups of pieces the other node holds are
+    // forwarded to it (once both have announced their partitions).
+    wait_for("both nodes to route every sampled piece", || {
+        expected
+            .iter()
+            .step_by(11)
+            .all(|(key, scans)| served(&a, *key) == *scans && served(&b, *key) == *scans)
+    });
     for (key, scans) in &expected {
-        assert!(
-            served(&a, *key) == *scans || served(&b, *key) == *scans,
-            "piece {key:?} is whole on neither node"
-        );
+        assert_eq!(served(&a, *key), *scans, "piece {key:?} through node a");
+        assert_eq!(served(&b, *key), *scans, "piece {key:?} through node b");
     }
     // Both took part: each holds some pieces.
     let on_a = expected

@@ -8,9 +8,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Args;
+use imbtrack_barcode::BarcodeKey;
 use imbtrack_engine::Engine;
 use imbtrack_feed::{parse_feed_parallel, FeedOptions, ParseReport};
-use imbtrack_kafka::{Node, NodeConfig, ScanProducer};
+use imbtrack_kafka::{Directory, Node, NodeConfig, Owner, ScanProducer};
+use imbtrack_server::Peers;
 use serde_json::json;
 
 use crate::data::FeedArgs;
@@ -107,27 +109,60 @@ pub(crate) struct NodeArgs {
     /// The consumer group all nodes share.
     #[arg(long, requires = "kafka_brokers")]
     kafka_group: Option<String>,
+    /// The HTTP base address other nodes reach this one at (default: http:// and the listening
+    /// address).
+    #[arg(long, requires = "kafka_brokers")]
+    kafka_advertise: Option<String>,
 }
 
-/// Starts a node on its own thread when the Kafka options are given; it stops when `stop` is
-/// set.
-pub(crate) fn start_node(
+/// Peers from the members topic: a piece's owner, or here.
+struct KafkaPeers {
+    directory: Directory,
+    me: String,
+}
+
+impl Peers for KafkaPeers {
+    fn owner_of(&self, key: BarcodeKey) -> Result<Option<String>, String> {
+        match self.directory.owner(key) {
+            Owner::Node(base) if base == self.me => Ok(None),
+            Owner::Node(base) => Ok(Some(base)),
+            Owner::Unknown { partition } => Err(format!(
+                "no node answers for partition {partition} right now (a rebalance, or a node \
+                 replaying or down); try again"
+            )),
+        }
+    }
+}
+
+/// When the Kafka options are given: joins the group with a node on its own thread (stopped
+/// when `stop` is set), and returns the peers to route lookups through. `listening` is this
+/// server's own base address.
+pub(crate) fn join(
     args: &NodeArgs,
     engine: &Arc<Engine>,
     stop: &Arc<AtomicBool>,
-) -> anyhow::Result<()> {
+    listening: &str,
+) -> anyhow::Result<Option<Arc<dyn Peers>>> {
     let (Some(brokers), Some(topic), Some(group)) =
         (&args.kafka_brokers, &args.kafka_topic, &args.kafka_group)
     else {
-        return Ok(());
+        return Ok(None);
     };
-    let node = Node::join(engine.clone(), NodeConfig::new(brokers, topic, group))
+    let me = args
+        .kafka_advertise
+        .clone()
+        .unwrap_or_else(|| listening.to_string());
+    let mut config = NodeConfig::new(brokers, topic, group);
+    config.advertise = Some(me.clone());
+    let node = Node::join(engine.clone(), config)
         .with_context(|| format!("joining group {group} on {brokers}"))?;
-    eprintln!("imbtrack: ingesting topic {topic} from {brokers} as a member of {group}");
+    let directory = Directory::follow(brokers, topic)
+        .with_context(|| format!("following {}", imbtrack_kafka::members_topic(topic)))?;
+    eprintln!("imbtrack: ingesting topic {topic} from {brokers} as {me}, a member of {group}");
     let stop = stop.clone();
     std::thread::Builder::new()
         .name("imbtrack-kafka".into())
         .spawn(move || node.run(&stop))
         .context("starting the Kafka node")?;
-    Ok(())
+    Ok(Some(Arc::new(KafkaPeers { directory, me })))
 }

@@ -125,13 +125,18 @@ pub(crate) fn serve(
     #[cfg(feature = "kafka")]
     let stop_node = Arc::new(std::sync::atomic::AtomicBool::new(false));
     #[cfg(feature = "kafka")]
-    crate::kafka::start_node(&args.kafka, &engine, &stop_node)?;
+    let node_stop = stop_node.clone();
     runtime.block_on(async move {
-        let server = Server::bind(config.clone(), engine)
+        #[cfg_attr(not(feature = "kafka"), allow(unused_mut))]
+        let mut server = Server::bind(config.clone(), engine.clone())
             .await
             .context("starting the server")?;
         let scheme = if server.is_tls() { "https" } else { "http" };
         let base = format!("{scheme}://{}", server.local_addr());
+        #[cfg(feature = "kafka")]
+        if let Some(peers) = crate::kafka::join(&args.kafka, &engine, &node_stop, &base)? {
+            server = server.route_through(peers);
+        }
         eprintln!("imbtrack: serving {base}/ from {}", data.display());
         if !server.requires_tokens() {
             eprintln!("imbtrack: no --tokens: loopback only, every caller trusted");

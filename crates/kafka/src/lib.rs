@@ -14,6 +14,9 @@ scans themselves.
   assigned partition resumes from the store's position (or from its start when this store never
   had it), whatever Kafka's committed offsets say, so a crash or a rebalance neither loses nor
   doubles a scan.
+- [`Directory`]: who holds which partition. Nodes given an HTTP address to advertise publish
+  their assignment on the members topic ([`members_topic`]); a directory follows it and names
+  the [`Owner`] of a piece.
 
 # Example
 
@@ -33,10 +36,12 @@ node.run(&AtomicBool::new(false));
 */
 #![deny(missing_docs)]
 
+mod directory;
 mod node;
 mod produce;
 pub mod wire;
 
+pub use crate::directory::{members_topic, Directory, Member, MemberPublisher, Owner, MEMBER_TTL};
 pub use crate::node::{source_name, Node, NodeConfig, NodeStats};
 pub use crate::produce::ScanProducer;
 pub use crate::wire::partition_for;
@@ -54,4 +59,7 @@ pub enum KafkaNodeError {
     /// The store refused a batch.
     #[error(transparent)]
     Store(imbtrack_store::StoreError),
+    /// A background thread could not start.
+    #[error("starting a thread: {0}")]
+    Thread(String),
 }

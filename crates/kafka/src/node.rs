@@ -18,6 +18,7 @@ use rdkafka::message::Message;
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
+use crate::directory::MemberPublisher;
 use crate::wire;
 use crate::KafkaNodeError;
 
@@ -34,6 +35,9 @@ pub struct NodeConfig {
     pub batch_max: usize,
     /// Longest a message waits for its batch to fill.
     pub batch_wait: Duration,
+    /// This node's HTTP base address, published with its assignment on the members topic so
+    /// other nodes can route lookups here; `None` publishes nothing.
+    pub advertise: Option<String>,
 }
 
 impl NodeConfig {
@@ -45,6 +49,7 @@ impl NodeConfig {
             group: group.to_string(),
             batch_max: 50_000,
             batch_wait: Duration::from_millis(100),
+            advertise: None,
         }
     }
 }
@@ -140,7 +145,21 @@ pub struct Node {
     engine: Arc<Engine>,
     config: NodeConfig,
     stats: Mutex<NodeStats>,
+    /// The members-topic publisher and what it last said.
+    membership: Option<(MemberPublisher, Mutex<Announced>)>,
+    partition_count: i32,
 }
+
+/// What a node last published, and per assigned partition the offset it must reach before it
+/// claims the partition (the partition's end when it was assigned).
+struct Announced {
+    partitions: Vec<i32>,
+    at: Instant,
+    catch_up_to: BTreeMap<i32, i64>,
+}
+
+/// How often a node republishes its membership even when nothing changed.
+const REPUBLISH_EVERY: Duration = Duration::from_secs(3);
 
 impl Node {
     /// Joins the group (subscribing to the topic); partitions come with the first polls.
@@ -165,11 +184,30 @@ impl Node {
             .set("heartbeat.interval.ms", "500")
             .create_with_context(context)?;
         consumer.subscribe(&[&config.topic])?;
+        let metadata = consumer.fetch_metadata(Some(&config.topic), Duration::from_secs(10))?;
+        let partition_count = metadata
+            .topics()
+            .iter()
+            .find(|t| t.name() == config.topic)
+            .map_or(0, |t| t.partitions().len() as i32);
+        let membership = match &config.advertise {
+            Some(_) => Some((
+                MemberPublisher::connect(&config.brokers, &config.topic)?,
+                Mutex::new(Announced {
+                    partitions: Vec::new(),
+                    at: Instant::now(),
+                    catch_up_to: BTreeMap::new(),
+                }),
+            )),
+            None => None,
+        };
         Ok(Node {
             consumer,
             engine,
             config,
             stats: Mutex::new(NodeStats::default()),
+            membership,
+            partition_count,
         })
     }
 
@@ -188,9 +226,52 @@ impl Node {
         self.stats.lock().map(|s| s.clone()).unwrap_or_default()
     }
 
+    /// Publishes the partitions this node can answer for: assigned, and read at least up to
+    /// where the partition ended when it was assigned. A partition still replaying is claimed by
+    /// nobody, so a lookup routed for it fails clearly instead of answering short.
+    fn publish_membership(&self) {
+        let (Some((publisher, announced)), Some(http)) = (&self.membership, &self.config.advertise)
+        else {
+            return;
+        };
+        let assigned = self.assigned();
+        let Ok(mut announced) = announced.lock() else {
+            return;
+        };
+        announced.catch_up_to.retain(|p, _| assigned.contains(p));
+        let positions = self.engine.read_store().positions().clone();
+        let mut ready = Vec::new();
+        for &partition in &assigned {
+            let target = match announced.catch_up_to.get(&partition) {
+                Some(&target) => target,
+                None => match self.consumer.fetch_watermarks(
+                    &self.config.topic,
+                    partition,
+                    Duration::from_secs(2),
+                ) {
+                    Ok((_, high)) => *announced.catch_up_to.entry(partition).or_insert(high),
+                    Err(_) => continue,
+                },
+            };
+            let position = positions
+                .get(&source_name(&self.config.topic, partition))
+                .copied()
+                .unwrap_or(0);
+            if position >= target {
+                ready.push(partition);
+            }
+        }
+        if announced.partitions != ready || announced.at.elapsed() >= REPUBLISH_EVERY {
+            publisher.publish(http, &ready, self.partition_count);
+            announced.partitions = ready;
+            announced.at = Instant::now();
+        }
+    }
+
     /// Reads one batch (up to `batch_max` messages or `batch_wait`) and makes it durable with
     /// its positions; returns the messages taken.
     pub fn step(&self) -> Result<usize, KafkaNodeError> {
+        self.publish_membership();
         let started = Instant::now();
         let mut symbols = SymbolTable::new();
         let mut events = Vec::new();

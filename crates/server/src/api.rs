@@ -25,6 +25,26 @@ use crate::audit::{AuditEntry, AuditLog};
 use crate::auth::{parse_mailer_id, AuthFailure, Caller, Tokens};
 use crate::Limits;
 
+/// Where pieces live when this store is one of many (nodes on Kafka).
+pub trait Peers: Send + Sync {
+    /// `Ok(None)`: here; `Ok(Some(base))`: the node at HTTP base address `base`; `Err(why)`: no
+    /// node answers for the piece right now.
+    fn owner_of(&self, key: BarcodeKey) -> Result<Option<String>, String>;
+}
+
+type PeerClient = hyper_util::client::legacy::Client<
+    hyper_util::client::legacy::connect::HttpConnector,
+    http_body_util::Empty<Bytes>,
+>;
+
+/// The client lookups are forwarded with.
+pub(crate) fn peer_client() -> PeerClient {
+    hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http()
+}
+
+/// Marks a forwarded request, so it is answered where it lands and never forwarded again.
+const FORWARDED: &str = "x-imbtrack-forwarded";
+
 /// What the handlers share.
 pub(crate) struct AppState {
     pub engine: Arc<Engine>,
@@ -32,6 +52,8 @@ pub(crate) struct AppState {
     pub audit: Arc<AuditLog>,
     pub limits: Limits,
     pub metrics: PrometheusHandle,
+    pub peers: Option<Arc<dyn Peers>>,
+    pub client: PeerClient,
 }
 
 type Shared = State<Arc<AppState>>;
@@ -282,12 +304,35 @@ fn not_found_piece(barcode: &Barcode) -> ApiError {
 async fn get_piece(
     State(state): Shared,
     Extension(caller): Extension<Caller>,
+    headers: axum::http::HeaderMap,
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
     require_lookups(&caller)?;
     let Path(text) = path?;
     let barcode = parse_barcode(&text)?;
     let key = barcode.to_string();
+    if let Some(peers) = state
+        .peers
+        .as_ref()
+        .filter(|_| !headers.contains_key(FORWARDED))
+    {
+        if caller.sees(barcode.mailer_id()) {
+            match peers.owner_of(barcode.key()) {
+                Ok(None) => {}
+                Ok(Some(base)) => {
+                    let response =
+                        forward(&state, &base, &format!("/v1/pieces/{key}"), &headers).await?;
+                    let found = u64::from(response.status() == StatusCode::OK);
+                    return Ok(noted(response, key, found));
+                }
+                Err(why) => {
+                    let error =
+                        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "owner_unavailable", why);
+                    return Ok(noted(error.into_response(), key, 0));
+                }
+            }
+        }
+    }
     Ok(match visible_piece(&state.engine, &caller, &barcode) {
         Some(piece) => noted(json_response(&piece), key, 1),
         None => noted(not_found_piece(&barcode).into_response(), key, 0),
@@ -470,6 +515,34 @@ async fn zip_pieces(
         format!("zip {zip} {date}"),
         count,
     ))
+}
+
+/// Asks the node at `base` for `path` with the caller's credentials; its answer is ours.
+async fn forward(
+    state: &AppState,
+    base: &str,
+    path: &str,
+    headers: &axum::http::HeaderMap,
+) -> Result<Response, ApiError> {
+    let unavailable =
+        |why: String| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "owner_unavailable", why);
+    let mut request = axum::http::Request::get(format!("{base}{path}")).header(FORWARDED, "1");
+    if let Some(auth) = headers.get(header::AUTHORIZATION) {
+        request = request.header(header::AUTHORIZATION, auth);
+    }
+    let request = request
+        .body(http_body_util::Empty::<Bytes>::new())
+        .map_err(|e| unavailable(format!("the owner {base} is not a usable address: {e}")))?;
+    let response = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        state.client.request(request),
+    )
+    .await
+    .map_err(|_| unavailable(format!("the owner {base} did not answer in 5 s")))?
+    .map_err(|e| unavailable(format!("the owner {base} did not answer: {e}")))?;
+    metrics::counter!("imbtrack_forwarded_lookups_total").increment(1);
+    let (parts, body) = response.into_parts();
+    Ok(Response::from_parts(parts, axum::body::Body::new(body)))
 }
 
 fn internal(e: impl std::fmt::Display) -> ApiError {

@@ -57,6 +57,7 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
+pub use crate::api::Peers;
 pub use crate::audit::{AuditEntry, AuditLog};
 pub use crate::auth::{token_hash_hex, Caller, Scope, Tokens, TokensError};
 
@@ -241,6 +242,8 @@ impl Server {
             audit: Arc::new(audit),
             limits: config.limits.clone(),
             metrics: prometheus(),
+            peers: None,
+            client: api::peer_client(),
         });
         Ok(Server {
             listener,
@@ -253,6 +256,15 @@ impl Server {
     /// The address it listens on (the port the OS chose for port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.listener.local_addr().unwrap_or(self.config.listen)
+    }
+
+    /// Routes piece lookups to the nodes `peers` names (one store of many, on Kafka): a lookup
+    /// of a piece held elsewhere is forwarded there, with the caller's credentials.
+    pub fn route_through(mut self, peers: Arc<dyn Peers>) -> Server {
+        if let Some(state) = Arc::get_mut(&mut self.state) {
+            state.peers = Some(peers);
+        }
+        self
     }
 
     /// The routes, to drive without a socket (`tower::ServiceExt::oneshot`): what the fuzz
