@@ -132,6 +132,23 @@ impl Peers for KafkaPeers {
             )),
         }
     }
+
+    fn others(&self) -> Result<Vec<String>, String> {
+        let members = self.directory.members();
+        let count = members.iter().map(|m| m.partition_count).max().unwrap_or(0);
+        if let Some(partition) =
+            (0..count).find(|p| !members.iter().any(|m| m.partitions.contains(p)))
+        {
+            return Err(format!(
+                "no node answers for partition {partition} right now; the answer would be short"
+            ));
+        }
+        Ok(members
+            .into_iter()
+            .filter(|m| m.http != self.me && !m.partitions.is_empty())
+            .map(|m| m.http)
+            .collect())
+    }
 }
 
 /// When the Kafka options are given: joins the group with a node on its own thread (stopped

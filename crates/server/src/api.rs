@@ -30,6 +30,15 @@ pub trait Peers: Send + Sync {
     /// `Ok(None)`: here; `Ok(Some(base))`: the node at HTTP base address `base`; `Err(why)`: no
     /// node answers for the piece right now.
     fn owner_of(&self, key: BarcodeKey) -> Result<Option<String>, String>;
+
+    /// The other nodes a query over all pieces (a ZIP's) must also ask; `Err(why)` when some
+    /// partition has no node, so the answer would be short.
+    fn others(&self) -> Result<Vec<String>, String>;
+}
+
+/// Whether `key` is answered here: no peers, or this node owns its partition.
+fn owned_here(peers: Option<&Arc<dyn Peers>>, key: BarcodeKey) -> bool {
+    peers.is_none_or(|p| p.owner_of(key) == Ok(None))
 }
 
 type PeerClient = hyper_util::client::legacy::Client<
@@ -287,14 +296,55 @@ fn parse_barcode(text: &str) -> Result<Barcode, ApiError> {
     })
 }
 
-/// A piece if it exists and the caller may see its Mailer ID. Foreign pieces are not looked up
-/// at all, so neither the answer nor its timing tells whether they exist.
-fn visible_piece(engine: &Engine, caller: &Caller, barcode: &Barcode) -> Option<PieceStatus> {
-    if caller.sees(barcode.mailer_id()) {
-        engine.piece(barcode)
-    } else {
-        None
+/// A piece found for a caller: from this store, or from the node that owns it.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Found {
+    Here(PieceStatus),
+    Forwarded(serde_json::Value),
+}
+
+/// The piece, if it exists and the caller may see its Mailer ID; from its owner when this store
+/// is one of many. Foreign pieces are not looked up at all, so neither the answer nor its timing
+/// tells whether they exist.
+async fn find_piece(
+    state: &AppState,
+    caller: &Caller,
+    headers: &axum::http::HeaderMap,
+    barcode: &Barcode,
+) -> Result<Option<Found>, ApiError> {
+    if !caller.sees(barcode.mailer_id()) {
+        return Ok(None);
     }
+    if let Some(peers) = state
+        .peers
+        .as_ref()
+        .filter(|_| !headers.contains_key(FORWARDED))
+    {
+        let unavailable =
+            |why: String| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "owner_unavailable", why);
+        match peers.owner_of(barcode.key()) {
+            Ok(None) => {}
+            Ok(Some(base)) => {
+                let response =
+                    forward(state, &base, &format!("/v1/pieces/{barcode}"), headers).await?;
+                return match response.status() {
+                    StatusCode::OK => {
+                        let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+                            .await
+                            .map_err(|e| unavailable(format!("{base}: {e}")))?;
+                        let piece = serde_json::from_slice(&body)
+                            .map_err(|e| unavailable(format!("{base}: {e}")))?;
+                        Ok(Some(Found::Forwarded(piece)))
+                    }
+                    StatusCode::NOT_FOUND => Ok(None),
+                    other => Err(unavailable(format!("{base} answered {other}"))),
+                };
+            }
+            Err(why) => return Err(unavailable(why)),
+        }
+    }
+    Ok(state.engine.piece(barcode).map(Found::Here))
 }
 
 fn not_found_piece(barcode: &Barcode) -> ApiError {
@@ -311,32 +361,13 @@ async fn get_piece(
     let Path(text) = path?;
     let barcode = parse_barcode(&text)?;
     let key = barcode.to_string();
-    if let Some(peers) = state
-        .peers
-        .as_ref()
-        .filter(|_| !headers.contains_key(FORWARDED))
-    {
-        if caller.sees(barcode.mailer_id()) {
-            match peers.owner_of(barcode.key()) {
-                Ok(None) => {}
-                Ok(Some(base)) => {
-                    let response =
-                        forward(&state, &base, &format!("/v1/pieces/{key}"), &headers).await?;
-                    let found = u64::from(response.status() == StatusCode::OK);
-                    return Ok(noted(response, key, found));
-                }
-                Err(why) => {
-                    let error =
-                        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "owner_unavailable", why);
-                    return Ok(noted(error.into_response(), key, 0));
-                }
-            }
-        }
-    }
-    Ok(match visible_piece(&state.engine, &caller, &barcode) {
-        Some(piece) => noted(json_response(&piece), key, 1),
-        None => noted(not_found_piece(&barcode).into_response(), key, 0),
-    })
+    Ok(
+        match find_piece(&state, &caller, &headers, &barcode).await {
+            Ok(Some(piece)) => noted(json_response(&piece), key, 1),
+            Ok(None) => noted(not_found_piece(&barcode).into_response(), key, 0),
+            Err(error) => noted(error.into_response(), key, 0),
+        },
+    )
 }
 
 #[derive(serde::Deserialize)]
@@ -349,7 +380,7 @@ struct BatchRequest {
 struct BatchItem {
     query: String,
     #[serde(skip_serializing_if = "Option::is_none")]
-    piece: Option<PieceStatus>,
+    piece: Option<Found>,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<serde_json::Value>,
 }
@@ -366,6 +397,7 @@ fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError
 async fn batch_pieces(
     State(state): Shared,
     Extension(caller): Extension<Caller>,
+    headers: axum::http::HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     require_lookups(&caller)?;
@@ -382,28 +414,25 @@ async fn batch_pieces(
         ));
     }
     let mut found = 0;
-    let items: Vec<BatchItem> = request
-        .barcodes
-        .iter()
-        .map(|text| {
-            let (piece, error) = match parse_barcode(text) {
-                Err(e) => (None, Some(json!({"code": e.code, "message": e.message}))),
-                Ok(barcode) => match visible_piece(&state.engine, &caller, &barcode) {
-                    Some(piece) => (Some(piece), None),
-                    None => {
-                        let e = not_found_piece(&barcode);
-                        (None, Some(json!({"code": e.code, "message": e.message})))
-                    }
-                },
-            };
-            found += u64::from(piece.is_some());
-            BatchItem {
-                query: text.clone(),
-                piece,
-                error,
-            }
-        })
-        .collect();
+    let mut items = Vec::with_capacity(request.barcodes.len());
+    for text in &request.barcodes {
+        let outcome = match parse_barcode(text) {
+            Err(e) => Err(e),
+            Ok(barcode) => find_piece(&state, &caller, &headers, &barcode)
+                .await
+                .and_then(|piece| piece.ok_or_else(|| not_found_piece(&barcode))),
+        };
+        let (piece, error) = match outcome {
+            Ok(piece) => (Some(piece), None),
+            Err(e) => (None, Some(json!({"code": e.code, "message": e.message}))),
+        };
+        found += u64::from(piece.is_some());
+        items.push(BatchItem {
+            query: text.clone(),
+            piece,
+            error,
+        });
+    }
     let key = format!("{} barcodes", request.barcodes.len());
     Ok(noted(json_response(&json!({"results": items})), key, found))
 }
@@ -474,6 +503,7 @@ fn parse_cursor(params: &BTreeMap<String, String>) -> Result<Option<u128>, ApiEr
 async fn zip_pieces(
     State(state): Shared,
     Extension(caller): Extension<Caller>,
+    headers: axum::http::HeaderMap,
     path: Result<Path<String>, PathRejection>,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
@@ -490,23 +520,51 @@ async fn zip_pieces(
     let limit = parse_count(&params, "limit", 100, state.limits.page_max)?;
     let after = parse_cursor(&params)?;
     let engine = state.engine.clone();
-    let (pieces, next_cursor) = tokio::task::spawn_blocking(move || {
+    let peers = state.peers.clone();
+    let (local, local_more) = tokio::task::spawn_blocking(move || {
         let keys: Vec<BarcodeKey> = engine
             .piece_keys_by_zip(zip, day)
             .into_iter()
             .filter(|key| after.is_none_or(|after| key.as_u128() > after))
             .filter(|key| caller.sees(key.to_barcode().mailer_id()))
+            .filter(|key| owned_here(peers.as_ref(), *key))
             .take(limit + 1)
             .collect();
         let more = keys.len() > limit;
         let page: Vec<BarcodeKey> = keys.into_iter().take(limit).collect();
-        let next = more
-            .then(|| page.last().map(|k| format!("{:x}", k.as_u128())))
-            .flatten();
-        (engine.statuses(page), next)
+        (engine.statuses(page), more)
     })
     .await
     .map_err(internal)?;
+    let mut pieces: Vec<(u128, serde_json::Value)> = Vec::with_capacity(local.len());
+    for piece in local {
+        let key = Barcode::parse(&piece.barcode).map_or(0, |b| b.key().as_u128());
+        pieces.push((key, serde_json::to_value(piece).map_err(internal)?));
+    }
+    // One store of many: the other nodes' pages (same cursor and limit) are merged in key order.
+    let mut more = local_more;
+    let path = format!(
+        "/v1/zips/{zip_text}/pieces?{}",
+        query.as_deref().unwrap_or("")
+    );
+    for page in ask_others(&state, &headers, &path).await? {
+        more |= !page["next_cursor"].is_null();
+        for piece in page["pieces"].as_array().into_iter().flatten() {
+            let key = piece["barcode"]
+                .as_str()
+                .and_then(|b| Barcode::parse(b).ok())
+                .map_or(0, |b| b.key().as_u128());
+            pieces.push((key, piece.clone()));
+        }
+    }
+    pieces.sort_by_key(|(key, _)| *key);
+    pieces.dedup_by_key(|(key, _)| *key);
+    more |= pieces.len() > limit;
+    pieces.truncate(limit);
+    let next_cursor = more
+        .then(|| pieces.last().map(|(k, _)| format!("{k:x}")))
+        .flatten();
+    let pieces: Vec<serde_json::Value> = pieces.into_iter().map(|(_, p)| p).collect();
     let count = pieces.len() as u64;
     let body =
         json!({"zip": zip.to_string(), "date": date, "pieces": pieces, "next_cursor": next_cursor});
@@ -515,6 +573,40 @@ async fn zip_pieces(
         format!("zip {zip} {date}"),
         count,
     ))
+}
+
+/// When this store is one of many (and the request was not forwarded here), the answers of
+/// every other node to `path`: their shares of a query over all pieces. Refused with 503
+/// `partial_result` when a partition has no node or a node does not answer, never short.
+async fn ask_others(
+    state: &AppState,
+    headers: &axum::http::HeaderMap,
+    path: &str,
+) -> Result<Vec<serde_json::Value>, ApiError> {
+    let partial =
+        |why: String| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "partial_result", why);
+    let Some(peers) = state
+        .peers
+        .as_ref()
+        .filter(|_| !headers.contains_key(FORWARDED))
+    else {
+        return Ok(Vec::new());
+    };
+    let mut answers = Vec::new();
+    for base in peers.others().map_err(partial)? {
+        let response = forward(state, &base, path, headers).await?;
+        if response.status() != StatusCode::OK {
+            return Err(partial(format!(
+                "{base} answered {} for its share",
+                response.status()
+            )));
+        }
+        let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .map_err(|e| partial(format!("{base}: {e}")))?;
+        answers.push(serde_json::from_slice(&body).map_err(|e| partial(format!("{base}: {e}")))?);
+    }
+    Ok(answers)
 }
 
 /// Asks the node at `base` for `path` with the caller's credentials; its answer is ours.
@@ -567,6 +659,16 @@ struct FacilityCount {
     pieces: u64,
 }
 
+/// Facilities by scans, most first (then by ZIP and name, so every node orders them alike).
+fn busiest_first(facilities: &mut [FacilityCount]) {
+    facilities.sort_by(|a, b| {
+        b.scans
+            .cmp(&a.scans)
+            .then_with(|| a.facility_zip.cmp(&b.facility_zip))
+            .then_with(|| a.facility_name.cmp(&b.facility_name))
+    });
+}
+
 /// Most stale pieces listed in a summary (all are counted).
 const STALE_LISTED: usize = 100;
 
@@ -608,11 +710,7 @@ fn summarize(pieces: &[PieceStatus], date: &str, stale_before_ms: i64) -> serde_
         }
     }
     let mut facilities: Vec<FacilityCount> = by_facility.into_values().collect();
-    facilities.sort_by(|a, b| {
-        b.scans
-            .cmp(&a.scans)
-            .then(a.facility_zip.cmp(&b.facility_zip))
-    });
+    busiest_first(&mut facilities);
     json!({
         "pieces": pieces.len(),
         "by_status": by_status,
@@ -621,9 +719,65 @@ fn summarize(pieces: &[PieceStatus], date: &str, stale_before_ms: i64) -> serde_
     })
 }
 
+/// Adds another node's summary of the same Mailer ID and day into `into`.
+fn merge_summary(into: &mut serde_json::Value, other: &serde_json::Value) {
+    let count = |v: &serde_json::Value| v.as_u64().unwrap_or(0);
+    into["pieces"] = json!(count(&into["pieces"]) + count(&other["pieces"]));
+    if let (Some(mine), Some(theirs)) = (
+        into["by_status"].as_object_mut(),
+        other["by_status"].as_object(),
+    ) {
+        for (status, n) in theirs {
+            let sum = mine.get(status).map_or(0, count) + count(n);
+            mine.insert(status.clone(), json!(sum));
+        }
+    }
+    let mut facilities: BTreeMap<(String, String), (u64, u64)> = BTreeMap::new();
+    for side in [&*into, other] {
+        for f in side["by_facility"].as_array().into_iter().flatten() {
+            let key = (
+                f["facility_zip"].as_str().unwrap_or("").to_string(),
+                f["facility_name"].as_str().unwrap_or("").to_string(),
+            );
+            let entry = facilities.entry(key).or_default();
+            entry.0 += count(&f["scans"]);
+            entry.1 += count(&f["pieces"]);
+        }
+    }
+    let mut merged: Vec<FacilityCount> = facilities
+        .into_iter()
+        .map(
+            |((facility_zip, facility_name), (scans, pieces))| FacilityCount {
+                facility_zip,
+                facility_name,
+                scans,
+                pieces,
+            },
+        )
+        .collect();
+    busiest_first(&mut merged);
+    into["by_facility"] = json!(merged);
+    into["stale"]["count"] =
+        json!(count(&into["stale"]["count"]) + count(&other["stale"]["count"]));
+    let mut listed: Vec<serde_json::Value> = into["stale"]["listed"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    listed.extend(
+        other["stale"]["listed"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .cloned(),
+    );
+    listed.truncate(STALE_LISTED);
+    into["stale"]["listed"] = json!(listed);
+}
+
 async fn mailer_summary(
     State(state): Shared,
     Extension(caller): Extension<Caller>,
+    headers: axum::http::HeaderMap,
     path: Result<Path<String>, PathRejection>,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
@@ -640,16 +794,27 @@ async fn mailer_summary(
     }
     let engine = state.engine.clone();
     let summary_date = date.clone();
-    let (count, mut summary) = tokio::task::spawn_blocking(move || {
-        let pieces = engine.pieces_by_mailer(mid, day);
+    let peers = state.peers.clone();
+    let mut summary = tokio::task::spawn_blocking(move || {
+        let keys = engine
+            .piece_keys_by_mailer(mid, day)
+            .into_iter()
+            .filter(|key| owned_here(peers.as_ref(), *key))
+            .collect();
+        let pieces = engine.statuses(keys);
         let stale_before = engine.now_ms() - stale_hours as i64 * 3_600_000;
-        (
-            pieces.len() as u64,
-            summarize(&pieces, &summary_date, stale_before),
-        )
+        summarize(&pieces, &summary_date, stale_before)
     })
     .await
     .map_err(internal)?;
+    let path = format!(
+        "/v1/mailers/{mid_text}/summary?{}",
+        query.as_deref().unwrap_or("")
+    );
+    for share in ask_others(&state, &headers, &path).await? {
+        merge_summary(&mut summary, &share);
+    }
+    let count = summary["pieces"].as_u64().unwrap_or(0);
     summary["mailer_id"] = json!(mid_text);
     summary["date"] = json!(date);
     summary["stale_hours"] = json!(stale_hours);
