@@ -56,6 +56,16 @@ pub(crate) fn open_engine(
     Ok(engine)
 }
 
+/// All of standard input (a feed given as `-`).
+pub(crate) fn read_stdin() -> anyhow::Result<Vec<u8>> {
+    let mut input = Vec::new();
+    io::stdin()
+        .lock()
+        .read_to_end(&mut input)
+        .context("reading stdin")?;
+    Ok(input)
+}
+
 /// How feed files are read: by `ingest` and by `produce`.
 #[derive(Args)]
 pub(crate) struct FeedArgs {
@@ -204,12 +214,7 @@ pub(crate) fn ingest(
             }
         };
         let one = if file.as_os_str() == "-" {
-            let mut input = Vec::new();
-            io::stdin()
-                .lock()
-                .read_to_end(&mut input)
-                .context("reading stdin")?;
-            engine.ingest("-", &input, &mut rejects, &progress)
+            engine.ingest("-", &read_stdin()?, &mut rejects, &progress)
         } else {
             engine.ingest_file(file, &mut rejects, &progress)
         }

@@ -1,6 +1,6 @@
 //! `imbtrack produce` and the Kafka half of `imbtrack serve` (cargo feature `kafka`).
 
-use std::io::{self, Read, Write};
+use std::io::Write;
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -15,7 +15,7 @@ use imbtrack_kafka::{Directory, Node, NodeConfig, Owner, ScanProducer};
 use imbtrack_server::Peers;
 use serde_json::json;
 
-use crate::data::FeedArgs;
+use crate::data::{read_stdin, FeedArgs};
 use crate::Outcome;
 
 #[derive(Args)]
@@ -48,12 +48,7 @@ pub(crate) fn produce(
     let mut report = ParseReport::default();
     for file in &args.feed.files {
         let bytes = if file.as_os_str() == "-" {
-            let mut input = Vec::new();
-            io::stdin()
-                .lock()
-                .read_to_end(&mut input)
-                .context("reading stdin")?;
-            input
+            read_stdin()?
         } else {
             std::fs::read(file).with_context(|| format!("reading {}", file.display()))?
         };
