@@ -150,16 +150,22 @@ impl Directory {
             .unwrap_or_default()
     }
 
-    /// The node holding `key`'s partition, by the freshest live entry that claims it.
+    /// The node holding `key`'s partition, by the freshest live entry that claims it. Asked for
+    /// every piece of a ZIP page, so it reads the entries in place rather than copying them.
     pub fn owner(&self, key: BarcodeKey) -> Owner {
-        let members = self.members();
-        let count = members.iter().map(|m| m.partition_count).max().unwrap_or(0);
+        let oldest = now_ms() - MEMBER_TTL.as_millis() as i64;
+        let Ok(members) = self.members.lock() else {
+            return Owner::Unknown { partition: 0 };
+        };
+        let live = || members.values().filter(|m| m.updated_ms >= oldest);
+        let count = live().map(|m| m.partition_count).max().unwrap_or(0);
         let partition = partition_for(key, count);
-        members
-            .into_iter()
+        live()
             .filter(|m| m.partitions.contains(&partition))
             .max_by_key(|m| m.updated_ms)
-            .map_or(Owner::Unknown { partition }, |m| Owner::Node(m.http))
+            .map_or(Owner::Unknown { partition }, |m| {
+                Owner::Node(m.http.clone())
+            })
     }
 }
 

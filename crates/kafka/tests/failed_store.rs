@@ -7,16 +7,13 @@
 mod common;
 
 use common::{
-    check_owners, feed, per_partition, produce, reference, wait_for, Running, PARTITIONS, TOPIC,
+    check_owners, cluster, feed, per_partition, produce, reference, wait_for, Running, PARTITIONS,
 };
 use imbtrack_store::fault::{self, Fault, FaultOp};
-use rdkafka::mocking::MockCluster;
 
 #[test]
 fn a_node_whose_store_fails_hands_its_partitions_over() {
-    let cluster = MockCluster::new(1).unwrap();
-    cluster.create_topic(TOPIC, PARTITIONS, 1).unwrap();
-    let brokers = cluster.bootstrap_servers();
+    let (_cluster, brokers) = cluster();
     let dir = tempfile::tempdir().unwrap();
     let first = feed(400, 5);
     produce(&brokers, &first);

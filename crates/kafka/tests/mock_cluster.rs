@@ -10,18 +10,15 @@ mod common;
 use std::sync::Arc;
 
 use common::{
-    check_owners, feed, now_ms, per_partition, produce, reference, wait_for, Running, PARTITIONS,
-    TOPIC,
+    check_owners, cluster, feed, now_ms, per_partition, produce, reference, wait_for, Running,
+    PARTITIONS, TOPIC,
 };
 use imbtrack_engine::{Engine, EngineOptions};
 use imbtrack_kafka::{Node, NodeConfig};
-use rdkafka::mocking::MockCluster;
 
 #[test]
 fn nodes_split_partitions_resume_from_their_stores_and_take_over_on_join() {
-    let cluster = MockCluster::new(1).unwrap();
-    cluster.create_topic(TOPIC, PARTITIONS, 1).unwrap();
-    let brokers = cluster.bootstrap_servers();
+    let (_cluster, brokers) = cluster();
     let dir = tempfile::tempdir().unwrap();
     let parsed = feed(1500, 21);
     let reference = reference(&dir.path().join("reference"), &parsed);
@@ -82,9 +79,7 @@ fn nodes_split_partitions_resume_from_their_stores_and_take_over_on_join() {
 /// counts it; it never jumps to the newest message.
 #[test]
 fn messages_deleted_before_a_node_reads_them_are_counted_as_lost() {
-    let cluster = MockCluster::new(1).unwrap();
-    cluster.create_topic(TOPIC, PARTITIONS, 1).unwrap();
-    let brokers = cluster.bootstrap_servers();
+    let (_cluster, brokers) = cluster();
     let dir = tempfile::tempdir().unwrap();
     let parsed = feed(100_000, 33);
     let counts = per_partition(&parsed);

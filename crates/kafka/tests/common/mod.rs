@@ -14,6 +14,16 @@ use imbtrack_feed::time::days_from_civil;
 use imbtrack_feed::{generate, parse_feed, FeedOptions, GenOptions, ParsedFeed, RejectList};
 use imbtrack_kafka::{partition_for, source_name, Node, NodeConfig, NodeStats, ScanProducer};
 use imbtrack_store::{Store, StoreOptions};
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::DefaultProducerContext;
+
+/// A one-broker mock cluster with the scans topic, and its bootstrap address.
+pub fn cluster() -> (MockCluster<'static, DefaultProducerContext>, String) {
+    let cluster = MockCluster::new(1).unwrap();
+    cluster.create_topic(TOPIC, PARTITIONS, 1).unwrap();
+    let brokers = cluster.bootstrap_servers();
+    (cluster, brokers)
+}
 
 pub const TOPIC: &str = "scans";
 pub const PARTITIONS: i32 = 4;
