@@ -94,7 +94,7 @@ fn thirty_day_store() -> (PathBuf, Vec<BarcodeKey>) {
     let mut symbols = SymbolTable::new();
     if !done.exists() {
         let _ = std::fs::remove_dir_all(&dir);
-        let (mut store, _) = Store::open(&dir, options()).unwrap();
+        let (store, _) = Store::open(&dir, options()).unwrap();
         for day in FIRST_DAY..FIRST_DAY + DAYS {
             let (events, day_keys) = day_events(day, &mut symbols);
             store.append(&events, &symbols).unwrap();
@@ -180,7 +180,7 @@ fn store_benches(c: &mut Criterion) {
                 let (store, _) = Store::open(tmp.path(), options()).unwrap();
                 (tmp, store)
             },
-            |(tmp, mut store)| {
+            |(tmp, store)| {
                 assert_eq!(
                     store.append(batch, &symbols).unwrap().accepted,
                     batch.len() as u64
@@ -197,7 +197,7 @@ fn store_benches(c: &mut Criterion) {
         b.iter_batched(
             || {
                 let tmp = tempfile::tempdir().unwrap();
-                let (mut store, _) = Store::open(
+                let (store, _) = Store::open(
                     tmp.path(),
                     StoreOptions {
                         seal_grace_ms: 0,
@@ -209,7 +209,7 @@ fn store_benches(c: &mut Criterion) {
                 store.seal((FIRST_DAY + 1) * DAY_MS).unwrap();
                 (tmp, store)
             },
-            |(tmp, mut store)| {
+            |(tmp, store)| {
                 let report = store.expire((FIRST_DAY + 40) * DAY_MS).unwrap();
                 assert_eq!(report.dropped_buckets, 1);
                 (tmp, store)

@@ -230,14 +230,14 @@ pub(crate) fn run(now_ms: i64, args: BenchArgs, out: &mut dyn Write) -> anyhow::
     let mut options = EngineOptions::at(bench_now);
     options.store.retention = RetentionPolicy::with_override(400 * DAY_MS, 400 * DAY_MS)?;
     options.store.seal_grace_ms = 0;
-    let (mut engine, _) = Engine::open(&store_dir, options)?;
+    let (engine, _) = Engine::open(&store_dir, options)?;
     let started = Instant::now();
     let summary = engine.ingest_file(&feed_path, &mut DiscardRejects, &|_| {})?;
     let ingest_s = started.elapsed().as_secs_f64();
     let sealing = Instant::now();
     engine.seal()?;
     let seal_s = sealing.elapsed().as_secs_f64();
-    let stats = engine.store_mut().stats();
+    let stats = engine.stats();
 
     // The same scans, parsed, for the peers and to pick lookup keys (not timed).
     let bytes = std::fs::read(&feed_path)?;
@@ -258,8 +258,7 @@ pub(crate) fn run(now_ms: i64, args: BenchArgs, out: &mut dyn Write) -> anyhow::
         })
         .collect();
     anyhow::ensure!(!keys.is_empty(), "the feed has no valid scans to look up");
-    let store = engine.store_mut();
-    let (median, p99) = time_lookups(&keys, |key| Ok(store.lookup(key, bench_now).len()))?;
+    let (median, p99) = time_lookups(&keys, |key| Ok(engine.scans(key).len()))?;
     let ours = json!({
         "system": "imbtrack",
         "rows": summary.lines,

@@ -286,7 +286,7 @@ pub(crate) fn expire(data: &Path, now_ms: i64, out: &mut dyn Write) -> anyhow::R
 
 pub(crate) fn stats(data: &Path, now_ms: i64, out: &mut dyn Write) -> anyhow::Result<Outcome> {
     let engine = open_engine(data, Clock::Fixed(now_ms), None, None)?;
-    let stats = engine.read_store().stats();
+    let stats = engine.stats();
     writeln!(out, "{}", serde_json::to_string(&stats)?)?;
     Ok(Outcome::AllGood)
 }

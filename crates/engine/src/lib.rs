@@ -4,12 +4,12 @@ status queries in Rust.
 
 # Brief overview
 
-- [`Engine`] owns a [`Store`] (behind a read-write lock, so one engine serves lookups from many
-  threads while it ingests) and the [`CodeTables`]. [`Engine::ingest`] takes a feed's bytes
+- [`Engine`] owns a [`Store`] (whose lookups never wait for its appends, seals or fsyncs, so
+  one engine serves lookups from many threads while it ingests) and the [`CodeTables`]. [`Engine::ingest`] takes a feed's bytes
   (or [`Engine::ingest_file`] a path, memory-mapped): the feed is cut into chunks at record
   boundaries, chunks are parsed in parallel on rayon's pool a window at a time, and a writer
-  appends each parsed chunk to the store (one WAL fsync per chunk, the store's write lock held
-  only for that append) while the next window parses. A bounded channel between them keeps
+  appends each parsed chunk to the store (one WAL fsync per chunk, shared with other appenders)
+  while the next window parses. A bounded channel between them keeps
   memory flat whatever the feed's size.
 - [`Clock`] is "now" for retention: fixed (tests, replays, the CLI's `--now`) or the system
   clock (a long-running server).
@@ -48,15 +48,16 @@ mod status;
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::Path;
-use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use imbtrack_barcode::{Barcode, BarcodeKey};
 use imbtrack_feed::{
-    ChunkOutput, CodeTables, FeedError, FeedOptions, PreparedFeed, RejectSink, Zip,
+    ChunkOutput, CodeTables, FeedError, FeedOptions, PreparedFeed, RejectSink, ScanEvent,
+    SymbolTable, Zip,
 };
 use imbtrack_store::{
     AppendReport, ExpireReport, RecoveryReport, SealReport, Store, StoreError, StoreOptions,
+    StoreStats, StoredScan,
 };
 use rayon::prelude::*;
 use serde::Serialize;
@@ -200,10 +201,10 @@ pub struct IngestProgress {
     pub rejected: u64,
 }
 
-/// The pipeline and the query API over one store. `Sync`: lookups take the store's read lock,
-/// ingest takes its write lock once per chunk.
+/// The pipeline and the query API over one store. `Sync`: lookups read the store's current
+/// snapshot while ingests, pushes, seals and expiries change it.
 pub struct Engine {
-    store: RwLock<Store>,
+    store: Store,
     codes: CodeTables,
     options: EngineOptions,
 }
@@ -218,29 +219,12 @@ impl Engine {
         let (store, report) = Store::open(dir, options.store.clone())?;
         Ok((
             Engine {
-                store: RwLock::new(store),
+                store,
                 codes: CodeTables::builtin(),
                 options,
             },
             report,
         ))
-    }
-
-    /// The store to read, shared with other readers. A panic while the lock was held leaves
-    /// the store as the last completed operation left it (each is atomic on disk), so a
-    /// poisoned lock is taken as it is.
-    pub fn read_store(&self) -> RwLockReadGuard<'_, Store> {
-        self.store.read().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// The store to change, for operations the engine does not wrap; readers wait meanwhile.
-    pub fn write_store(&self) -> RwLockWriteGuard<'_, Store> {
-        self.store.write().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// The store, when this is its only user (no lock taken).
-    pub fn store_mut(&mut self) -> &mut Store {
-        self.store.get_mut().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// "Now", ms since the epoch, by the engine's clock.
@@ -251,13 +235,44 @@ impl Engine {
     /// Seals the days that are due at "now" (see [`Store::seal`]).
     pub fn seal(&self) -> Result<SealReport, EngineError> {
         let now = self.now_ms();
-        Ok(self.write_store().seal(now)?)
+        Ok(self.store.seal(now)?)
     }
 
     /// Drops the buckets past their retention window at "now" (see [`Store::expire`]).
     pub fn expire(&self) -> Result<ExpireReport, EngineError> {
         let now = self.now_ms();
-        Ok(self.write_store().expire(now)?)
+        Ok(self.store.expire(now)?)
+    }
+
+    /// Appends parsed events (ids into `symbols`) with the positions reached in named sources,
+    /// durable together (see [`Store::append_at`]).
+    pub fn append_at(
+        &self,
+        events: &[ScanEvent],
+        symbols: &SymbolTable,
+        positions: &[(String, i64)],
+    ) -> Result<AppendReport, StoreError> {
+        self.store.append_at(events, symbols, positions)
+    }
+
+    /// The last durable position of each named source (see [`Store::positions`]).
+    pub fn positions(&self) -> BTreeMap<String, i64> {
+        self.store.positions()
+    }
+
+    /// Why the store takes no more changes, if a write failed (see [`Store::failure`]).
+    pub fn failure(&self) -> Option<String> {
+        self.store.failure()
+    }
+
+    /// Counts, sizes and day spans of the store.
+    pub fn stats(&self) -> StoreStats {
+        self.store.stats()
+    }
+
+    /// A piece's scans still inside their window at "now", oldest first.
+    pub fn scans(&self, key: BarcodeKey) -> Vec<StoredScan> {
+        self.store.lookup(key, self.now_ms())
     }
 
     /// The code tables in use.
@@ -352,7 +367,7 @@ impl Engine {
                     accepted,
                     duplicates,
                     expired,
-                } = self.write_store().append(&output.events, &output.symbols)?;
+                } = self.store.append(&output.events, &output.symbols)?;
                 summary.lines += output.report.records;
                 summary.accepted += accepted;
                 summary.duplicates += duplicates;
@@ -397,22 +412,28 @@ impl Engine {
 
     /// [`Engine::piece`] by index key.
     pub fn piece_by_key(&self, key: BarcodeKey) -> Option<PieceStatus> {
-        let scans = self.read_store().lookup(key, self.now_ms());
-        piece_status(&scans, &self.codes)
+        piece_status(&self.scans(key), &self.codes)
+    }
+
+    /// [`Engine::piece`] without waiting: `None` when an append is inserting into the piece's
+    /// part of the open day at this moment (see [`Store::try_lookup`]).
+    pub fn try_piece(&self, barcode: &Barcode) -> Option<Option<PieceStatus>> {
+        let scans = self.store.try_lookup(barcode.key(), self.now_ms())?;
+        Some(piece_status(&scans, &self.codes))
     }
 
     /// Keys of the pieces routed to `zip` (5, 9 or 11 digits) with scans on `day` (days since
     /// the epoch) still inside their window, in key order.
     pub fn piece_keys_by_zip(&self, zip: Zip, day: i64) -> Vec<BarcodeKey> {
         let now = self.now_ms();
-        self.read_store().pieces_by_zip(zip, day, now)
+        self.store.pieces_by_zip(zip, day, now)
     }
 
     /// Keys of a Mailer ID's pieces with scans on `day` still inside their window, in key
     /// order.
     pub fn piece_keys_by_mailer(&self, mailer_id: u32, day: i64) -> Vec<BarcodeKey> {
         let now = self.now_ms();
-        self.read_store().pieces_by_mailer(mailer_id, day, now)
+        self.store.pieces_by_mailer(mailer_id, day, now)
     }
 
     /// Pieces routed to `zip` with scans on `day`, each with its full status.
@@ -425,12 +446,10 @@ impl Engine {
         self.statuses(self.piece_keys_by_mailer(mailer_id, day))
     }
 
-    /// The statuses of `keys`, under one read lock.
+    /// The statuses of `keys`.
     pub fn statuses(&self, keys: Vec<BarcodeKey>) -> Vec<PieceStatus> {
-        let now = self.now_ms();
-        let store = self.read_store();
         keys.into_iter()
-            .filter_map(|key| piece_status(&store.lookup(key, now), &self.codes))
+            .filter_map(|key| self.piece_by_key(key))
             .collect()
     }
 }

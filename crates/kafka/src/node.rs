@@ -97,7 +97,7 @@ impl ConsumerContext for NodeContext {
     ) {
         let mut assigned = self.assigned.lock().unwrap_or_else(|e| e.into_inner());
         if err == RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS {
-            let positions = self.engine.read_store().positions().clone();
+            let positions = self.engine.positions();
             let mut partitions = Vec::new();
             for element in tpl.elements() {
                 partitions.push((element.topic().to_string(), element.partition()));
@@ -239,7 +239,7 @@ impl Node {
             return;
         };
         announced.catch_up_to.retain(|p, _| assigned.contains(p));
-        let positions = self.engine.read_store().positions().clone();
+        let positions = self.engine.positions();
         let mut ready = Vec::new();
         for &partition in &assigned {
             let target = match announced.catch_up_to.get(&partition) {
@@ -313,7 +313,6 @@ impl Node {
             .collect();
         let report = self
             .engine
-            .write_store()
             .append_at(&events, &symbols, &positions)
             .map_err(KafkaNodeError::Store)?;
         metrics::counter!("imbtrack_kafka_messages_total").increment(taken as u64);

@@ -39,10 +39,10 @@ fn a_node_whose_store_fails_hands_its_partitions_over() {
     let second = feed(400, 6);
     produce(&brokers, &second);
     wait_for("the fault to fire", || {
-        a.engine.read_store().failure().is_some() || b.engine.read_store().failure().is_some()
+        a.engine.failure().is_some() || b.engine.failure().is_some()
     });
     assert_eq!(fault::disarm(), 1);
-    let (failed, healthy) = if a.engine.read_store().failure().is_some() {
+    let (failed, healthy) = if a.engine.failure().is_some() {
         (a, b)
     } else {
         (b, a)

@@ -344,7 +344,21 @@ async fn find_piece(
             Err(why) => return Err(unavailable(why)),
         }
     }
-    Ok(state.engine.piece(barcode).map(Found::Here))
+    // A lookup that would wait (an append is inserting into the piece's head shard) goes to
+    // the blocking pool, so no wait holds an async worker that other connections need; the
+    // rest, nearly all, answer here without the hand-off.
+    let piece = match state.engine.try_piece(barcode) {
+        Some(piece) => piece,
+        None => {
+            metrics::counter!("imbtrack_lookups_deferred_total").increment(1);
+            let engine = state.engine.clone();
+            let barcode = *barcode;
+            tokio::task::spawn_blocking(move || engine.piece(&barcode))
+                .await
+                .map_err(internal)?
+        }
+    };
+    Ok(piece.map(Found::Here))
 }
 
 fn not_found_piece(barcode: &Barcode) -> ApiError {
@@ -907,7 +921,7 @@ async fn push_scans(
 
 /// Healthy unless the store failed a write (then it takes no more scans until restarted).
 async fn healthz(State(state): Shared) -> Response {
-    match state.engine.read_store().failure() {
+    match state.engine.failure() {
         None => json_response(&json!({"status": "ok"})),
         Some(why) => {
             let mut response = json_response(&json!({"status": "failed", "error": why}));
@@ -918,7 +932,7 @@ async fn healthz(State(state): Shared) -> Response {
 }
 
 async fn metrics_text(State(state): Shared) -> Response {
-    let stats = state.engine.read_store().stats();
+    let stats = state.engine.stats();
     metrics::gauge!("imbtrack_sealed_buckets").set(stats.buckets as f64);
     metrics::gauge!("imbtrack_head_buckets").set(stats.head_buckets as f64);
     metrics::gauge!("imbtrack_scans").set(stats.scans as f64);

@@ -76,7 +76,7 @@ fn due(op: FaultOp) -> Option<Fault> {
 }
 
 /// `file.write_all(bytes)`, or the planned fault (after writing a prefix, for a short write).
-pub(crate) fn write_all(file: &mut File, bytes: &[u8]) -> io::Result<()> {
+pub(crate) fn write_all(file: &mut impl Write, bytes: &[u8]) -> io::Result<()> {
     if let Some(fault) = due(FaultOp::Write) {
         file.write_all(&bytes[..fault.short_write.min(bytes.len())])?;
         return Err(io::Error::from_raw_os_error(fault.errno));

@@ -29,7 +29,7 @@ let feed = b"imb|scanDatetime|scanEventCode|scanFacilityZip\n\
 0027012345678912345612345678901|2025-01-15T10:00:00-05:00|918|94110\n";
 let parsed = parse_feed("f.psv", feed, &FeedOptions::at(now), &mut RejectList::default())?;
 
-let (mut store, _) = Store::open(dir.path(), StoreOptions::default())?;
+let (store, _) = Store::open(dir.path(), StoreOptions::default())?;
 assert_eq!(store.append(&parsed.events, &parsed.symbols)?.accepted, 1);
 assert_eq!(store.append(&parsed.events, &parsed.symbols)?.duplicates, 1);
 store.seal(now)?;
@@ -56,9 +56,9 @@ use std::path::{Path, PathBuf};
 
 pub use crate::bucket::{rechecksum, BloomProbe, BucketKind, SealedBucket, StoredScan};
 pub use crate::retention::{RetentionError, RetentionPolicy, DAY_MS};
+pub use crate::store::layout::{class_of, day_name, BucketId};
 pub use crate::store::{
-    class_of, day_name, AppendReport, BucketId, ExpireReport, RecoveryReport, SealReport, Store,
-    StoreOptions, StoreStats,
+    AppendReport, ExpireReport, RecoveryReport, SealReport, Store, StoreOptions, StoreStats,
 };
 pub use crate::wal::WalRepair;
 

@@ -1,6 +1,9 @@
 //! The write-ahead log: numbered segment files of checksummed records. An append is
-//! acknowledged only after its records are written and the segment is fsynced, one fsync per
-//! [`Wal::commit`] however many events it carries (group commit).
+//! acknowledged only after its records are written and the segment is fsynced. The writer
+//! writes records under the store's writer lock ([`Wal::write`]) and each appender then waits
+//! for an fsync that covers them outside it ([`GroupCommit::wait`]): one appender's fsync makes
+//! every record written before it durable, so appenders arriving together share fsyncs (group
+//! commit) and no lock is held across one.
 //!
 //! ```text
 //! segment: "IMBTWAL1" | first record ...
@@ -13,6 +16,7 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 
 use imbtrack_barcode::BarcodeKey;
 use imbtrack_feed::{EventCode, HandlingEventType, MailClass, ScanEvent, Symbol, Zip};
@@ -167,18 +171,107 @@ fn read_segment(bytes: &[u8]) -> (Vec<WalRecord>, usize) {
     (records, at)
 }
 
+/// Where the log's written bytes end: (segment, bytes into it). An appender's records are
+/// durable once the synced mark reaches the ticket [`Wal::write`] gave it.
+pub(crate) type SyncTicket = (u64, u64);
+
+/// What the group commit knows of the open segment.
+struct SyncState {
+    file: Arc<File>,
+    path: PathBuf,
+    /// Written so far (possibly not yet durable).
+    written: SyncTicket,
+    /// Durable so far.
+    synced: SyncTicket,
+    /// An appender is fsyncing now; the others wait for it.
+    syncing: bool,
+    /// An fsync failed: nothing after the last good one can be trusted.
+    failed: Option<String>,
+}
+
+/// The fsyncs appenders share: whoever needs one while none runs does it for everybody.
+pub(crate) struct GroupCommit {
+    state: Mutex<SyncState>,
+    done: Condvar,
+}
+
+impl GroupCommit {
+    fn state(&self) -> MutexGuard<'_, SyncState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Returns once every byte written up to `ticket` is durable: at once when an fsync already
+    /// covered it, after the running one when it covers it, else after an fsync this thread
+    /// runs for itself and every appender that wrote before it.
+    pub(crate) fn wait(&self, ticket: SyncTicket) -> Result<(), StoreError> {
+        let mut state = self.state();
+        loop {
+            if let Some(why) = &state.failed {
+                return Err(StoreError::Failed(why.clone()));
+            }
+            if state.synced >= ticket {
+                return Ok(());
+            }
+            if state.syncing {
+                state = self
+                    .done
+                    .wait(state)
+                    .unwrap_or_else(PoisonError::into_inner);
+                continue;
+            }
+            state.syncing = true;
+            let target = state.written;
+            let (file, path) = (state.file.clone(), state.path.clone());
+            drop(state);
+            let result = fault::sync(&file, true);
+            state = self.state();
+            state.syncing = false;
+            self.done.notify_all();
+            match result {
+                Ok(()) => state.synced = state.synced.max(target),
+                Err(e) => {
+                    // This thread reports the error itself; the others see the store failed.
+                    let error = StoreError::io(&path, e);
+                    state.failed = Some(error.to_string());
+                    return Err(error);
+                }
+            }
+        }
+    }
+
+    /// Why an fsync failed, if one did.
+    pub(crate) fn failure(&self) -> Option<String> {
+        self.state().failed.clone()
+    }
+
+    /// The open segment changed, and everything before `synced` is durable.
+    fn reset(&self, file: Arc<File>, path: PathBuf, synced: SyncTicket) {
+        let mut state = self.state();
+        state.file = file;
+        state.path = path;
+        state.written = state.written.max(synced);
+        state.synced = state.synced.max(synced);
+    }
+
+    fn written(&self, through: SyncTicket) {
+        let mut state = self.state();
+        state.written = state.written.max(through);
+    }
+}
+
 /// The log: the open segment and the numbers of the older ones still on disk.
 pub(crate) struct Wal {
     dir: PathBuf,
-    file: File,
+    file: Arc<File>,
     seq: u64,
     bytes: u64,
-    /// Records committed to the open segment.
+    /// Records written to the open segment.
     records: u64,
-    /// Records queued since the last commit.
+    /// Records queued since the last write.
     pending_records: u64,
     older: Vec<u64>,
     pending: Vec<u8>,
+    group: Arc<GroupCommit>,
 }
 
 impl Wal {
@@ -233,16 +326,34 @@ impl Wal {
             .and_then(|()| fault::sync(&file, false))
             .map_err(|e| StoreError::io(&path, e))?;
         sync_dir(dir).map_err(|e| StoreError::io(dir, e))?;
+        let file = Arc::new(file);
+        let start = (seq, SEGMENT_MAGIC.len() as u64);
         Ok(Wal {
             dir: dir.to_path_buf(),
+            group: Arc::new(GroupCommit {
+                state: Mutex::new(SyncState {
+                    file: file.clone(),
+                    path,
+                    written: start,
+                    synced: start,
+                    syncing: false,
+                    failed: None,
+                }),
+                done: Condvar::new(),
+            }),
             file,
             seq,
-            bytes: SEGMENT_MAGIC.len() as u64,
+            bytes: start.1,
             records: 0,
             pending_records: 0,
             older,
             pending: Vec::new(),
         })
+    }
+
+    /// The fsyncs appenders share.
+    pub(crate) fn group(&self) -> Arc<GroupCommit> {
+        self.group.clone()
     }
 
     /// The open segment's number.
@@ -310,28 +421,44 @@ impl Wal {
         }
     }
 
-    /// Writes what was queued and fsyncs: once this returns, the records survive a crash.
-    pub(crate) fn commit(&mut self) -> Result<(), StoreError> {
-        if self.pending.is_empty() {
-            return Ok(());
+    /// Writes what was queued, without an fsync, and returns the ticket to wait for with
+    /// [`GroupCommit::wait`]. A failed or short write leaves a torn tail that replay cuts; the
+    /// store takes no more changes after it.
+    pub(crate) fn write(&mut self) -> Result<SyncTicket, StoreError> {
+        if !self.pending.is_empty() {
+            let path = self.dir.join(segment_name(self.seq));
+            fault::write_all(&mut &*self.file, &self.pending)
+                .map_err(|e| StoreError::io(&path, e))?;
+            self.bytes += self.pending.len() as u64;
+            self.records += self.pending_records;
+            self.pending_records = 0;
+            self.pending.clear();
+            self.group.written((self.seq, self.bytes));
         }
-        let path = self.dir.join(segment_name(self.seq));
-        fault::write_all(&mut self.file, &self.pending)
-            .and_then(|()| fault::sync(&self.file, true))
-            .map_err(|e| StoreError::io(&path, e))?;
-        self.bytes += self.pending.len() as u64;
-        self.records += self.pending_records;
-        self.pending_records = 0;
-        self.pending.clear();
-        Ok(())
+        Ok((self.seq, self.bytes))
     }
 
-    /// Closes the open segment and starts the next; the caller then writes the symbol table.
+    /// Writes what was queued and waits until it is durable.
+    pub(crate) fn commit(&mut self) -> Result<(), StoreError> {
+        let ticket = self.write()?;
+        self.group.wait(ticket)
+    }
+
+    /// Closes the open segment (durable first) and starts the next; the caller then writes the
+    /// symbol table. Appenders still waiting on the old segment's tickets are released by it.
     pub(crate) fn rotate(&mut self) -> Result<(), StoreError> {
         self.commit()?;
         let mut older = std::mem::take(&mut self.older);
         older.push(self.seq);
-        *self = Wal::create_segment(&self.dir, self.seq + 1, older)?;
+        let group = self.group.clone();
+        let next = Wal::create_segment(&self.dir, self.seq + 1, older)?;
+        let start = (next.seq, next.bytes);
+        group.reset(
+            next.file.clone(),
+            self.dir.join(segment_name(next.seq)),
+            start,
+        );
+        *self = Wal { group, ..next };
         Ok(())
     }
 

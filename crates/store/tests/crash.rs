@@ -65,7 +65,7 @@ fn crash_child() {
         .unwrap()
         .parse()
         .unwrap();
-    let (mut store, _) = Store::open(dir.as_ref(), options()).unwrap();
+    let (store, _) = Store::open(dir.as_ref(), options()).unwrap();
     let mut symbols = SymbolTable::new();
     let mut out = std::io::stdout().lock();
     for n in 0..100_000 {

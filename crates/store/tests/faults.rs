@@ -76,7 +76,7 @@ const SCANS_PER_BATCH: usize = (PIECES * 2 + 10) as usize;
 /// whether a fault stopped it.
 fn workload(dir: &Path) -> (Vec<u64>, bool) {
     let mut acked = Vec::new();
-    let mut store = match Store::open(dir, options()) {
+    let store = match Store::open(dir, options()) {
         Ok((store, _)) => store,
         Err(_) => return (acked, true),
     };
@@ -115,7 +115,7 @@ fn workload(dir: &Path) -> (Vec<u64>, bool) {
 
 /// Reopens the store without faults and checks what it holds.
 fn check_reopened(dir: &Path, acked: &[u64], context: &str) {
-    let (mut store, _) = Store::open(dir, options())
+    let (store, _) = Store::open(dir, options())
         .unwrap_or_else(|e| panic!("{context}: the store must reopen: {e}"));
     let now = now_after(BATCHES);
     for n in 0..BATCHES {
@@ -202,7 +202,7 @@ fn a_full_disk_stops_ingest_and_loses_nothing_acknowledged() {
     };
     let result = std::panic::catch_unwind(|| {
         let dir = mount.join("store");
-        let (mut store, _) = Store::open(&dir, options()).unwrap();
+        let (store, _) = Store::open(&dir, options()).unwrap();
         let mut symbols = SymbolTable::default();
         let mut acked = Vec::new();
         let mut failure = None;

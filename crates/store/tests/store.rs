@@ -49,7 +49,7 @@ fn source_positions_survive_reopen_seal_and_wal_cleanup() {
         .collect();
     let p = |name: &str, at: i64| (name.to_string(), at);
     {
-        let (mut store, _) = Store::open(dir.path(), options()).unwrap();
+        let (store, _) = Store::open(dir.path(), options()).unwrap();
         store
             .append_at(&events[..5], &symbols, &[p("feed-0", 5)])
             .unwrap();
@@ -63,7 +63,7 @@ fn source_positions_survive_reopen_seal_and_wal_cleanup() {
         assert_eq!(report.accepted, 0);
         assert_eq!(store.positions().get("feed-1"), Some(&7));
     }
-    let (mut store, _) = Store::open(dir.path(), options()).unwrap();
+    let (store, _) = Store::open(dir.path(), options()).unwrap();
     let expected: Vec<(String, i64)> = vec![p("feed-0", 10), p("feed-1", 7)];
     assert_eq!(
         store.positions().clone().into_iter().collect::<Vec<_>>(),
@@ -108,21 +108,21 @@ fn append_seal_reopen_and_dedupe_across_restarts() {
     ];
     let now = at(DAY + 2, 0);
 
-    let (mut store, _) = Store::open(dir.path(), options()).unwrap();
+    let (store, _) = Store::open(dir.path(), options()).unwrap();
     let report = store.append(&events, &symbols).unwrap();
     assert_eq!((report.accepted, report.duplicates), (2, 0));
     assert_eq!(store.lookup(key, now).len(), 2);
     drop(store);
 
     // Replayed from the WAL, then sealed.
-    let (mut store, recovery) = Store::open(dir.path(), options()).unwrap();
+    let (store, recovery) = Store::open(dir.path(), options()).unwrap();
     assert_eq!(recovery.replayed_scans, 2);
     assert_eq!(store.append(&events, &symbols).unwrap().duplicates, 2);
     let sealed = store.seal(now).unwrap();
     assert_eq!((sealed.sealed_buckets, sealed.sealed_scans), (2, 2));
     drop(store);
 
-    let (mut store, recovery) = Store::open(dir.path(), options()).unwrap();
+    let (store, recovery) = Store::open(dir.path(), options()).unwrap();
     assert_eq!((recovery.buckets_opened, recovery.replayed_scans), (2, 0));
     let scans = store.lookup(key, now);
     assert_eq!(
@@ -144,7 +144,7 @@ fn append_seal_reopen_and_dedupe_across_restarts() {
 fn late_scans_go_to_a_delta_and_compact_into_the_day() {
     let dir = tempfile::tempdir().unwrap();
     let mut symbols = SymbolTable::new();
-    let (mut store, _) = Store::open(
+    let (store, _) = Store::open(
         dir.path(),
         StoreOptions {
             max_deltas: 2,
@@ -194,7 +194,7 @@ fn late_scans_go_to_a_delta_and_compact_into_the_day() {
 fn zip_and_mailer_queries() {
     let dir = tempfile::tempdir().unwrap();
     let mut symbols = SymbolTable::new();
-    let (mut store, _) = Store::open(dir.path(), options()).unwrap();
+    let (store, _) = Store::open(dir.path(), options()).unwrap();
     let routings = ["94110123456", "941101234", "94110", "94111000000", ""];
     let events: Vec<_> = routings
         .iter()
@@ -225,7 +225,7 @@ fn zip_and_mailer_queries() {
 fn retention_edges() {
     let dir = tempfile::tempdir().unwrap();
     let mut symbols = SymbolTable::new();
-    let (mut store, _) = Store::open(dir.path(), options()).unwrap();
+    let (store, _) = Store::open(dir.path(), options()).unwrap();
     let (mail, package) = (mail_key(1, ""), package_key(1));
     let t = at(DAY, 12 * 3_600_000);
     store
@@ -287,7 +287,7 @@ fn shorter_retention_applies_to_queries_and_expiry() {
     let dir = tempfile::tempdir().unwrap();
     let mut symbols = SymbolTable::new();
     let retention = RetentionPolicy::new(2 * DAY_MS, 5 * DAY_MS).unwrap();
-    let (mut store, _) = Store::open(
+    let (store, _) = Store::open(
         dir.path(),
         StoreOptions {
             retention,
@@ -312,7 +312,7 @@ fn shorter_retention_applies_to_queries_and_expiry() {
 fn a_corrupt_bucket_is_quarantined_and_the_rest_serves() {
     let dir = tempfile::tempdir().unwrap();
     let mut symbols = SymbolTable::new();
-    let (mut store, _) = Store::open(dir.path(), options()).unwrap();
+    let (store, _) = Store::open(dir.path(), options()).unwrap();
     let (a, b) = (mail_key(1, ""), mail_key(2, ""));
     store
         .append(
@@ -359,7 +359,7 @@ fn a_corrupt_bucket_is_quarantined_and_the_rest_serves() {
 fn a_truncated_bucket_file_is_detected() {
     let dir = tempfile::tempdir().unwrap();
     let mut symbols = SymbolTable::new();
-    let (mut store, _) = Store::open(dir.path(), options()).unwrap();
+    let (store, _) = Store::open(dir.path(), options()).unwrap();
     store
         .append(
             &[scan(&mut symbols, mail_key(1, ""), at(DAY, 0), "918")],
@@ -391,7 +391,7 @@ fn a_truncated_bucket_file_is_detected() {
 fn a_torn_wal_tail_is_cut_and_earlier_appends_survive() {
     let dir = tempfile::tempdir().unwrap();
     let mut symbols = SymbolTable::new();
-    let (mut store, _) = Store::open(dir.path(), options()).unwrap();
+    let (store, _) = Store::open(dir.path(), options()).unwrap();
     let (a, b) = (mail_key(1, ""), mail_key(2, ""));
     store
         .append(&[scan(&mut symbols, a, at(DAY, 0), "918")], &symbols)
@@ -423,7 +423,7 @@ fn a_torn_wal_tail_is_cut_and_earlier_appends_survive() {
 fn leftovers_of_an_interrupted_seal_are_removed() {
     let dir = tempfile::tempdir().unwrap();
     let mut symbols = SymbolTable::new();
-    let (mut store, _) = Store::open(dir.path(), options()).unwrap();
+    let (store, _) = Store::open(dir.path(), options()).unwrap();
     let key = mail_key(1, "");
     store
         .append(&[scan(&mut symbols, key, at(DAY, 0), "918")], &symbols)

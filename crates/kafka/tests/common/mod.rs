@@ -49,7 +49,7 @@ pub fn feed(pieces: u64, seed: u64) -> ParsedFeed {
 
 /// The same scans appended straight into a store: what every owner must answer.
 pub fn reference(dir: &Path, parsed: &ParsedFeed) -> Store {
-    let (mut store, _) = Store::open(dir, StoreOptions::default()).unwrap();
+    let (store, _) = Store::open(dir, StoreOptions::default()).unwrap();
     store.append(&parsed.events, &parsed.symbols).unwrap();
     store
 }
@@ -101,12 +101,7 @@ impl Running {
     /// Whether this node holds `partition` and has read all `count` of its messages.
     pub fn caught_up(&self, partition: i32, count: i64) -> bool {
         self.node.assigned().contains(&partition)
-            && self
-                .engine
-                .read_store()
-                .positions()
-                .get(&source_name(TOPIC, partition))
-                == Some(&count)
+            && self.engine.positions().get(&source_name(TOPIC, partition)) == Some(&count)
     }
 
     pub fn stop(mut self) -> (Arc<Engine>, NodeStats) {
@@ -148,8 +143,7 @@ pub fn check_owners(nodes: &[&Running], reference: &Store, parsed: &ParsedFeed) 
             .collect();
         let found: Vec<(i64, String)> = owners[0]
             .engine
-            .read_store()
-            .lookup(key, now)
+            .scans(key)
             .iter()
             .map(|s| (s.time_ms, s.code.to_string()))
             .collect();

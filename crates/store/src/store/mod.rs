@@ -1,0 +1,313 @@
+//! [`Store`]: the head (open buckets in memory behind the WAL), the sealed buckets, and the
+//! operations over both.
+//!
+//! # Readers never wait for writers
+//!
+//! Everything a lookup reads is in one immutable [`View`] behind an `ArcSwap`: the sealed
+//! buckets (mapped files), the open head buckets, the head buckets being sealed, and the symbol
+//! texts. A lookup loads the current view (no lock) and, for an open bucket, takes the read
+//! lock of the one head shard that holds its piece. Changes go through the writer lock, which
+//! readers never take:
+//!
+//! - an append checks for duplicates, writes its WAL records (no fsync), inserts into the head
+//!   shards (each shard's lock held only for its share of the batch), and leaves the writer
+//!   lock; it then waits for an fsync covering its records, shared with the appenders around
+//!   it ([`crate::wal::GroupCommit`]). A scan can be seen by a lookup up to one fsync before
+//!   its append is acknowledged; an acknowledged scan is durable.
+//! - a seal freezes the due head buckets (moves them, in a new view, from `head` to `sealing`,
+//!   where lookups still find them and appends no longer reach them), sorts, encodes, writes
+//!   and maps their files with no lock held, and then installs them and drops the frozen
+//!   buckets in one view swap. Compaction and expiry install their result the same way and
+//!   delete files after the swap; a reader still holding the older view keeps its mappings.
+//!
+//! Seals, compactions and expiries run one at a time (the maintenance lock).
+//!
+//! The module's parts: [`head`] (open buckets), [`layout`] (names, manifest, bucket
+//! directories), `recovery` (open), `append`, `maintenance` (seal, compact, expire) and `query`.
+
+mod append;
+pub(crate) mod head;
+pub(crate) mod layout;
+mod maintenance;
+mod query;
+mod recovery;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use arc_swap::ArcSwap;
+use imbtrack_feed::SymbolTable;
+use serde::Serialize;
+
+use crate::bucket::SealedBucket;
+use crate::retention::{RetentionPolicy, DAY_MS};
+use crate::wal::{GroupCommit, Wal, WalRepair};
+use crate::StoreError;
+use head::HeadBucket;
+use layout::{BucketId, Manifest};
+
+/// Tunables of a store.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// Retention windows.
+    pub retention: RetentionPolicy,
+    /// How long after its day ends a head bucket stays open for late scans before sealing.
+    pub seal_grace_ms: i64,
+    /// Size at which the WAL starts a new segment.
+    pub wal_segment_bytes: u64,
+    /// Delta buckets a day may have before they are merged into its base.
+    pub max_deltas: usize,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            retention: RetentionPolicy::default(),
+            seal_grace_ms: DAY_MS,
+            wal_segment_bytes: 64 << 20,
+            max_deltas: 4,
+        }
+    }
+}
+
+/// What an append did. `accepted + duplicates + expired` is the number of events given.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct AppendReport {
+    /// New scans, now durable.
+    pub accepted: u64,
+    /// Scans the store already had (same piece, instant, code and facility).
+    pub duplicates: u64,
+    /// Scans of days the store has already expired, not kept.
+    pub expired: u64,
+}
+
+/// What an expiry pass did.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
+pub struct ExpireReport {
+    /// Bucket directories removed.
+    pub dropped_buckets: u64,
+    /// Open (head) buckets dropped.
+    pub dropped_head_buckets: u64,
+    /// Bytes of the removed files.
+    pub freed_bytes: u64,
+}
+
+/// What a seal pass did.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
+pub struct SealReport {
+    /// Buckets written (bases and deltas).
+    pub sealed_buckets: u64,
+    /// Scans moved from the head into them.
+    pub sealed_scans: u64,
+    /// Days whose deltas were merged into their base.
+    pub compacted_days: u64,
+}
+
+/// What opening the store found and repaired.
+#[derive(Debug, Default, Clone)]
+pub struct RecoveryReport {
+    /// Sealed buckets mapped.
+    pub buckets_opened: usize,
+    /// Buckets moved to `quarantine/`, with why.
+    pub quarantined: Vec<(PathBuf, String)>,
+    /// Torn or damaged WAL segments cut at their last good record.
+    pub wal_repairs: Vec<WalRepair>,
+    /// Scans replayed from the WAL into the head.
+    pub replayed_scans: u64,
+    /// Leftover temporary or half-deleted directories removed.
+    pub cleaned_dirs: usize,
+}
+
+/// Store-wide counts.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct StoreStats {
+    /// Sealed bucket files.
+    pub buckets: u64,
+    /// Open head buckets.
+    pub head_buckets: u64,
+    /// Scans, sealed and in the head.
+    pub scans: u64,
+    /// Pieces, counted once per bucket they appear in.
+    pub pieces: u64,
+    /// Bytes on disk: sealed buckets and WAL.
+    pub bytes: u64,
+    /// Bytes of sealed buckets only.
+    pub sealed_bytes: u64,
+    /// Sealed bytes per sealed scan, indexes included.
+    pub bytes_per_scan: f64,
+    /// Oldest and newest day with data, per class (`YYYY-MM-DD`).
+    pub days: BTreeMap<&'static str, (String, String)>,
+}
+
+/// The sealed files of one day.
+#[derive(Default, Clone)]
+pub(crate) struct SealedDay {
+    pub(crate) base: Option<Arc<SealedBucket>>,
+    pub(crate) deltas: Vec<Arc<SealedBucket>>,
+}
+
+impl SealedDay {
+    pub(crate) fn all(&self) -> impl Iterator<Item = &Arc<SealedBucket>> {
+        self.base.iter().chain(&self.deltas)
+    }
+}
+
+/// What lookups read: an immutable snapshot, replaced whole (never changed in place, except
+/// for inserts into open head buckets under their shard locks).
+#[derive(Default, Clone)]
+pub(crate) struct View {
+    /// Open buckets, which appends fill.
+    pub(crate) head: BTreeMap<BucketId, Arc<HeadBucket>>,
+    /// Head buckets a seal has frozen and is writing out; served until their files replace
+    /// them.
+    pub(crate) sealing: Vec<(BucketId, Arc<HeadBucket>)>,
+    /// Sealed days.
+    pub(crate) sealed: BTreeMap<BucketId, SealedDay>,
+    /// Facility and machine texts of the head's symbol ids.
+    pub(crate) symbol_texts: Arc<Vec<Arc<str>>>,
+}
+
+/// What only the writer touches: the WAL, the symbol table, the manifest and bookkeeping.
+pub(crate) struct Writer {
+    pub(crate) wal: Wal,
+    pub(crate) symbols: SymbolTable,
+    pub(crate) manifest: Manifest,
+    /// The last position per source (manifest, then WAL replay, then appends).
+    pub(crate) positions: BTreeMap<String, i64>,
+    /// Head buckets each WAL segment holds scans for; a segment is deleted once none is open.
+    pub(crate) segment_buckets: BTreeMap<u64, BTreeSet<BucketId>>,
+    /// Whether the open WAL segment holds events (then it is rotated once the head empties).
+    pub(crate) segment_has_events: bool,
+    pub(crate) next_bucket_seq: u64,
+}
+
+/// The tracking-scan store. See the crate docs and `FORMAT.md`. `Sync`: lookups from any
+/// number of threads while appends, seals and expiries go on (see the module docs).
+pub struct Store {
+    dir: PathBuf,
+    options: StoreOptions,
+    /// Held (an advisory exclusive lock on `LOCK`) while the store is open: two writers would
+    /// interleave WAL records and race on the manifest. The OS releases it when the process
+    /// dies, so a crash never leaves the store locked.
+    _lock: fs::File,
+    view: ArcSwap<View>,
+    writer: Mutex<Writer>,
+    /// Taken by seal, compaction and expiry, one at a time.
+    maintenance: Mutex<()>,
+    group: Arc<GroupCommit>,
+    /// Why the store refuses changes: the first write, fsync or rename that failed.
+    failed: Mutex<Option<String>>,
+}
+
+/// A panic while one of the store's mutexes was held leaves what it guards as the last
+/// completed step left it (each change to disk is atomic, and a failed one marks the store
+/// failed), so a poisoned lock is taken as it is.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Store {
+    fn writer(&self) -> MutexGuard<'_, Writer> {
+        lock(&self.writer)
+    }
+
+    /// Replaces the view with `change` applied to a copy of it. Callers hold the writer lock,
+    /// so no two changes race.
+    fn publish(&self, _writer: &Writer, change: impl FnOnce(&mut View)) {
+        let mut view = View::clone(&self.view.load());
+        change(&mut view);
+        self.view.store(Arc::new(view));
+    }
+
+    /// Why the store takes no more changes, if a write, fsync or rename failed.
+    pub fn failure(&self) -> Option<String> {
+        lock(&self.failed).clone()
+    }
+
+    fn fail(&self, error: &StoreError) {
+        let mut failed = lock(&self.failed);
+        if failed.is_none() {
+            *failed = Some(match error {
+                StoreError::Failed(why) => why.clone(),
+                other => other.to_string(),
+            });
+        }
+    }
+
+    /// Refuses when the store failed earlier (see [`StoreError::Failed`]); otherwise runs
+    /// `operation` and marks the store failed if it fails.
+    fn guarded<T>(
+        &self,
+        operation: impl FnOnce() -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        if let Some(why) = self.failure() {
+            return Err(StoreError::Failed(why));
+        }
+        let result = operation();
+        if let Err(error) = &result {
+            self.fail(error);
+        }
+        result
+    }
+
+    /// Appends parsed events (their facility and machine ids refer to `symbols`), dropping those
+    /// the store already has. Returns once the new ones are durable in the WAL; appends from
+    /// several threads share fsyncs.
+    pub fn append(
+        &self,
+        events: &[imbtrack_feed::ScanEvent],
+        symbols: &SymbolTable,
+    ) -> Result<AppendReport, StoreError> {
+        self.guarded(|| self.append_now(events, symbols, &[]))
+    }
+
+    /// [`Store::append`], recording with the events how far each named source has been read
+    /// (a Kafka partition and the offset to resume from, say): the positions are durable in
+    /// the same fsync as the events, so after a crash [`Store::positions`] says exactly where
+    /// to resume, never before an event the store has nor after one it lacks. Positions are
+    /// recorded even when every event was a duplicate.
+    pub fn append_at(
+        &self,
+        events: &[imbtrack_feed::ScanEvent],
+        symbols: &SymbolTable,
+        positions: &[(String, i64)],
+    ) -> Result<AppendReport, StoreError> {
+        self.guarded(|| self.append_now(events, symbols, positions))
+    }
+
+    /// The last position of each source given to [`Store::append_at`].
+    pub fn positions(&self) -> BTreeMap<String, i64> {
+        self.writer().positions.clone()
+    }
+
+    /// Seals every head bucket whose day ended at least the grace window before `now_ms` (see
+    /// the module docs for how it stays out of readers' way).
+    pub fn seal(&self, now_ms: i64) -> Result<SealReport, StoreError> {
+        let _maintenance = lock(&self.maintenance);
+        self.guarded(|| self.seal_now(now_ms))
+    }
+
+    /// Merges a day's deltas into its base bucket.
+    pub fn compact(&self, id: BucketId) -> Result<(), StoreError> {
+        let _maintenance = lock(&self.maintenance);
+        self.guarded(|| self.compact_now(id))
+    }
+
+    /// Drops every bucket whose whole day is past its class's retention window at `now_ms`.
+    pub fn expire(&self, now_ms: i64) -> Result<ExpireReport, StoreError> {
+        let _maintenance = lock(&self.maintenance);
+        self.guarded(|| self.expire_now(now_ms))
+    }
+
+    /// The store's directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The options it runs with.
+    pub fn options(&self) -> &StoreOptions {
+        &self.options
+    }
+}

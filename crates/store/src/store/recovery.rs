@@ -1,0 +1,169 @@
+//! Opening a store: the lock, the manifest, the sealed buckets (quarantining any that fail their
+//! checks), leftovers of interrupted seals and deletions, and the WAL replayed into the head.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
+use hashbrown::HashMap;
+use imbtrack_feed::SymbolTable;
+use rayon::prelude::*;
+
+use super::layout::{
+    bucket_dir_seq, bucket_id, bucket_name, Manifest, BUCKETS, LOCK, QUARANTINE, WAL_DIR,
+};
+use super::{RecoveryReport, SealedDay, Store, StoreOptions, View, Writer};
+use crate::bucket::{BucketKind, SealedBucket};
+use crate::fsutil::sync_dir;
+use crate::wal::{Wal, WalRecord};
+use crate::{fault, StoreError};
+
+impl Store {
+    /// Opens (or creates) the store in `dir`: maps the sealed buckets the manifest lists
+    /// (quarantining any that fail their checks), removes leftovers of interrupted seals and
+    /// deletions, and replays the WAL into the head.
+    pub fn open(dir: &Path, options: StoreOptions) -> Result<(Store, RecoveryReport), StoreError> {
+        let mut report = RecoveryReport::default();
+        for sub in [BUCKETS, WAL_DIR, QUARANTINE] {
+            fs::create_dir_all(dir.join(sub)).map_err(|e| StoreError::io(&dir.join(sub), e))?;
+        }
+        let lock = lock_store(dir)?;
+        let mut manifest = Manifest::read(dir)?;
+
+        // Anything not named by the manifest is a seal that did not finish (its scans are still
+        // in the WAL) or a deletion that did not: remove it.
+        let buckets_dir = dir.join(BUCKETS);
+        for entry in fs::read_dir(&buckets_dir)
+            .map_err(|e| StoreError::io(&buckets_dir, e))?
+            .flatten()
+        {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !manifest.buckets.contains(&name) {
+                fs::remove_dir_all(entry.path()).map_err(|e| StoreError::io(&entry.path(), e))?;
+                report.cleaned_dirs += 1;
+            }
+        }
+
+        let opened: Vec<(String, Result<SealedBucket, StoreError>)> = manifest
+            .buckets
+            .par_iter()
+            .map(|name| (name.clone(), SealedBucket::open(&buckets_dir.join(name))))
+            .collect();
+        let mut view = View::default();
+        let mut next_bucket_seq = 1;
+        for (name, result) in opened {
+            next_bucket_seq = next_bucket_seq.max(bucket_dir_seq(&name) + 1);
+            match result {
+                Ok(bucket) => {
+                    let day: &mut SealedDay = view
+                        .sealed
+                        .entry((bucket.class(), bucket.day()))
+                        .or_default();
+                    match bucket.kind() {
+                        BucketKind::Base => day.base = Some(Arc::new(bucket)),
+                        BucketKind::Delta => day.deltas.push(Arc::new(bucket)),
+                    }
+                    report.buckets_opened += 1;
+                }
+                Err(StoreError::Corrupt { what, .. }) => {
+                    let from = buckets_dir.join(&name);
+                    let to = dir.join(QUARANTINE).join(&name);
+                    let _ = fs::remove_dir_all(&to);
+                    fault::rename(&from, &to).map_err(|e| StoreError::io(&from, e))?;
+                    manifest.buckets.remove(&name);
+                    report.quarantined.push((to, what));
+                }
+                Err(other) => return Err(other),
+            }
+        }
+        if !report.quarantined.is_empty() {
+            manifest.write(dir)?;
+        }
+        sync_dir(&buckets_dir).map_err(|e| StoreError::io(&buckets_dir, e))?;
+
+        let (wal, replayed, repairs) = Wal::open(&dir.join(WAL_DIR))?;
+        report.wal_repairs = repairs;
+        let mut writer = Writer {
+            positions: manifest.positions.clone(),
+            wal,
+            symbols: SymbolTable::new(),
+            manifest,
+            segment_buckets: BTreeMap::new(),
+            segment_has_events: false,
+            next_bucket_seq,
+        };
+        for (seq, records) in replayed {
+            // Each segment starts with its own symbol table, so ids are per segment.
+            let mut segment_symbols: HashMap<u32, u32> = HashMap::new();
+            for (index, record) in records.into_iter().enumerate() {
+                let position = (seq, index as u64);
+                match record {
+                    WalRecord::Positions(positions) => writer.positions.extend(positions),
+                    WalRecord::Symbols(symbols) => {
+                        for (id, text) in symbols {
+                            segment_symbols.insert(id, writer.intern(&text));
+                        }
+                    }
+                    WalRecord::Events(events) => {
+                        for mut event in events {
+                            event.facility =
+                                segment_symbols.get(&event.facility).copied().unwrap_or(0);
+                            event.machine =
+                                segment_symbols.get(&event.machine).copied().unwrap_or(0);
+                            let id = bucket_id(&event);
+                            let sealed = writer
+                                .manifest
+                                .sealed_through
+                                .get(&bucket_name(id))
+                                .is_some_and(|&through| position < through);
+                            if !sealed
+                                && !writer.manifest.is_expired_day(&event)
+                                && view.is_new(&event)
+                            {
+                                view.head.entry(id).or_default().insert(event);
+                                report.replayed_scans += 1;
+                            }
+                            if view.head.contains_key(&id) {
+                                writer.segment_buckets.entry(seq).or_default().insert(id);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        writer.write_symbol_snapshot()?;
+        view.symbol_texts = writer.symbol_texts();
+        let group = writer.wal.group();
+        let store = Store {
+            dir: dir.to_path_buf(),
+            options,
+            _lock: lock,
+            view: ArcSwap::from_pointee(view),
+            writer: Mutex::new(writer),
+            maintenance: Mutex::new(()),
+            group,
+            failed: Mutex::new(None),
+        };
+        Ok((store, report))
+    }
+}
+
+/// Takes the store's exclusive lock, or says who has it.
+fn lock_store(dir: &Path) -> Result<fs::File, StoreError> {
+    let lock_path = dir.join(LOCK);
+    let lock = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| StoreError::io(&lock_path, e))?;
+    match lock.try_lock() {
+        Ok(()) => Ok(lock),
+        Err(fs::TryLockError::WouldBlock) => Err(StoreError::InUse {
+            dir: dir.to_path_buf(),
+        }),
+        Err(fs::TryLockError::Error(e)) => Err(StoreError::io(&lock_path, e)),
+    }
+}
