@@ -11,6 +11,7 @@
 # Needs: wrk. wrk and the server share the machine's cores; read ratios, not absolute figures.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+. benches/http/serve.sh
 
 PIECES=${PIECES:-250000}
 FEED_PIECES=${FEED_PIECES:-350000}
@@ -53,18 +54,7 @@ cp -r "$SEALED" "$DATA"
 mkdir -p "$SPOOL"
 sync
 
-rm -f "$WORK/tokens.toml"
-TOKEN=$("$BIN" token new --id bench --scope admin --append "$WORK/tokens.toml" \
-  | sed -E 's/.*"token":"([^"]+)".*/\1/')
-"$BIN" --data "$DATA" --now "$NOW" serve --listen "127.0.0.1:$PORT" --tokens "$WORK/tokens.toml" \
-  --audit "$WORK/audit.jsonl" --spool "$SPOOL" --maintenance-every 2 2> "$WORK/serve.log" &
-SERVER=$!
-trap 'kill $SERVER 2>/dev/null || true' EXIT
-for _ in $(seq 1 600); do
-  grep -q "serving" "$WORK/serve.log" && break
-  kill -0 $SERVER 2>/dev/null || { cat "$WORK/serve.log" >&2; exit 1; }
-  sleep 0.1
-done
+serve_bench "$BIN" "$DATA" "$NOW" "$PORT" "$WORK" --spool "$SPOOL" --maintenance-every 2
 
 lookups() { # phase seconds
   IMBTRACK_TOKEN=$TOKEN wrk -t1 -c"$CONNECTIONS" -d"$2s" --latency -s benches/http/lookup.lua \

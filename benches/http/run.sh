@@ -10,6 +10,7 @@
 # absolute figures.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+. benches/http/serve.sh
 
 PIECES=${PIECES:-1000000}
 DURATION=${DURATION:-20}
@@ -45,18 +46,7 @@ fi
 sync
 
 # The server, with a token (every request authenticated and audited, as in production).
-rm -f "$WORK/tokens.toml"
-TOKEN=$("$BIN" token new --id bench --scope admin --append "$WORK/tokens.toml" \
-  | sed -E 's/.*"token":"([^"]+)".*/\1/')
-"$BIN" --data "$DATA" --now "$NOW" serve --listen "127.0.0.1:$PORT" --tokens "$WORK/tokens.toml" \
-  --audit "$WORK/audit.jsonl" 2> "$WORK/serve.log" &
-SERVER=$!
-trap 'kill $SERVER 2>/dev/null || true' EXIT
-for _ in $(seq 1 600); do
-  grep -q "serving" "$WORK/serve.log" && break
-  kill -0 $SERVER 2>/dev/null || { cat "$WORK/serve.log" >&2; exit 1; }
-  sleep 0.1
-done
+serve_bench "$BIN" "$DATA" "$NOW" "$PORT" "$WORK"
 # Warm up (page cache, connections), then measure.
 IMBTRACK_TOKEN=$TOKEN wrk -t1 -c"$CONNECTIONS" -d3s -s benches/http/lookup.lua \
   "http://127.0.0.1:$PORT" -- "$WORK/keys.txt" > /dev/null
