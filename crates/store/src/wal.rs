@@ -253,7 +253,7 @@ impl GroupCommit {
         state.synced = state.synced.max(synced);
     }
 
-    fn written(&self, through: SyncTicket) {
+    fn note_written(&self, through: SyncTicket) {
         let mut state = self.state();
         state.written = state.written.max(through);
     }
@@ -433,7 +433,7 @@ impl Wal {
             self.records += self.pending_records;
             self.pending_records = 0;
             self.pending.clear();
-            self.group.written((self.seq, self.bytes));
+            self.group.note_written((self.seq, self.bytes));
         }
         Ok((self.seq, self.bytes))
     }

@@ -8,7 +8,7 @@ mod common;
 use std::fs;
 
 use common::{at, mail_key, package_key, scan};
-use imbtrack_feed::{SymbolTable, Zip};
+use imbtrack_feed::{Facility, SymbolTable, Zip};
 use imbtrack_store::{RetentionPolicy, Store, StoreOptions, DAY_MS};
 
 const DAY: i64 = 20_100; // 2025-01-12
@@ -434,4 +434,34 @@ fn leftovers_of_an_interrupted_seal_are_removed() {
     let (store, report) = Store::open(dir.path(), options()).unwrap();
     assert_eq!(report.cleaned_dirs, 2);
     assert_eq!(store.lookup(key, at(DAY + 1, 0)).len(), 1);
+}
+
+#[test]
+fn a_facility_first_seen_in_an_all_duplicate_append_survives_replay() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut symbols = SymbolTable::new();
+    let key = mail_key(1, "94110");
+    let first = scan(&mut symbols, key, at(DAY, 1_000), "918");
+    {
+        let (store, _) = Store::open(dir.path(), options()).unwrap();
+        store.append(&[first], &symbols).unwrap();
+        // The same scan under another facility name (same facility ZIP, so the same scan):
+        // all duplicates, so the new name is interned but no event needs it yet ...
+        let mut renamed = first;
+        renamed.facility = symbols.intern_facility(Facility {
+            name: "SAN FRANCISCO NDC",
+            city: "SAN FRANCISCO",
+            state: "CA",
+        });
+        assert_eq!(store.append(&[renamed], &symbols).unwrap().duplicates, 1);
+        // ... and the next append's event uses it without it being new to the store.
+        let mut later = scan(&mut symbols, key, at(DAY, 2_000), "918");
+        later.facility = renamed.facility;
+        assert_eq!(store.append(&[later], &symbols).unwrap().accepted, 1);
+    }
+    let (store, recovery) = Store::open(dir.path(), options()).unwrap();
+    assert_eq!(recovery.replayed_scans, 2);
+    let scans = store.lookup(key, at(DAY + 3, 0));
+    let names: Vec<&str> = scans.iter().map(|s| s.facility().name).collect();
+    assert_eq!(names, ["SAN FRANCISCO CA P&DC", "SAN FRANCISCO NDC"]);
 }

@@ -14,11 +14,6 @@ use crate::bucket::BloomProbe;
 use crate::StoreError;
 
 impl Writer {
-    /// Interns a text into the store's symbol table.
-    pub(crate) fn intern(&mut self, text: &str) -> u32 {
-        self.symbols.intern(text)
-    }
-
     /// Every symbol's text, by id, for the view.
     pub(crate) fn symbol_texts(&self) -> Arc<Vec<Arc<str>>> {
         Arc::new(
@@ -35,15 +30,24 @@ impl Writer {
         self.write_symbol_snapshot()
     }
 
+    /// Writes the whole symbol table (but id 0, the empty text) at the open segment's start.
     pub(crate) fn write_symbol_snapshot(&mut self) -> Result<(), StoreError> {
-        let symbols = &self.symbols;
-        self.wal.add_symbols(
-            (1..symbols.len() as u32)
-                .map(|id| (id, symbols.get(id)))
-                .collect::<Vec<_>>()
-                .into_iter(),
-        );
+        self.logged_symbols = 1;
+        self.log_new_symbols();
         self.wal.commit()
+    }
+
+    /// Queues a record of the symbols the open segment has none for yet: those interned since
+    /// its last symbols record, by this append or by an earlier one that wrote nothing (all
+    /// duplicates), whose symbols later events may use without their being new.
+    fn log_new_symbols(&mut self) {
+        let (from, to) = (self.logged_symbols, self.symbols.len() as u32);
+        if to > from {
+            let symbols = &self.symbols;
+            let new: Vec<(u32, &str)> = (from..to).map(|id| (id, symbols.get(id))).collect();
+            self.wal.add_symbols(new.into_iter());
+            self.logged_symbols = to;
+        }
     }
 }
 
@@ -52,13 +56,10 @@ impl View {
     pub(crate) fn is_new(&self, event: &ScanEvent) -> bool {
         let id = bucket_id(event);
         let identity = event.identity();
-        let open = self.head.get(&id).into_iter();
-        let frozen = self
-            .sealing
-            .iter()
-            .filter(|(i, _)| *i == id)
-            .map(|(_, b)| b);
-        if open.chain(frozen).any(|head| head.contains(&identity)) {
+        if self
+            .heads_of_bucket(id)
+            .any(|head| head.contains(&identity))
+        {
             return false;
         }
         let Some(day) = self.sealed.get(&id) else {
@@ -92,14 +93,9 @@ impl Store {
         if let Some(why) = self.failure().or_else(|| self.group.failure()) {
             return Err(StoreError::Failed(why));
         }
-        let first_new_symbol = writer.symbols.len() as u32;
         let remap: Vec<u32> = (0..symbols.len() as u32)
-            .map(|id| writer.intern(symbols.get(id)))
+            .map(|id| writer.symbols.intern(symbols.get(id)))
             .collect();
-        if writer.symbols.len() as u32 > first_new_symbol {
-            let texts = writer.symbol_texts();
-            self.publish(writer, |view| view.symbol_texts = texts);
-        }
         // Remap symbols and drop days already expired, then find what is new: the checks only
         // read, so they run in parallel; repeats within the batch go last.
         let mut expired = 0;
@@ -130,12 +126,8 @@ impl Store {
         }
         if writer.wal.segment_bytes() > self.options.wal_segment_bytes {
             writer.rotate_wal()?;
-        } else if (writer.symbols.len() as u32) > first_new_symbol {
-            let symbols = &writer.symbols;
-            let new: Vec<(u32, &str)> = (first_new_symbol..symbols.len() as u32)
-                .map(|id| (id, symbols.get(id)))
-                .collect();
-            writer.wal.add_symbols(new.into_iter());
+        } else {
+            writer.log_new_symbols();
         }
         if !fresh.is_empty() {
             writer.wal.add_events(&fresh);
@@ -151,13 +143,20 @@ impl Store {
             by_bucket.entry(bucket_id(&event)).or_default().push(event);
         }
         let seq = writer.wal.seq();
+        // The view `fresh` was checked against is still current: only the writer changes it.
+        // It needs the texts of any new symbols and a head bucket for any new day before the
+        // events go in.
         let new_ids: Vec<BucketId> = by_bucket
             .keys()
             .filter(|id| !view.head.contains_key(id))
             .copied()
             .collect();
-        if !new_ids.is_empty() {
+        let texts = (view.symbol_texts.len() < writer.symbols.len()).then(|| writer.symbol_texts());
+        if texts.is_some() || !new_ids.is_empty() {
             self.publish(writer, |view| {
+                if let Some(texts) = texts {
+                    view.symbol_texts = texts;
+                }
                 for id in new_ids {
                     view.head.insert(id, Arc::new(HeadBucket::default()));
                 }

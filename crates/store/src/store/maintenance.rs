@@ -172,11 +172,8 @@ impl Store {
     /// no open bucket needs; starts a new segment when the head is empty.
     fn drop_unneeded_wal(&self, writer: &mut Writer) -> Result<(), StoreError> {
         let view = self.view.load();
-        let open = |id: &BucketId| {
-            view.head.contains_key(id) || view.sealing.iter().any(|(frozen, _)| frozen == id)
-        };
         writer.segment_buckets.retain(|_, ids| {
-            ids.retain(open);
+            ids.retain(|id| view.heads_of_bucket(*id).next().is_some());
             !ids.is_empty()
         });
         if view.head.is_empty() && view.sealing.is_empty() && writer.segment_has_events {

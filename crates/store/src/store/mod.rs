@@ -169,10 +169,23 @@ pub(crate) struct View {
     pub(crate) symbol_texts: Arc<Vec<Arc<str>>>,
 }
 
+impl View {
+    /// The open head bucket of `id` and the frozen one a seal is writing out, if any.
+    pub(crate) fn heads_of_bucket(&self, id: BucketId) -> impl Iterator<Item = &Arc<HeadBucket>> {
+        let frozen = self.sealing.iter().filter(move |(frozen, _)| *frozen == id);
+        self.head
+            .get(&id)
+            .into_iter()
+            .chain(frozen.map(|(_, head)| head))
+    }
+}
+
 /// What only the writer touches: the WAL, the symbol table, the manifest and bookkeeping.
 pub(crate) struct Writer {
     pub(crate) wal: Wal,
     pub(crate) symbols: SymbolTable,
+    /// Symbol ids below this have a record in the open WAL segment.
+    pub(crate) logged_symbols: u32,
     pub(crate) manifest: Manifest,
     /// The last position per source (manifest, then WAL replay, then appends).
     pub(crate) positions: BTreeMap<String, i64>,

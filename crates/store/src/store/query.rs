@@ -149,7 +149,7 @@ impl Store {
                     }
                 }
             }
-            for (_, head) in view.heads_of(class).filter(|(id, _)| id.1 == day) {
+            for head in view.heads_of_bucket((class, day)) {
                 head.for_each_shard(|shard| {
                     for key in shard.piece_keys() {
                         let mut scans = shard.scans_of(key).peekable();

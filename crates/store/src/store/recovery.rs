@@ -89,6 +89,7 @@ impl Store {
             positions: manifest.positions.clone(),
             wal,
             symbols: SymbolTable::new(),
+            logged_symbols: 1,
             manifest,
             segment_buckets: BTreeMap::new(),
             segment_has_events: false,
@@ -103,7 +104,7 @@ impl Store {
                     WalRecord::Positions(positions) => writer.positions.extend(positions),
                     WalRecord::Symbols(symbols) => {
                         for (id, text) in symbols {
-                            segment_symbols.insert(id, writer.intern(&text));
+                            segment_symbols.insert(id, writer.symbols.intern(&text));
                         }
                     }
                     WalRecord::Events(events) => {
