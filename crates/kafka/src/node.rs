@@ -6,7 +6,7 @@
 //! that lag shows in Kafka's tools.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -84,6 +84,8 @@ struct NodeContext {
     /// Per assigned partition, the offset the next message should have (from the store's
     /// position, then each message read), to notice messages Kafka deleted before we read them.
     expected: Mutex<BTreeMap<i32, i64>>,
+    /// Rebalance callbacks so far: a batch that saw one is dropped (see [`Node::step`]).
+    rebalances: AtomicU64,
 }
 
 impl ClientContext for NodeContext {}
@@ -95,6 +97,7 @@ impl ConsumerContext for NodeContext {
         err: RDKafkaRespErr,
         tpl: &mut TopicPartitionList,
     ) {
+        self.rebalances.fetch_add(1, Ordering::SeqCst);
         let mut assigned = self.assigned.lock().unwrap_or_else(|e| e.into_inner());
         if err == RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS {
             let positions = self.engine.positions();
@@ -128,8 +131,8 @@ impl ConsumerContext for NodeContext {
                 tracing::error!("kafka: assign: {e}");
             }
         } else {
-            // Revoked (or a rebalance error): every batch taken so far is already durable, since
-            // batches are appended on this thread before the next poll can call back here.
+            // Revoked (or a rebalance error): every earlier batch is durable, and the batch in
+            // progress, if any, is dropped by `step` when it sees the rebalance.
             tracing::info!("kafka: partitions {:?} revoked", *assigned);
             assigned.clear();
             if let Err(e) = consumer.unassign() {
@@ -169,6 +172,7 @@ impl Node {
             topic: config.topic.clone(),
             assigned: Mutex::new(Vec::new()),
             expected: Mutex::new(BTreeMap::new()),
+            rebalances: AtomicU64::new(0),
         };
         let consumer: BaseConsumer<NodeContext> = ClientConfig::new()
             .set("bootstrap.servers", &config.brokers)
@@ -270,9 +274,16 @@ impl Node {
 
     /// Reads one batch (up to `batch_max` messages or `batch_wait`) and makes it durable with
     /// its positions; returns the messages taken.
+    ///
+    /// Rebalance callbacks run inside `poll`, so one can come in the middle of a batch. The new
+    /// assignment starts each partition at the store's position, which does not include the
+    /// batch in progress; those messages come again (and some partitions may have gone to
+    /// another node), so the batch in progress is dropped and the batch starts over.
     pub fn step(&self) -> Result<usize, KafkaNodeError> {
         self.publish_membership();
         let started = Instant::now();
+        let rebalances = &self.consumer.context().rebalances;
+        let mut generation = rebalances.load(Ordering::SeqCst);
         let mut symbols = SymbolTable::new();
         let mut events = Vec::new();
         let mut next: BTreeMap<i32, i64> = BTreeMap::new();
@@ -280,7 +291,17 @@ impl Node {
         let mut undecodable = 0u64;
         while taken < self.config.batch_max {
             let left = self.config.batch_wait.saturating_sub(started.elapsed());
-            let Some(message) = self.consumer.poll(left) else {
+            let polled = self.consumer.poll(left);
+            let now = rebalances.load(Ordering::SeqCst);
+            if now != generation {
+                generation = now;
+                symbols = SymbolTable::new();
+                events.clear();
+                next.clear();
+                taken = 0;
+                undecodable = 0;
+            }
+            let Some(message) = polled else {
                 break;
             };
             let message = message?;
