@@ -435,7 +435,12 @@ impl Wal {
             self.pending.clear();
             self.group.note_written((self.seq, self.bytes));
         }
-        Ok((self.seq, self.bytes))
+        Ok(self.written())
+    }
+
+    /// Where the written bytes end: the ticket that covers every record written so far.
+    pub(crate) fn written(&self) -> SyncTicket {
+        (self.seq, self.bytes)
     }
 
     /// Writes what was queued and waits until it is durable.

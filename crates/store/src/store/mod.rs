@@ -290,9 +290,20 @@ impl Store {
         self.guarded(|| self.append_now(events, symbols, positions))
     }
 
-    /// The last position of each source given to [`Store::append_at`].
+    /// The last durable position of each source given to [`Store::append_at`]. An append's
+    /// positions are known before its fsync completes, so this waits for the fsync covering
+    /// everything written so far (shared with the appenders) rather than say a position that a
+    /// crash could still take back. If that fsync fails, the store is marked failed and takes
+    /// nothing more.
     pub fn positions(&self) -> BTreeMap<String, i64> {
-        self.writer().positions.clone()
+        let (positions, written) = {
+            let writer = self.writer();
+            (writer.positions.clone(), writer.wal.written())
+        };
+        if let Err(error) = self.group.wait(written) {
+            self.fail(&error);
+        }
+        positions
     }
 
     /// Seals every head bucket whose day ended at least the grace window before `now_ms` (see
