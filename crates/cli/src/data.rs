@@ -46,6 +46,9 @@ pub(crate) fn open_engine(
             path.display()
         );
     }
+    if let Some(why) = &report.checkpoint_rejected {
+        eprintln!("imbtrack: ignored the head checkpoint ({why}); replayed the whole WAL");
+    }
     for repair in &report.wal_repairs {
         eprintln!(
             "imbtrack: cut {} torn bytes off {}",
@@ -225,9 +228,13 @@ pub(crate) fn ingest(
         summary.merge(&one);
     }
     let sealed = engine.seal().context("sealing finished days")?;
+    let checkpoint = engine
+        .checkpoint(true)
+        .context("writing the head checkpoint")?;
     let rejects_file = rejects.finish().context("writing the rejects file")?;
     let mut report = serde_json::to_value(&summary)?;
     report["sealed_buckets"] = json!(sealed.sealed_buckets);
+    report["checkpoint_scans"] = json!(checkpoint.map_or(0, |c| c.scans));
     report["rejects_file"] = json!(rejects_file.map(|p| p.display().to_string()));
     writeln!(out, "{report}")?;
     Ok(Outcome::AllGood)

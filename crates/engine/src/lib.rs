@@ -56,8 +56,8 @@ use imbtrack_feed::{
     SymbolTable, Zip,
 };
 use imbtrack_store::{
-    AppendReport, ExpireReport, RecoveryReport, SealReport, Store, StoreError, StoreOptions,
-    StoreStats, StoredScan,
+    AppendReport, CheckpointReport, ExpireReport, RecoveryReport, SealReport, Store, StoreError,
+    StoreOptions, StoreStats, StoredScan,
 };
 use rayon::prelude::*;
 use serde::Serialize;
@@ -242,6 +242,16 @@ impl Engine {
     pub fn expire(&self) -> Result<ExpireReport, EngineError> {
         let now = self.now_ms();
         Ok(self.store.expire(now)?)
+    }
+
+    /// Writes a checkpoint of the head (see [`Store::checkpoint`]) if one is due: with `any`
+    /// (at a clean shutdown) when any scan came in since the last one, otherwise every
+    /// `checkpoint_scans` scans. `None` when none was due.
+    pub fn checkpoint(&self, any: bool) -> Result<Option<CheckpointReport>, EngineError> {
+        if !self.store.checkpoint_due(any) {
+            return Ok(None);
+        }
+        Ok(Some(self.store.checkpoint()?))
     }
 
     /// Appends parsed events (ids into `symbols`) with the positions reached in named sources,

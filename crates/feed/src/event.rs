@@ -26,6 +26,15 @@ impl MailClass {
             MailClass::Package => "package",
         }
     }
+
+    /// The class whose byte (`class as u8`, as stored files and messages carry it) is `byte`.
+    pub fn from_byte(byte: u8) -> Option<MailClass> {
+        match byte {
+            0 => Some(MailClass::Mail),
+            1 => Some(MailClass::Package),
+            _ => None,
+        }
+    }
 }
 
 /// IV-MTR's handling event kinds. The feeds carry a code of up to two characters; the known
@@ -52,6 +61,17 @@ impl HandlingEventType {
             Some(b'A') => HandlingEventType::Assumed,
             Some(b'L') => HandlingEventType::Logical,
             _ => HandlingEventType::Unknown,
+        }
+    }
+
+    /// The kind whose byte (`handling as u8`, as stored files and messages carry it) is `byte`.
+    pub fn from_byte(byte: u8) -> Option<HandlingEventType> {
+        match byte {
+            0 => Some(HandlingEventType::Unknown),
+            1 => Some(HandlingEventType::Physical),
+            2 => Some(HandlingEventType::Assumed),
+            3 => Some(HandlingEventType::Logical),
+            _ => None,
         }
     }
 

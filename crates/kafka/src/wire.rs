@@ -101,13 +101,8 @@ pub fn decode(value: &[u8], symbols: &mut SymbolTable) -> Result<ScanEvent, Wire
         } else {
             MailClass::Mail
         },
-        handling: match wire.handling {
-            0 => HandlingEventType::Unknown,
-            1 => HandlingEventType::Physical,
-            2 => HandlingEventType::Assumed,
-            3 => HandlingEventType::Logical,
-            other => return Err(bad("handling", other.to_string())),
-        },
+        handling: HandlingEventType::from_byte(wire.handling)
+            .ok_or_else(|| bad("handling", wire.handling.to_string()))?,
     })
 }
 

@@ -938,6 +938,8 @@ async fn metrics_text(State(state): Shared) -> Response {
     metrics::gauge!("imbtrack_scans").set(stats.scans as f64);
     metrics::gauge!("imbtrack_store_bytes").set(stats.bytes as f64);
     metrics::gauge!("imbtrack_sealed_bytes").set(stats.sealed_bytes as f64);
+    metrics::gauge!("imbtrack_head_scans").set(stats.head_scans as f64);
+    metrics::gauge!("imbtrack_head_bytes").set(stats.head_bytes as f64);
     state.metrics.run_upkeep();
     (
         [(

@@ -414,12 +414,7 @@ impl StoredScan {
 }
 
 fn handling_of(bits: u16) -> HandlingEventType {
-    match bits {
-        1 => HandlingEventType::Physical,
-        2 => HandlingEventType::Assumed,
-        3 => HandlingEventType::Logical,
-        _ => HandlingEventType::Unknown,
-    }
+    HandlingEventType::from_byte(bits as u8).unwrap_or(HandlingEventType::Unknown)
 }
 
 /// A sealed bucket, mapped read-only and validated at open.
@@ -521,11 +516,8 @@ impl SealedBucket {
                 format!("format version {version}, this build reads {VERSION}"),
             ));
         }
-        let class = match bytes[CLASS_OFFSET] {
-            0 => MailClass::Mail,
-            1 => MailClass::Package,
-            other => return Err(corrupt(&path, format!("class byte {other}"))),
-        };
+        let class = MailClass::from_byte(bytes[CLASS_OFFSET])
+            .ok_or_else(|| corrupt(&path, format!("class byte {}", bytes[CLASS_OFFSET])))?;
         let kind = match bytes[KIND_OFFSET] {
             0 => BucketKind::Base,
             1 => BucketKind::Delta,

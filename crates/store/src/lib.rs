@@ -15,7 +15,8 @@ each. The file formats and the crash reasoning are in `crates/store/FORMAT.md`.
   never returning a scan past its [`RetentionPolicy`] window; [`Store::expire`] removes whole
   buckets once their day is past it.
 - [`Store::open`] maps sealed buckets without rebuilding anything, quarantines any that fail
-  their checksums, and replays the WAL tail, cutting a torn last record.
+  their checksums, reads the head checkpoint ([`Store::checkpoint`]) and replays the WAL
+  written after it, cutting a torn last record.
 
 # Example
 
@@ -58,7 +59,8 @@ pub use crate::bucket::{rechecksum, BloomProbe, BucketKind, SealedBucket, Stored
 pub use crate::retention::{RetentionError, RetentionPolicy, DAY_MS};
 pub use crate::store::layout::{class_of, day_name, BucketId};
 pub use crate::store::{
-    AppendReport, ExpireReport, RecoveryReport, SealReport, Store, StoreOptions, StoreStats,
+    AppendReport, CheckpointReport, ExpireReport, RecoveryReport, SealReport, Store, StoreOptions,
+    StoreStats,
 };
 pub use crate::wal::WalRepair;
 

@@ -45,8 +45,20 @@ pub(crate) enum WalRecord {
     Positions(Vec<(String, i64)>),
 }
 
-/// A segment's number and the good records read from it.
-pub(crate) type Replayed = (u64, Vec<WalRecord>);
+/// A segment read back: its number, the index of the first record returned (those before a
+/// replay's starting point are checked but not decoded) and the good records from there.
+pub(crate) struct Replayed {
+    pub(crate) seq: u64,
+    pub(crate) first: u64,
+    pub(crate) records: Vec<WalRecord>,
+}
+
+/// The WAL opened: what replay found, and the new segment appends go to.
+pub(crate) struct Opened {
+    pub(crate) wal: Wal,
+    pub(crate) replayed: Vec<Replayed>,
+    pub(crate) repairs: Vec<WalRepair>,
+}
 
 /// What replay found wrong and repaired.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -87,18 +99,8 @@ fn decode_event(b: &[u8]) -> Option<ScanEvent> {
         facility: u32_at(40),
         machine: u32_at(44),
         code: EventCode::from_bytes([b[48], b[49], b[50]])?,
-        class: match b[51] {
-            0 => MailClass::Mail,
-            1 => MailClass::Package,
-            _ => return None,
-        },
-        handling: match b[52] {
-            0 => HandlingEventType::Unknown,
-            1 => HandlingEventType::Physical,
-            2 => HandlingEventType::Assumed,
-            3 => HandlingEventType::Logical,
-            _ => return None,
-        },
+        class: MailClass::from_byte(b[51])?,
+        handling: HandlingEventType::from_byte(b[52])?,
     })
 }
 
@@ -143,11 +145,13 @@ fn decode_payload(payload: &[u8]) -> Option<WalRecord> {
     }
 }
 
-/// Reads a segment's good records; the offset returned is the end of the last good one.
-fn read_segment(bytes: &[u8]) -> (Vec<WalRecord>, usize) {
+/// Reads a segment's good records, the first `skip` only checked, not decoded: returns the
+/// decoded records, how many were skipped and the offset where the last good one ends.
+fn read_segment(bytes: &[u8], skip: u64) -> (Vec<WalRecord>, u64, usize) {
     let mut records = Vec::new();
+    let mut skipped = 0;
     if bytes.len() < SEGMENT_MAGIC.len() || &bytes[..SEGMENT_MAGIC.len()] != SEGMENT_MAGIC {
-        return (records, 0);
+        return (records, 0, 0);
     }
     let mut at = SEGMENT_MAGIC.len();
     while bytes.len() - at >= RECORD_HEADER {
@@ -162,13 +166,17 @@ fn read_segment(bytes: &[u8]) -> (Vec<WalRecord>, usize) {
         if crc32fast::hash(payload) != crc {
             break;
         }
-        let Some(record) = decode_payload(payload) else {
-            break;
-        };
-        records.push(record);
+        if skipped < skip {
+            skipped += 1;
+        } else {
+            let Some(record) = decode_payload(payload) else {
+                break;
+            };
+            records.push(record);
+        }
         at += RECORD_HEADER + len;
     }
-    (records, at)
+    (records, skipped, at)
 }
 
 /// Where the log's written bytes end: (segment, bytes into it). An appender's records are
@@ -275,9 +283,12 @@ pub(crate) struct Wal {
 }
 
 impl Wal {
-    /// Replays every segment in order, cutting each at its last good record (a torn tail after
-    /// a crash; anything else is reported the same way), then opens a new segment.
-    pub(crate) fn open(dir: &Path) -> Result<(Wal, Vec<Replayed>, Vec<WalRepair>), StoreError> {
+    /// Replays the segments in order from position `from` (segment, record; all of them
+    /// without it), cutting each at its last good record (a torn tail after a crash; anything
+    /// else is reported the same way), then opens a new segment, numbered after every segment
+    /// and after `from`'s, so that nothing written from now on is ever taken for a record
+    /// before `from`. Segments before `from` are not read.
+    pub(crate) fn open(dir: &Path, from: Option<(u64, u64)>) -> Result<Opened, StoreError> {
         fs::create_dir_all(dir).map_err(|e| StoreError::io(dir, e))?;
         let mut seqs: Vec<u64> = fs::read_dir(dir)
             .map_err(|e| StoreError::io(dir, e))?
@@ -285,15 +296,38 @@ impl Wal {
             .filter_map(|e| e.file_name().to_str()?.strip_suffix(".wal")?.parse().ok())
             .collect();
         seqs.sort_unstable();
-        let mut replayed = Vec::new();
         let mut repairs = Vec::new();
-        for &seq in &seqs {
+        let replayed = Self::replay(dir, &seqs, from, &mut repairs)?;
+        let next = seqs
+            .last()
+            .copied()
+            .max(from.map(|f| f.0))
+            .map_or(1, |s| s + 1);
+        let wal = Wal::create_segment(dir, next, seqs)?;
+        Ok(Opened {
+            wal,
+            replayed,
+            repairs,
+        })
+    }
+
+    /// Reads the segments `seqs` from `from` on (see [`Wal::open`]), cutting torn tails.
+    fn replay(
+        dir: &Path,
+        seqs: &[u64],
+        from: Option<(u64, u64)>,
+        repairs: &mut Vec<WalRepair>,
+    ) -> Result<Vec<Replayed>, StoreError> {
+        let (from_seq, from_record) = from.unwrap_or((0, 0));
+        let mut replayed = Vec::new();
+        for &seq in seqs.iter().filter(|&&seq| seq >= from_seq) {
             let path = dir.join(segment_name(seq));
             let mut bytes = Vec::new();
             File::open(&path)
                 .and_then(|mut f| f.read_to_end(&mut bytes))
                 .map_err(|e| StoreError::io(&path, e))?;
-            let (records, good) = read_segment(&bytes);
+            let skip = if seq == from_seq { from_record } else { 0 };
+            let (records, skipped, good) = read_segment(&bytes, skip);
             if good < bytes.len() {
                 let file = OpenOptions::new()
                     .write(true)
@@ -308,11 +342,13 @@ impl Wal {
                     dropped_bytes: (bytes.len() - good) as u64,
                 });
             }
-            replayed.push((seq, records));
+            replayed.push(Replayed {
+                seq,
+                first: skipped,
+                records,
+            });
         }
-        let next = seqs.last().map_or(1, |s| s + 1);
-        let wal = Wal::create_segment(dir, next, seqs)?;
-        Ok((wal, replayed, repairs))
+        Ok(replayed)
     }
 
     fn create_segment(dir: &Path, seq: u64, older: Vec<u64>) -> Result<Wal, StoreError> {
@@ -508,7 +544,9 @@ mod tests {
     #[test]
     fn records_round_trip_and_torn_tails_are_cut() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut wal, replayed, _) = Wal::open(dir.path()).unwrap();
+        let Opened {
+            mut wal, replayed, ..
+        } = Wal::open(dir.path(), None).unwrap();
         assert!(replayed.is_empty());
         wal.add_symbols([(1, "SF P&DC"), (2, "DBCS")].into_iter());
         wal.add_events(&[event(1), event(2)]);
@@ -525,13 +563,15 @@ mod tests {
             .unwrap()
             .set_len(len - 5)
             .unwrap();
-        let (_, replayed, repairs) = Wal::open(dir.path()).unwrap();
+        let Opened {
+            replayed, repairs, ..
+        } = Wal::open(dir.path(), None).unwrap();
         assert_eq!(repairs.len(), 1);
         assert_eq!(
             repairs[0].dropped_bytes,
             (RECORD_HEADER + 5 + EVENT_LEN - 5) as u64
         );
-        let records = &replayed[0].1;
+        let records = &replayed[0].records;
         assert_eq!(
             records[0],
             WalRecord::Symbols(vec![(1, "SF P&DC".into()), (2, "DBCS".into())])
@@ -543,7 +583,7 @@ mod tests {
     #[test]
     fn flipped_bytes_stop_replay_at_the_damage() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut wal, _, _) = Wal::open(dir.path()).unwrap();
+        let mut wal = Wal::open(dir.path(), None).unwrap().wal;
         for n in 0..3 {
             wal.add_events(&[event(n)]);
             wal.commit().unwrap();
@@ -555,8 +595,10 @@ mod tests {
             SEGMENT_MAGIC.len() + RECORD_HEADER + 5 + EVENT_LEN + RECORD_HEADER + 20;
         bytes[second_record] ^= 0x40;
         fs::write(&path, &bytes).unwrap();
-        let (_, replayed, repairs) = Wal::open(dir.path()).unwrap();
-        assert_eq!(replayed[0].1, vec![WalRecord::Events(vec![event(0)])]);
+        let Opened {
+            replayed, repairs, ..
+        } = Wal::open(dir.path(), None).unwrap();
+        assert_eq!(replayed[0].records, vec![WalRecord::Events(vec![event(0)])]);
         assert_eq!(
             repairs[0].kept_bytes as usize,
             SEGMENT_MAGIC.len() + RECORD_HEADER + 5 + EVENT_LEN
@@ -566,7 +608,7 @@ mod tests {
     #[test]
     fn every_truncation_of_the_last_record_keeps_the_ones_before() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut wal, _, _) = Wal::open(dir.path()).unwrap();
+        let mut wal = Wal::open(dir.path(), None).unwrap().wal;
         wal.add_events(&[event(0)]);
         wal.commit().unwrap();
         wal.add_events(&[event(1), event(2)]);
@@ -576,10 +618,20 @@ mod tests {
         let full = fs::read(&path).unwrap();
         let first_end = SEGMENT_MAGIC.len() + RECORD_HEADER + 5 + EVENT_LEN;
         for cut in first_end..full.len() {
-            let (records, good) = read_segment(&full[..cut]);
+            let (records, _, good) = read_segment(&full[..cut], 0);
             assert_eq!(good, first_end, "cut at {cut}");
             assert_eq!(records, vec![WalRecord::Events(vec![event(0)])]);
         }
-        assert_eq!(read_segment(&full).0.len(), 2);
+        assert_eq!(read_segment(&full, 0).0.len(), 2);
+        // Skipped records are checked, not returned.
+        assert_eq!(
+            read_segment(&full, 1),
+            (
+                vec![WalRecord::Events(vec![event(1), event(2)])],
+                1,
+                full.len()
+            )
+        );
+        assert_eq!(read_segment(&full, 5), (vec![], 2, full.len()));
     }
 }

@@ -80,6 +80,10 @@ fn crash_child() {
             let day = BASE_DAY + (n / BATCHES_PER_DAY) as i64;
             store.seal(day * DAY_MS).unwrap();
         }
+        // Checkpoints between seals, so kills land in them and reopening starts from them.
+        if n % 4 == 1 {
+            store.checkpoint().unwrap();
+        }
     }
 }
 
@@ -95,6 +99,7 @@ fn kill_nine_at_random_moments() {
     let mut acked: HashMap<u64, u64> = HashMap::new();
     let mut symbols = SymbolTable::new();
     let mut total_acked_scans = 0;
+    let mut rounds_from_checkpoint = 0;
     for round in 0..rounds {
         let mut child = Command::new(&exe)
             .args([
@@ -139,6 +144,9 @@ fn kill_nine_at_random_moments() {
             "round {round}: {:?}",
             report.quarantined
         );
+        // A kill during a checkpoint leaves the previous one in place, never a torn one.
+        assert_eq!(report.checkpoint_rejected, None, "round {round}");
+        rounds_from_checkpoint += u64::from(report.checkpoint_scans > 0);
         let now = at(BASE_DAY + 10_000, 0);
         // The recorded position is just past the last acknowledged batch, or one further (the
         // batch in flight was durable but not yet acknowledged), and that batch is all there.
@@ -197,5 +205,9 @@ fn kill_nine_at_random_moments() {
     assert!(
         acked.len() as u64 >= rounds / 2,
         "the child acknowledged too rarely to test anything: {acked:?}"
+    );
+    assert!(
+        rounds_from_checkpoint >= rounds / 4,
+        "only {rounds_from_checkpoint} of {rounds} reopenings started from a checkpoint"
     );
 }

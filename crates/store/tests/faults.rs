@@ -1,5 +1,5 @@
 //! Faults injected into the store's I/O: every write, fsync and rename of a workload (appends,
-//! seals, expiry) is failed in turn, with EIO and with ENOSPC, writes also cut short. Each time
+//! checkpoints, seals, expiry) is failed in turn, with EIO and with ENOSPC, writes also cut short. Each time
 //! the operation must fail with an error, the store must refuse further changes, and reopened it
 //! must hold every acknowledged batch exactly once and every other batch whole or not at all.
 //! Then a real full disk: a 1 MiB tmpfs (when the test runs as root and may mount).
@@ -83,14 +83,17 @@ fn workload(dir: &Path) -> (Vec<u64>, bool) {
     let mut symbols = SymbolTable::default();
     for n in 0..BATCHES {
         let events = batch(n, &mut symbols);
-        let step = store.append(&events, &symbols).map(|_| ()).and_then(|()| {
-            if n % 3 == 2 {
-                store.seal(now_after(n)).map(|_| ())?;
-                store.expire(now_after(n)).map(|_| ())
-            } else {
-                Ok(())
-            }
-        });
+        let step = store
+            .append(&events, &symbols)
+            .map(|_| ())
+            .and_then(|()| match n % 3 {
+                2 => {
+                    store.seal(now_after(n)).map(|_| ())?;
+                    store.expire(now_after(n)).map(|_| ())
+                }
+                1 => store.checkpoint().map(|_| ()),
+                _ => Ok(()),
+            });
         match step {
             Ok(()) => acked.push(n),
             Err(error) => {

@@ -22,6 +22,7 @@ enum Op {
     Seal(u8),
     Reopen,
     Expire(u8),
+    Checkpoint,
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -30,6 +31,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (0u8..10).prop_map(Op::Seal),
         1 => Just(Op::Reopen),
         1 => (0u8..10).prop_map(Op::Expire),
+        1 => Just(Op::Checkpoint),
     ]
 }
 
@@ -100,6 +102,9 @@ proptest! {
                 Op::Seal(days) => {
                     now = now.max(at(BASE + i64::from(days), 0));
                     store.seal(now).unwrap();
+                }
+                Op::Checkpoint => {
+                    store.checkpoint().unwrap();
                 }
                 Op::Reopen => {
                     drop(store);

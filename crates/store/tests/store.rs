@@ -465,3 +465,160 @@ fn a_facility_first_seen_in_an_all_duplicate_append_survives_replay() {
     let names: Vec<&str> = scans.iter().map(|s| s.facility().name).collect();
     assert_eq!(names, ["SAN FRANCISCO CA P&DC", "SAN FRANCISCO NDC"]);
 }
+
+/// Scans of pieces `from..to` on `day`, two per piece, with facilities and machines that vary.
+fn day_of_scans(
+    symbols: &mut SymbolTable,
+    day: i64,
+    from: u64,
+    to: u64,
+) -> Vec<imbtrack_feed::ScanEvent> {
+    (from..to)
+        .flat_map(|i| {
+            let key = mail_key(i, "94110");
+            let mut first = scan(symbols, key, at(day, i as i64 * 10), "918");
+            first.machine = symbols.intern(&format!("AFCS-{}", i % 5));
+            let mut second = scan(symbols, key, at(day, i as i64 * 10 + 5), "919");
+            second.facility_zip = Zip::parse(b"10001").unwrap();
+            [first, second]
+        })
+        .collect()
+}
+
+fn looked_up(store: &Store, events: &[imbtrack_feed::ScanEvent], now: i64) -> Vec<String> {
+    events
+        .iter()
+        .flat_map(|e| store.lookup(e.barcode, now))
+        .map(|s| {
+            format!(
+                "{:?} {} {} {} {}",
+                s.barcode,
+                s.time_ms,
+                s.code.as_str(),
+                s.machine,
+                s.facility_text
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_checkpoint_opens_the_head_without_replaying_what_it_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut symbols = SymbolTable::new();
+    let early = day_of_scans(&mut symbols, DAY, 0, 300);
+    let late = day_of_scans(&mut symbols, DAY, 300, 400);
+    let now = at(DAY, 0) + DAY_MS / 2;
+    let p = |at: i64| vec![("feed".to_string(), at)];
+    let expected = {
+        let (store, _) = Store::open(dir.path(), options()).unwrap();
+        store.append_at(&early, &symbols, &p(1)).unwrap();
+        assert!(store.checkpoint_due(true));
+        let report = store.checkpoint().unwrap();
+        assert_eq!((report.buckets, report.scans), (1, 600));
+        assert!(!store.checkpoint_due(true));
+        store.append_at(&late, &symbols, &p(2)).unwrap();
+        looked_up(&store, &[early.clone(), late.clone()].concat(), now)
+    };
+    let (store, recovery) = Store::open(dir.path(), options()).unwrap();
+    assert_eq!(recovery.checkpoint_rejected, None);
+    assert_eq!(
+        (recovery.checkpoint_scans, recovery.replayed_scans),
+        (600, 200)
+    );
+    assert_eq!(store.positions().get("feed"), Some(&2));
+    let all = [early.clone(), late.clone()].concat();
+    assert_eq!(looked_up(&store, &all, now), expected);
+    assert_eq!(store.append(&all, &symbols).unwrap().duplicates, 800);
+
+    // A damaged checkpoint is ignored: the whole WAL is replayed and nothing is lost.
+    drop(store);
+    let path = dir.path().join("head.ckpt");
+    let mut bytes = fs::read(&path).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x40;
+    fs::write(&path, bytes).unwrap();
+    let (store, recovery) = Store::open(dir.path(), options()).unwrap();
+    assert!(recovery.checkpoint_rejected.is_some());
+    assert_eq!(
+        (recovery.checkpoint_scans, recovery.replayed_scans),
+        (0, 800)
+    );
+    assert_eq!(looked_up(&store, &all, now), expected);
+}
+
+#[test]
+fn a_checkpoint_older_than_a_seal_or_an_expiry_brings_nothing_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut symbols = SymbolTable::new();
+    let first = day_of_scans(&mut symbols, DAY, 0, 50);
+    let next = day_of_scans(&mut symbols, DAY + 1, 50, 80);
+    let retention = RetentionPolicy::new(3 * DAY_MS, 5 * DAY_MS).unwrap();
+    let options = StoreOptions {
+        retention,
+        ..options()
+    };
+    {
+        let (store, _) = Store::open(dir.path(), options.clone()).unwrap();
+        store.append(&first, &symbols).unwrap();
+        store.append(&next, &symbols).unwrap();
+        store.checkpoint().unwrap();
+        // The first day seals after the checkpoint: its copy in the checkpoint is stale.
+        store.seal(at(DAY + 1, 1)).unwrap();
+    }
+    let now = at(DAY + 2, 0);
+    let (store, recovery) = Store::open(dir.path(), options.clone()).unwrap();
+    assert_eq!(
+        recovery.checkpoint_scans, 60,
+        "only the open day comes from the checkpoint"
+    );
+    assert_eq!(store.stats().scans, 160);
+    assert_eq!(store.lookup(first[0].barcode, now).len(), 2);
+    // Expiring the open day rewrites the checkpoint, which must not keep its scans.
+    store.expire(at(DAY + 6, 0)).unwrap();
+    drop(store);
+    let (store, recovery) = Store::open(dir.path(), options).unwrap();
+    assert_eq!((recovery.checkpoint_scans, recovery.replayed_scans), (0, 0));
+    assert_eq!(store.stats().scans, 0);
+    let bytes = fs::read(dir.path().join("head.ckpt")).unwrap();
+    let key = next[0].barcode.as_u128().to_le_bytes();
+    assert!(
+        !bytes.windows(16).any(|w| w == key),
+        "an expired piece is still in the checkpoint"
+    );
+}
+
+#[test]
+fn scans_appended_after_a_checkpoint_whose_wal_is_gone_survive_the_next_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut symbols = SymbolTable::new();
+    let first = day_of_scans(&mut symbols, DAY, 0, 40);
+    let second = day_of_scans(&mut symbols, DAY, 40, 60);
+    let now = at(DAY, 0) + DAY_MS / 2;
+    {
+        let (store, _) = Store::open(dir.path(), options()).unwrap();
+        store.append(&first, &symbols).unwrap();
+        store.checkpoint().unwrap();
+    }
+    // The WAL is lost (a damaged disk, an operator's mistake): the checkpoint still has it all.
+    for entry in fs::read_dir(dir.path().join("wal")).unwrap() {
+        fs::remove_file(entry.unwrap().path()).unwrap();
+    }
+    {
+        let (store, recovery) = Store::open(dir.path(), options()).unwrap();
+        assert_eq!(recovery.checkpoint_scans, 80);
+        store.append(&second, &symbols).unwrap();
+    }
+    // The new segments come after the checkpoint's position, so they are replayed.
+    let (store, recovery) = Store::open(dir.path(), options()).unwrap();
+    assert_eq!(
+        (recovery.checkpoint_scans, recovery.replayed_scans),
+        (80, 40)
+    );
+    for e in first.iter().chain(&second) {
+        assert!(store
+            .lookup(e.barcode, now)
+            .iter()
+            .any(|s| s.time_ms == e.time_ms));
+    }
+}

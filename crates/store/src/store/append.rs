@@ -138,6 +138,7 @@ impl Store {
         let ticket = writer.wal.write()?;
         writer.positions.extend(positions.iter().cloned());
         writer.segment_has_events |= !fresh.is_empty();
+        writer.scans_since_checkpoint += fresh.len() as u64;
         let mut by_bucket: BTreeMap<BucketId, Vec<ScanEvent>> = BTreeMap::new();
         for event in fresh {
             by_bucket.entry(bucket_id(&event)).or_default().push(event);
@@ -158,7 +159,7 @@ impl Store {
                     view.symbol_texts = texts;
                 }
                 for id in new_ids {
-                    view.head.insert(id, Arc::new(HeadBucket::default()));
+                    view.head.insert(id, Arc::new(HeadBucket::new(id)));
                 }
             });
         }

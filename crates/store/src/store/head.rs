@@ -4,15 +4,32 @@
 //! read-write lock. The one writer (an append, under the store's writer lock) holds a shard's
 //! write lock only while it pushes that shard's share of a batch into memory: never across a
 //! WAL write, an fsync or a seal. Readers take a shard's read lock for the few scans of one
-//! piece. With many small shards a hash-table resize, the longest thing a writer does under a
-//! shard lock, moves 1/64 of the bucket's pieces.
+//! piece.
+//!
+//! # Memory
+//!
+//! A scan costs 16 bytes ([`HeadScan`]): its time as milliseconds into the bucket's day (the
+//! bucket knows its class and day), the index of its piece's previous scan, its site (facility
+//! ZIP, facility and machine, interned per shard: a plant has few) and its code and handling.
+//! Its routing ZIP is the piece's, kept once per piece; the rare scan whose routing differs
+//! has a site of its own that says so. A piece costs its key, routing and newest scan (28 bytes) and a
+//! 4-byte slot in a hash table of piece indexes. Arrays grow in chunks ([`Chunked`]), so
+//! growth never copies a shard and wastes at most part of one chunk; the table is the one
+//! thing that doubles, and it holds 4-byte slots only. [`HeadBucket::heap_bytes`] counts it all.
 
+use std::hash::BuildHasher;
 use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use hashbrown::HashMap;
+use hashbrown::{DefaultHashBuilder, HashMap, HashTable};
 use imbtrack_barcode::BarcodeKey;
-use imbtrack_feed::{ScanEvent, ScanIdentity};
+use imbtrack_feed::{
+    EventCode, HandlingEventType, MailClass, ScanEvent, ScanIdentity, Symbol, Zip,
+};
 use rayon::prelude::*;
+
+use super::codec::{put_u32, put_u64, take, take_u32, take_u64};
+use super::layout::BucketId;
+use crate::retention::DAY_MS;
 
 /// Shards per open bucket.
 pub(crate) const HEAD_SHARDS: usize = 64;
@@ -25,39 +42,358 @@ fn shard_of(key: BarcodeKey) -> usize {
     (mixed >> 58) as usize % HEAD_SHARDS
 }
 
-const NO_EVENT: u32 = u32::MAX;
+const NO_SCAN: u32 = u32::MAX;
+/// [`Site::routing`] when the scan's routing ZIP is its piece's.
+const PIECE_ROUTING: u32 = u32::MAX;
 
-/// One shard of an open bucket: one array of events, each piece's events chained newest to
-/// oldest through `previous`, so a piece costs one map entry and no allocation of its own, and
+const CHUNK: usize = 1 << 10;
+
+/// An append-only array kept in chunks of [`CHUNK`] elements: growing it never moves what it
+/// holds (a doubling `Vec` copies everything, under the shard lock, and leaves up to half its
+/// capacity unused); the unused tail of the last chunk is all it wastes.
+struct Chunked<T> {
+    chunks: Vec<Vec<T>>,
+    len: u32,
+}
+
+impl<T> Default for Chunked<T> {
+    fn default() -> Self {
+        Chunked {
+            chunks: Vec::new(),
+            len: 0,
+        }
+    }
+}
+
+impl<T> Chunked<T> {
+    /// Appends `value` and returns its index.
+    fn push(&mut self, value: T) -> u32 {
+        match self.chunks.last_mut() {
+            Some(chunk) if chunk.len() < CHUNK => chunk.push(value),
+            _ => self.chunks.push(vec![value]),
+        }
+        self.len += 1;
+        self.len - 1
+    }
+
+    fn get(&self, index: u32) -> &T {
+        &self.chunks[index as usize / CHUNK][index as usize % CHUNK]
+    }
+
+    fn get_mut(&mut self, index: u32) -> &mut T {
+        &mut self.chunks[index as usize / CHUNK][index as usize % CHUNK]
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &T> {
+        self.chunks.iter().flatten()
+    }
+
+    fn heap_bytes(&self) -> usize {
+        self.chunks.capacity() * size_of::<Vec<T>>()
+            + self
+                .chunks
+                .iter()
+                .map(|c| c.capacity() * size_of::<T>())
+                .sum::<usize>()
+    }
+}
+
+/// Where a scan happened: interned per shard, since a day's scans come from few sites.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+struct Site {
+    facility_zip: Zip,
+    facility: Symbol,
+    machine: Symbol,
+    /// [`PIECE_ROUTING`], or an index into the shard's other routings for a scan whose
+    /// routing ZIP is not its piece's.
+    routing: u32,
+}
+
+/// One scan in the head (16 bytes; see the module docs).
+#[derive(Clone, Copy)]
+struct HeadScan {
+    /// Milliseconds since the bucket's day began.
+    time_in_day: u32,
+    /// The piece's scan before this one, or [`NO_SCAN`].
+    previous: u32,
+    /// Index into the shard's sites.
+    site: u32,
+    code: EventCode,
+    handling: HandlingEventType,
+}
+
+const _: () = assert!(size_of::<HeadScan>() == 16);
+
+/// Values interned per shard, each given the index of its first appearance.
+struct Interned<T> {
+    values: Vec<T>,
+    ids: HashMap<T, u32>,
+}
+
+impl<T> Default for Interned<T> {
+    fn default() -> Self {
+        Interned {
+            values: Vec::new(),
+            ids: HashMap::new(),
+        }
+    }
+}
+
+impl<T: Copy + Eq + std::hash::Hash> Interned<T> {
+    fn id(&mut self, value: T) -> u32 {
+        let values = &mut self.values;
+        *self.ids.entry(value).or_insert_with(|| {
+            values.push(value);
+            values.len() as u32 - 1
+        })
+    }
+
+    fn heap_bytes(&self) -> usize {
+        self.values.capacity() * size_of::<T>() + self.ids.capacity() * (size_of::<(T, u32)>() + 1)
+    }
+}
+
+/// One shard of an open bucket: every scan in one array, each piece's scans chained newest to
+/// oldest through [`HeadScan::previous`], so a piece costs no allocation of its own and
 /// deduplication walks the piece's few scans.
-#[derive(Default)]
 pub(crate) struct HeadShard {
-    events: Vec<ScanEvent>,
-    previous: Vec<u32>,
-    newest: HashMap<BarcodeKey, u32>,
+    class: MailClass,
+    day_start_ms: i64,
+    scans: Chunked<HeadScan>,
+    keys: Chunked<BarcodeKey>,
+    routings: Chunked<Zip>,
+    newest: Chunked<u32>,
+    /// Piece indexes, hashed by key.
+    pieces: HashTable<u32>,
+    hasher: DefaultHashBuilder,
+    sites: Interned<Site>,
+    other_routings: Interned<Zip>,
 }
 
 impl HeadShard {
-    /// The piece's scans, newest first.
-    pub(crate) fn scans_of(&self, key: BarcodeKey) -> impl Iterator<Item = &ScanEvent> {
-        let mut at = self.newest.get(&key).copied().unwrap_or(NO_EVENT);
+    fn new((class, day): BucketId) -> HeadShard {
+        HeadShard {
+            class,
+            day_start_ms: day * DAY_MS,
+            scans: Chunked::default(),
+            keys: Chunked::default(),
+            routings: Chunked::default(),
+            newest: Chunked::default(),
+            pieces: HashTable::new(),
+            hasher: DefaultHashBuilder::default(),
+            sites: Interned::default(),
+            other_routings: Interned::default(),
+        }
+    }
+
+    fn piece_of(&self, key: BarcodeKey) -> Option<u32> {
+        let hash = self.hasher.hash_one(key);
+        self.pieces
+            .find(hash, |&piece| *self.keys.get(piece) == key)
+            .copied()
+    }
+
+    fn event(&self, piece: u32, scan: &HeadScan) -> ScanEvent {
+        let site = self.sites.values[scan.site as usize];
+        ScanEvent {
+            barcode: *self.keys.get(piece),
+            time_ms: self.day_start_ms + i64::from(scan.time_in_day),
+            routing: match site.routing {
+                PIECE_ROUTING => *self.routings.get(piece),
+                other => self.other_routings.values[other as usize],
+            },
+            facility_zip: site.facility_zip,
+            facility: site.facility,
+            machine: site.machine,
+            code: scan.code,
+            class: self.class,
+            handling: scan.handling,
+        }
+    }
+
+    /// A piece's scans with their indexes, newest first.
+    fn chain(&self, piece: u32) -> impl Iterator<Item = (u32, &HeadScan)> {
+        let mut at = *self.newest.get(piece);
         std::iter::from_fn(move || {
-            let event = self.events.get(at as usize)?;
-            at = self.previous[at as usize];
-            Some(event)
+            if at == NO_SCAN {
+                return None;
+            }
+            let index = at;
+            let scan = self.scans.get(index);
+            at = scan.previous;
+            Some((index, scan))
         })
+    }
+
+    /// The piece's scans, newest first.
+    pub(crate) fn scans_of(&self, key: BarcodeKey) -> impl Iterator<Item = ScanEvent> + '_ {
+        let piece = self.piece_of(key);
+        piece
+            .into_iter()
+            .flat_map(move |piece| self.chain(piece).map(move |(_, s)| self.event(piece, s)))
     }
 
     /// Every piece's key.
     pub(crate) fn piece_keys(&self) -> impl Iterator<Item = BarcodeKey> + '_ {
-        self.newest.keys().copied()
+        self.keys.iter().copied()
+    }
+
+    /// Every scan, piece by piece.
+    fn events(&self) -> impl Iterator<Item = ScanEvent> + '_ {
+        (0..self.keys.len).flat_map(move |piece| {
+            self.chain(piece)
+                .map(move |(_, scan)| self.event(piece, scan))
+        })
     }
 
     fn insert(&mut self, event: ScanEvent) {
-        let index = self.events.len() as u32;
-        let previous = self.newest.insert(event.barcode, index).unwrap_or(NO_EVENT);
-        self.events.push(event);
-        self.previous.push(previous);
+        let hash = self.hasher.hash_one(event.barcode);
+        let (keys, pieces, hasher) = (&mut self.keys, &mut self.pieces, &self.hasher);
+        let piece = match pieces.find(hash, |&piece| *keys.get(piece) == event.barcode) {
+            Some(&piece) => piece,
+            None => {
+                let piece = keys.push(event.barcode);
+                self.routings.push(event.routing);
+                self.newest.push(NO_SCAN);
+                pieces.insert_unique(hash, piece, |&p| hasher.hash_one(keys.get(p)));
+                piece
+            }
+        };
+        let routing = if *self.routings.get(piece) == event.routing {
+            PIECE_ROUTING
+        } else {
+            self.other_routings.id(event.routing)
+        };
+        let site = self.sites.id(Site {
+            facility_zip: event.facility_zip,
+            facility: event.facility,
+            machine: event.machine,
+            routing,
+        });
+        let newest = self.newest.get_mut(piece);
+        let index = self.scans.push(HeadScan {
+            time_in_day: (event.time_ms - self.day_start_ms) as u32,
+            previous: *newest,
+            site,
+            code: event.code,
+            handling: event.handling,
+        });
+        *newest = index;
+    }
+
+    fn heap_bytes(&self) -> usize {
+        self.scans.heap_bytes()
+            + self.keys.heap_bytes()
+            + self.routings.heap_bytes()
+            + self.newest.heap_bytes()
+            // A table of n slots holds 7n/8 pieces, a control byte per slot.
+            + self.pieces.capacity() * 8 / 7 * (size_of::<u32>() + 1)
+            + self.sites.heap_bytes()
+            + self.other_routings.heap_bytes()
+    }
+
+    /// Appends the shard's first `scans` scans to `out` (see `checkpoint.rs` for the layout):
+    /// its sites and other routings, then each piece with a scan among them, with those scans
+    /// oldest first. Scans after the first `scans` (appended since the checkpoint's position)
+    /// are left out, and so are pieces that have only those.
+    fn encode_prefix(&self, scans: u32, out: &mut Vec<u8>) {
+        put_u32(out, self.sites.values.len() as u32);
+        for site in &self.sites.values {
+            put_u64(out, site.facility_zip.to_bits());
+            put_u32(out, site.facility);
+            put_u32(out, site.machine);
+            put_u32(out, site.routing);
+        }
+        put_u32(out, self.other_routings.values.len() as u32);
+        for zip in &self.other_routings.values {
+            put_u64(out, zip.to_bits());
+        }
+        let count_at = out.len();
+        put_u32(out, 0);
+        let mut pieces = 0u32;
+        let mut chain = Vec::new();
+        for piece in 0..self.keys.len {
+            chain.clear();
+            chain.extend(self.chain(piece).filter(|&(index, _)| index < scans));
+            if chain.is_empty() {
+                continue;
+            }
+            pieces += 1;
+            out.extend_from_slice(&self.keys.get(piece).as_u128().to_le_bytes());
+            put_u64(out, self.routings.get(piece).to_bits());
+            put_u32(out, chain.len() as u32);
+            for (_, scan) in chain.iter().rev() {
+                put_u32(out, scan.time_in_day);
+                put_u32(out, scan.site);
+                out.extend_from_slice(&scan.code.to_bytes());
+                out.push(scan.handling as u8);
+            }
+        }
+        out[count_at..count_at + 4].copy_from_slice(&pieces.to_le_bytes());
+    }
+
+    /// Reads a shard written by [`HeadShard::encode_prefix`] from the front of `bytes`,
+    /// advancing it; `None` if the bytes do not hold a consistent shard number `index` of
+    /// `id`.
+    pub(crate) fn decode(id: BucketId, index: usize, bytes: &mut &[u8]) -> Option<HeadShard> {
+        let mut shard = HeadShard::new(id);
+        for _ in 0..take_u32(bytes)? {
+            let site = Site {
+                facility_zip: Zip::from_bits(take_u64(bytes)?)?,
+                facility: take_u32(bytes)?,
+                machine: take_u32(bytes)?,
+                routing: take_u32(bytes)?,
+            };
+            if shard.sites.id(site) != shard.sites.values.len() as u32 - 1 {
+                return None;
+            }
+        }
+        for _ in 0..take_u32(bytes)? {
+            let zip = Zip::from_bits(take_u64(bytes)?)?;
+            if shard.other_routings.id(zip) != shard.other_routings.values.len() as u32 - 1 {
+                return None;
+            }
+        }
+        let routings = shard.other_routings.values.len();
+        if shard
+            .sites
+            .values
+            .iter()
+            .any(|site| site.routing != PIECE_ROUTING && site.routing as usize >= routings)
+        {
+            return None;
+        }
+        for _ in 0..take_u32(bytes)? {
+            let key = BarcodeKey::from_u128(u128::from_le_bytes(take(bytes, 16)?.try_into().ok()?))
+                .ok()?;
+            let routing = Zip::from_bits(take_u64(bytes)?)?;
+            if shard_of(key) != index || shard.piece_of(key).is_some() {
+                return None;
+            }
+            let piece = shard.keys.push(key);
+            shard.routings.push(routing);
+            let hash = shard.hasher.hash_one(key);
+            let (keys, pieces, hasher) = (&mut shard.keys, &mut shard.pieces, &shard.hasher);
+            pieces.insert_unique(hash, piece, |&p| hasher.hash_one(keys.get(p)));
+            let mut previous = NO_SCAN;
+            for _ in 0..take_u32(bytes)? {
+                let scan = HeadScan {
+                    time_in_day: take_u32(bytes)?,
+                    previous,
+                    site: take_u32(bytes)?,
+                    code: EventCode::from_bytes(take(bytes, 3)?.try_into().ok()?)?,
+                    handling: HandlingEventType::from_byte(take(bytes, 1)?[0])?,
+                };
+                let valid = i64::from(scan.time_in_day) < DAY_MS
+                    && (scan.site as usize) < shard.sites.values.len();
+                if !valid {
+                    return None;
+                }
+                previous = shard.scans.push(scan);
+            }
+            shard.newest.push(previous);
+        }
+        Some(shard)
     }
 }
 
@@ -67,18 +403,8 @@ pub(crate) struct HeadBucket {
     shards: Vec<RwLock<HeadShard>>,
 }
 
-impl Default for HeadBucket {
-    fn default() -> Self {
-        HeadBucket {
-            shards: (0..HEAD_SHARDS)
-                .map(|_| RwLock::new(HeadShard::default()))
-                .collect(),
-        }
-    }
-}
-
 /// A panic under a shard lock leaves the shard as its last completed insert left it (an insert
-/// pushes the event before linking it), so a poisoned lock is taken as it is.
+/// pushes the scan before linking it), so a poisoned lock is taken as it is.
 fn read(shard: &RwLock<HeadShard>) -> RwLockReadGuard<'_, HeadShard> {
     shard.read().unwrap_or_else(PoisonError::into_inner)
 }
@@ -88,6 +414,23 @@ fn write(shard: &RwLock<HeadShard>) -> RwLockWriteGuard<'_, HeadShard> {
 }
 
 impl HeadBucket {
+    /// An empty bucket for `id`.
+    pub(crate) fn new(id: BucketId) -> HeadBucket {
+        HeadBucket {
+            shards: (0..HEAD_SHARDS)
+                .map(|_| RwLock::new(HeadShard::new(id)))
+                .collect(),
+        }
+    }
+
+    /// A bucket of decoded shards ([`HeadShard::decode`]), in shard order; `None` unless there
+    /// are [`HEAD_SHARDS`].
+    pub(crate) fn from_shards(shards: Vec<HeadShard>) -> Option<HeadBucket> {
+        (shards.len() == HEAD_SHARDS).then(|| HeadBucket {
+            shards: shards.into_iter().map(RwLock::new).collect(),
+        })
+    }
+
     /// Runs `f` on the shard that holds `key`, under its read lock.
     pub(crate) fn with_shard_of<T>(&self, key: BarcodeKey, f: impl FnOnce(&HeadShard) -> T) -> T {
         f(&read(&self.shards[shard_of(key)]))
@@ -141,30 +484,148 @@ impl HeadBucket {
             .filter(|(_, part)| !part.is_empty())
             .for_each(|(shard, part)| {
                 let mut shard = write(shard);
-                shard.events.reserve(part.len());
-                shard.previous.reserve(part.len());
                 for event in part {
                     shard.insert(event);
                 }
             });
     }
 
+    /// Scans per shard, in shard order: what a checkpoint taken now covers.
+    pub(crate) fn shard_scan_counts(&self) -> Vec<u32> {
+        self.shards.iter().map(|s| read(s).scans.len).collect()
+    }
+
     /// Scans held.
     pub(crate) fn scan_count(&self) -> usize {
-        self.shards.iter().map(|s| read(s).events.len()).sum()
+        self.shards.iter().map(|s| read(s).scans.len as usize).sum()
     }
 
     /// Pieces held.
     pub(crate) fn piece_count(&self) -> usize {
-        self.shards.iter().map(|s| read(s).newest.len()).sum()
+        self.shards.iter().map(|s| read(s).keys.len as usize).sum()
+    }
+
+    /// Heap bytes held, scans, pieces, tables and unused capacity together.
+    pub(crate) fn heap_bytes(&self) -> usize {
+        self.shards.iter().map(|s| read(s).heap_bytes()).sum()
     }
 
     /// A copy of every event, for sealing.
     pub(crate) fn events(&self) -> Vec<ScanEvent> {
         let mut events = Vec::with_capacity(self.scan_count());
         for shard in &self.shards {
-            events.extend_from_slice(&read(shard).events);
+            events.extend(read(shard).events());
         }
         events
+    }
+
+    /// Encodes shard `index`'s first `scans` scans (see [`HeadShard::encode_prefix`]).
+    pub(crate) fn encode_shard_prefix(&self, index: usize, scans: u32, out: &mut Vec<u8>) {
+        read(&self.shards[index]).encode_prefix(scans, out);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use imbtrack_barcode::{Barcode, Imb};
+
+    use super::*;
+
+    const DAY: i64 = 20_400;
+
+    fn event(serial: u64, scan: i64, routing: &str) -> ScanEvent {
+        ScanEvent {
+            barcode: Barcode::Imb(Imb::new(&format!("00270123456{serial:09}"), "").unwrap()).key(),
+            time_ms: DAY * DAY_MS + scan * 3_600_000 + serial as i64,
+            routing: Zip::parse(routing.as_bytes()).unwrap_or(Zip::NONE),
+            facility_zip: Zip::parse(b"94110").unwrap(),
+            facility: (scan % 3) as u32,
+            machine: (serial % 7) as u32,
+            code: EventCode::parse(b"918").unwrap(),
+            class: MailClass::Mail,
+            handling: HandlingEventType::Physical,
+        }
+    }
+
+    /// A day's worth of a plant's scans, several per piece, a few with a routing ZIP that
+    /// differs from the piece's first.
+    fn sample(pieces: u64) -> Vec<ScanEvent> {
+        (0..4)
+            .flat_map(|scan| {
+                (0..pieces).map(move |serial| {
+                    let routing = if scan == 3 && serial % 10 == 0 {
+                        "94107"
+                    } else {
+                        ""
+                    };
+                    event(serial, scan, routing)
+                })
+            })
+            .collect()
+    }
+
+    fn sorted(mut events: Vec<ScanEvent>) -> Vec<ScanEvent> {
+        events.sort_by_key(|e| (e.barcode, e.time_ms));
+        events
+    }
+
+    #[test]
+    fn scans_come_back_as_they_went_in() {
+        let head = HeadBucket::new((MailClass::Mail, DAY));
+        let events = sample(20_000);
+        head.insert_all(events.clone());
+        assert_eq!(head.scan_count(), events.len());
+        assert_eq!(head.piece_count(), 20_000);
+        assert_eq!(sorted(head.events()), sorted(events.clone()));
+        let key = events[10].barcode;
+        let scans: Vec<ScanEvent> = head.with_shard_of(key, |s| s.scans_of(key).collect());
+        let mut expected: Vec<ScanEvent> = events
+            .iter()
+            .filter(|e| e.barcode == key)
+            .copied()
+            .collect();
+        expected.reverse();
+        assert_eq!(scans, expected);
+        assert!(head.contains(&events[10].identity()));
+        let mut other = events[10];
+        other.time_ms += 1;
+        assert!(!head.contains(&other.identity()));
+    }
+
+    #[test]
+    fn a_scan_costs_at_most_40_bytes() {
+        let head = HeadBucket::new((MailClass::Mail, DAY));
+        // Enough pieces that each shard's arrays are mostly whole chunks, as in a real day.
+        head.insert_all(sample(100_000));
+        let per_scan = head.heap_bytes() as f64 / head.scan_count() as f64;
+        assert!(per_scan <= 40.0, "{per_scan:.1} bytes per scan");
+    }
+
+    #[test]
+    fn a_prefix_round_trips_without_the_later_scans() {
+        let id = (MailClass::Mail, DAY);
+        let head = HeadBucket::new(id);
+        let events = sample(20_000);
+        let (early, late) = events.split_at(50_000);
+        head.insert_all(early.to_vec());
+        let counts = head.shard_scan_counts();
+        head.insert_all(late.to_vec());
+        let mut bytes = Vec::new();
+        for (index, &count) in counts.iter().enumerate() {
+            head.encode_shard_prefix(index, count, &mut bytes);
+        }
+        let mut rest = &bytes[..];
+        let shards = (0..HEAD_SHARDS)
+            .map(|i| HeadShard::decode(id, i, &mut rest))
+            .collect::<Option<Vec<_>>>()
+            .unwrap();
+        assert!(rest.is_empty());
+        let restored = HeadBucket::from_shards(shards).unwrap();
+        assert_eq!(sorted(restored.events()), sorted(early.to_vec()));
+        for cut in [0, 1, bytes.len() / 2, bytes.len() - 1] {
+            let mut rest = &bytes[..cut];
+            let whole = (0..HEAD_SHARDS).all(|i| HeadShard::decode(id, i, &mut rest).is_some());
+            assert!(!whole, "a shard list cut at {cut} decoded");
+        }
     }
 }

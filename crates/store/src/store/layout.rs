@@ -46,6 +46,10 @@ pub(crate) struct Manifest {
     /// manifest; the WAL's positions records since then override them.
     #[serde(default)]
     pub(crate) positions: BTreeMap<String, i64>,
+    /// The WAL position `positions` stand at: the WAL's positions records before it are older
+    /// than them and do not override them at replay.
+    #[serde(default)]
+    pub(crate) positions_at: (u64, u64),
 }
 
 impl Manifest {

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use imbtrack_feed::{MailClass, ScanEvent, SymbolTable};
 use rayon::prelude::*;
 
+use super::checkpoint::CHECKPOINT;
 use super::head::HeadBucket;
 use super::layout::{
     bucket_dir_name, bucket_name, dir_name, remove_bucket_dir, write_bucket_dir, BucketId,
@@ -32,6 +33,7 @@ impl Writer {
     fn save_manifest(&mut self, dir: &std::path::Path) -> Result<(), StoreError> {
         self.wal.commit()?;
         self.manifest.positions.clone_from(&self.positions);
+        self.manifest.positions_at = self.wal.position();
         self.manifest.write(dir)
     }
 
@@ -247,6 +249,10 @@ impl Store {
             self.drop_unneeded_wal(&mut writer)?;
         }
         drop(writer);
+        // The checkpoint must not keep the dropped buckets' scans on disk either.
+        if report.dropped_head_buckets > 0 && self.dir.join(CHECKPOINT).exists() {
+            self.checkpoint_now()?;
+        }
         for name in doomed {
             report.freed_bytes += remove_bucket_dir(&self.dir, &name)?;
             report.dropped_buckets += 1;

@@ -22,10 +22,19 @@
 //!
 //! Seals, compactions and expiries run one at a time (the maintenance lock).
 //!
+//! # Restart
+//!
+//! Opening a store replays the WAL into the head. A checkpoint (`checkpoint`) of the head,
+//! written at clean shutdown and every [`StoreOptions::checkpoint_scans`] scans, bounds that
+//! to the WAL written after it.
+//!
 //! The module's parts: [`head`] (open buckets), [`layout`] (names, manifest, bucket
-//! directories), `recovery` (open), `append`, `maintenance` (seal, compact, expire) and `query`.
+//! directories), `checkpoint`, `recovery` (open), `append`, `maintenance` (seal, compact,
+//! expire) and `query`.
 
 mod append;
+mod checkpoint;
+mod codec;
 pub(crate) mod head;
 pub(crate) mod layout;
 mod maintenance;
@@ -45,6 +54,7 @@ use crate::bucket::SealedBucket;
 use crate::retention::{RetentionPolicy, DAY_MS};
 use crate::wal::{GroupCommit, Wal, WalRepair};
 use crate::StoreError;
+pub use checkpoint::CheckpointReport;
 use head::HeadBucket;
 use layout::{BucketId, Manifest};
 
@@ -59,6 +69,9 @@ pub struct StoreOptions {
     pub wal_segment_bytes: u64,
     /// Delta buckets a day may have before they are merged into its base.
     pub max_deltas: usize,
+    /// Scans appended since the last head checkpoint that make another one due
+    /// ([`Store::checkpoint_due`]).
+    pub checkpoint_scans: u64,
 }
 
 impl Default for StoreOptions {
@@ -68,6 +81,7 @@ impl Default for StoreOptions {
             seal_grace_ms: DAY_MS,
             wal_segment_bytes: 64 << 20,
             max_deltas: 4,
+            checkpoint_scans: 1_000_000,
         }
     }
 }
@@ -114,6 +128,10 @@ pub struct RecoveryReport {
     pub quarantined: Vec<(PathBuf, String)>,
     /// Torn or damaged WAL segments cut at their last good record.
     pub wal_repairs: Vec<WalRepair>,
+    /// Scans read from the head checkpoint.
+    pub checkpoint_scans: u64,
+    /// Why the head checkpoint was ignored (the whole WAL was replayed instead), if it was.
+    pub checkpoint_rejected: Option<String>,
     /// Scans replayed from the WAL into the head.
     pub replayed_scans: u64,
     /// Leftover temporary or half-deleted directories removed.
@@ -137,6 +155,10 @@ pub struct StoreStats {
     pub sealed_bytes: u64,
     /// Sealed bytes per sealed scan, indexes included.
     pub bytes_per_scan: f64,
+    /// Heap bytes of the open (head) buckets, unused capacity included.
+    pub head_bytes: u64,
+    /// Scans in the open (head) buckets.
+    pub head_scans: u64,
     /// Oldest and newest day with data, per class (`YYYY-MM-DD`).
     pub days: BTreeMap<&'static str, (String, String)>,
 }
@@ -193,6 +215,8 @@ pub(crate) struct Writer {
     pub(crate) segment_buckets: BTreeMap<u64, BTreeSet<BucketId>>,
     /// Whether the open WAL segment holds events (then it is rotated once the head empties).
     pub(crate) segment_has_events: bool,
+    /// Scans appended since the last head checkpoint (or the store's opening).
+    pub(crate) scans_since_checkpoint: u64,
     pub(crate) next_bucket_seq: u64,
 }
 
@@ -311,6 +335,26 @@ impl Store {
     pub fn seal(&self, now_ms: i64) -> Result<SealReport, StoreError> {
         let _maintenance = lock(&self.maintenance);
         self.guarded(|| self.seal_now(now_ms))
+    }
+
+    /// Writes a checkpoint of the head, so that the next [`Store::open`] replays only the WAL
+    /// written after it. Runs beside lookups and appends (see `checkpoint.rs`), one at a time
+    /// with seals and expiries.
+    pub fn checkpoint(&self) -> Result<CheckpointReport, StoreError> {
+        let _maintenance = lock(&self.maintenance);
+        self.guarded(|| self.checkpoint_now())
+    }
+
+    /// Whether [`StoreOptions::checkpoint_scans`] scans have come in since the last
+    /// checkpoint; with `any`, whether any have (for a clean shutdown).
+    pub fn checkpoint_due(&self, any: bool) -> bool {
+        let since = self.writer().scans_since_checkpoint;
+        since
+            >= if any {
+                1
+            } else {
+                self.options.checkpoint_scans
+            }
     }
 
     /// Merges a day's deltas into its base bucket.

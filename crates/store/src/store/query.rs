@@ -82,7 +82,7 @@ impl Store {
         }
         for (_, head) in view.heads_of(class) {
             in_shard(head, &mut |shard: &HeadShard| {
-                found.extend(shard.scans_of(key).map(|e| view.stored(e)));
+                found.extend(shard.scans_of(key).map(|e| view.stored(&e)));
             })?;
         }
         found.retain(|s| self.options.retention.serves(s.class, s.time_ms, now_ms));
@@ -153,7 +153,7 @@ impl Store {
                 head.for_each_shard(|shard| {
                     for key in shard.piece_keys() {
                         let mut scans = shard.scans_of(key).peekable();
-                        if scans.peek().is_some_and(|e| from_head(e))
+                        if scans.peek().is_some_and(&from_head)
                             && scans.any(|e| retention.serves(class, e.time_ms, now_ms))
                         {
                             keys.insert(key);
@@ -188,11 +188,13 @@ impl Store {
         for class in [MailClass::Mail, MailClass::Package] {
             for ((_, day), head) in view.heads_of(class) {
                 stats.head_buckets += 1;
-                stats.scans += head.scan_count() as u64;
+                stats.head_scans += head.scan_count() as u64;
+                stats.head_bytes += head.heap_bytes() as u64;
                 stats.pieces += head.piece_count() as u64;
                 widen(class, day);
             }
         }
+        stats.scans += stats.head_scans;
         stats.bytes = stats.sealed_bytes + disk_bytes(&self.dir.join(WAL_DIR));
         stats.bytes_per_scan = if sealed_scans > 0 {
             stats.sealed_bytes as f64 / sealed_scans as f64

@@ -11,13 +11,15 @@ use hashbrown::HashMap;
 use imbtrack_feed::SymbolTable;
 use rayon::prelude::*;
 
+use super::checkpoint::{read_checkpoint, LoadedCheckpoint};
+use super::head::HeadBucket;
 use super::layout::{
     bucket_dir_seq, bucket_id, bucket_name, Manifest, BUCKETS, LOCK, QUARANTINE, WAL_DIR,
 };
 use super::{RecoveryReport, SealedDay, Store, StoreOptions, View, Writer};
 use crate::bucket::{BucketKind, SealedBucket};
 use crate::fsutil::sync_dir;
-use crate::wal::{Wal, WalRecord};
+use crate::wal::{Replayed, Wal, WalRecord};
 use crate::{fault, StoreError};
 
 impl Store {
@@ -83,8 +85,13 @@ impl Store {
         }
         sync_dir(&buckets_dir).map_err(|e| StoreError::io(&buckets_dir, e))?;
 
-        let (wal, replayed, repairs) = Wal::open(&dir.join(WAL_DIR))?;
-        report.wal_repairs = repairs;
+        let checkpoint = read_checkpoint(dir).unwrap_or_else(|why| {
+            report.checkpoint_rejected = Some(why);
+            None
+        });
+        let opened = Wal::open(&dir.join(WAL_DIR), checkpoint.as_ref().map(|c| c.through))?;
+        report.wal_repairs = opened.repairs;
+        let (wal, replayed) = (opened.wal, opened.replayed);
         let mut writer = Writer {
             positions: manifest.positions.clone(),
             wal,
@@ -93,15 +100,51 @@ impl Store {
             manifest,
             segment_buckets: BTreeMap::new(),
             segment_has_events: false,
+            scans_since_checkpoint: 0,
             next_bucket_seq,
         };
-        for (seq, records) in replayed {
-            // Each segment starts with its own symbol table, so ids are per segment.
+        // Where replay starts (the checkpoint's position), and from where the WAL's positions
+        // records are newer than the positions already known.
+        let replay_from = checkpoint.as_ref().map(|c| c.through);
+        let mut positions_from = writer.manifest.positions_at;
+        if let Some(checkpoint) = checkpoint {
+            if checkpoint.through > positions_from {
+                positions_from = checkpoint.through;
+                writer.positions = checkpoint.positions.clone();
+            }
+            for (id, head) in checkpoint.buckets {
+                if LoadedCheckpoint::keeps(&checkpoint.through, &writer.manifest, id) {
+                    report.checkpoint_scans += head.scan_count() as u64;
+                    view.head.insert(id, Arc::new(head));
+                }
+            }
+            writer.segment_buckets = checkpoint.segments;
+            writer.segment_buckets.retain(|_, ids| {
+                ids.retain(|id| view.head.contains_key(id));
+                !ids.is_empty()
+            });
+            writer.symbols = checkpoint.symbols;
+        }
+        for Replayed {
+            seq,
+            first,
+            records,
+        } in replayed
+        {
+            // Each segment starts with its own symbol table, so ids are per segment; the
+            // records after a checkpoint use the writer's ids as the checkpoint kept them.
             let mut segment_symbols: HashMap<u32, u32> = HashMap::new();
+            if replay_from.is_some_and(|from| seq == from.0) {
+                segment_symbols.extend((0..writer.symbols.len() as u32).map(|id| (id, id)));
+            }
             for (index, record) in records.into_iter().enumerate() {
-                let position = (seq, index as u64);
+                let position = (seq, first + index as u64);
                 match record {
-                    WalRecord::Positions(positions) => writer.positions.extend(positions),
+                    WalRecord::Positions(positions) => {
+                        if position >= positions_from {
+                            writer.positions.extend(positions);
+                        }
+                    }
                     WalRecord::Symbols(symbols) => {
                         for (id, text) in symbols {
                             segment_symbols.insert(id, writer.symbols.intern(&text));
@@ -123,7 +166,10 @@ impl Store {
                                 && !writer.manifest.is_expired_day(&event)
                                 && view.is_new(&event)
                             {
-                                view.head.entry(id).or_default().insert(event);
+                                view.head
+                                    .entry(id)
+                                    .or_insert_with(|| Arc::new(HeadBucket::new(id)))
+                                    .insert(event);
                                 report.replayed_scans += 1;
                             }
                             if view.head.contains_key(&id) {
