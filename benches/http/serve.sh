@@ -12,10 +12,10 @@ serve_bench() {
     --tokens "$work/tokens.toml" --audit "$work/audit.jsonl" "$@" 2> "$work/serve.log" &
   SERVER=$!
   trap 'kill $SERVER 2>/dev/null || true' EXIT
-  for _ in $(seq 1 600); do
+  for _ in $(seq 1 3000); do
     grep -q "serving" "$work/serve.log" && return 0
     kill -0 $SERVER 2>/dev/null || { cat "$work/serve.log" >&2; exit 1; }
-    sleep 0.1
+    sleep 0.02
   done
   echo "the server did not start; see $work/serve.log" >&2
   exit 1

@@ -8,8 +8,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use anyhow::{bail, Context};
 use clap::Args;
 use imbtrack_barcode::Barcode;
-use imbtrack_engine::{Clock, Engine, EngineOptions, IngestProgress, IngestSummary};
-use imbtrack_feed::time::parse_timestamp;
+use imbtrack_engine::{Clock, Engine, EngineOptions, IngestProgress, IngestSummary, PieceStatus};
+use imbtrack_feed::time::{parse_timestamp, DAY_MS};
 use imbtrack_feed::{generate, Format, GenFormat, GenOptions, Reject, RejectFile, RejectSink, Zip};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
@@ -320,7 +320,7 @@ pub(crate) fn demo(
     fs::create_dir_all(feed_path.parent().unwrap_or(data))
         .with_context(|| format!("creating {}", data.display()))?;
     // Yesterday's and today's scans, so some days seal and some stay open.
-    let mut options = GenOptions::new(args.pieces, now_ms.div_euclid(86_400_000) - 1);
+    let mut options = GenOptions::new(args.pieces, now_ms.div_euclid(DAY_MS) - 1);
     options.days = 1;
     options.bad_share = 0.002;
     options.format = GenFormat::Psv;
@@ -362,25 +362,25 @@ pub(crate) fn demo(
     }
     drop(engine);
     out.flush()?;
-    let day = imbtrack_store::day_name(now_ms.div_euclid(86_400_000) - 1);
+    let day = imbtrack_store::day_name(now_ms.div_euclid(DAY_MS) - 1);
     crate::serve::serve(
         data,
         clock,
         crate::serve::ServeArgs::on(args.listen),
         |base| {
             eprintln!("demo: open {base}/ and enter a barcode, or try:");
+            let barcode = |piece: &PieceStatus| piece.barcode.to_barcode().to_string();
             for piece in shown.iter().take(2) {
-                eprintln!("demo:   curl -s {base}/v1/pieces/{}", piece.barcode);
+                eprintln!("demo:   curl -s {base}/v1/pieces/{}", barcode(piece));
             }
-            if let Some(piece) = shown.iter().find(|p| p.routing_zip.len() >= 5) {
-                let zip = &piece.routing_zip[..5];
+            if let Some(zip) = shown.iter().find_map(|p| p.routing.prefix(5)) {
                 eprintln!("demo:   curl -s '{base}/v1/zips/{zip}/pieces?date={day}&limit=5'");
             }
             if let Some(piece) = shown.first() {
-                if let Some(mid) = piece.barcode.get(5..11) {
+                if let Some(mid) = barcode(piece).get(5..11) {
                     eprintln!("demo:   curl -s '{base}/v1/mailers/{mid}/summary?date={day}'");
                 }
-                eprintln!("demo:   {base}/?barcode={}", piece.barcode);
+                eprintln!("demo:   {base}/?barcode={}", barcode(piece));
             }
             eprintln!("demo:   curl -s {base}/metrics");
             eprintln!("demo: Ctrl-C stops the server.");

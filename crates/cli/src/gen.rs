@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
+use imbtrack_feed::time::DAY_MS;
 use imbtrack_feed::{generate, GenFormat, GenOptions};
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -75,7 +76,7 @@ pub(crate) fn run(args: GenArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         Some(date) => (parse_date(date)?, None),
         None => {
             let now = crate::data::now_ms(None)?;
-            (now.div_euclid(86_400_000) - i64::from(days) + 1, Some(now))
+            (now.div_euclid(DAY_MS) - i64::from(days) + 1, Some(now))
         }
     };
     let until_ms = match &args.until {

@@ -36,7 +36,7 @@ assert_eq!(summary.accepted, 1);
 
 let barcode = Barcode::parse("0027012345678912345612345678901")?;
 let piece = engine.piece(&barcode).unwrap();
-assert_eq!(piece.status, "SORTED_FOR_DELIVERY");
+assert_eq!(piece.status, imbtrack_feed::Status::SortedForDelivery);
 assert_eq!(piece.events[0].description, "DBCS/DIOSS BCS DPS, 1st pass");
 # Ok::<(), Box<dyn std::error::Error>>(())
 ```
@@ -62,7 +62,7 @@ use imbtrack_store::{
 use rayon::prelude::*;
 use serde::Serialize;
 
-pub use crate::status::{piece_status, EventView, PieceStatus, UNKNOWN};
+pub use crate::status::{piece_status, EventView, PieceStatus};
 
 /// Bytes of feed per parse chunk: big enough that a chunk's WAL fsync is amortised over ~50,000
 /// records, small enough that a window of chunks stays a few hundred MB at most.

@@ -15,6 +15,107 @@ use crate::event::{EventCode, MailClass};
 const BUILTIN_MAIL: &str = include_str!("../../../data/mail_opcodes.csv");
 const BUILTIN_PACKAGE: &str = include_str!("../../../data/package_events.csv");
 
+/// What a scan says about where a piece is, as users are shown it. The tables map codes to these;
+/// a code no table lists is [`Status::Unknown`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Status {
+    /// Labelled or announced, not yet in USPS hands.
+    PreTransit,
+    /// In USPS hands.
+    Accepted,
+    /// Processed at the origin plant.
+    OriginProcessed,
+    /// Moving between facilities.
+    InTransit,
+    /// Processed at the destination plant.
+    DestinationProcessed,
+    /// At the delivery unit.
+    ArrivedAtDeliveryUnit,
+    /// Sorted in delivery order.
+    SortedForDelivery,
+    /// With the carrier.
+    OutForDelivery,
+    /// Held for pickup.
+    AvailableForPickup,
+    /// A delivery attempt failed.
+    Attempted,
+    /// Held up.
+    Delayed,
+    /// Something went wrong.
+    Exception,
+    /// Delivered.
+    Delivered,
+    /// Mail whose stop-the-clock scan says it is delivered, in all likelihood.
+    DeliveredEstimated,
+    /// Going back, with a problem.
+    ReturnException,
+    /// Going back to the sender.
+    ReturnToSender,
+    /// No table knows the code.
+    Unknown,
+}
+
+impl Status {
+    const ALL: [Status; 17] = [
+        Status::PreTransit,
+        Status::Accepted,
+        Status::OriginProcessed,
+        Status::InTransit,
+        Status::DestinationProcessed,
+        Status::ArrivedAtDeliveryUnit,
+        Status::SortedForDelivery,
+        Status::OutForDelivery,
+        Status::AvailableForPickup,
+        Status::Attempted,
+        Status::Delayed,
+        Status::Exception,
+        Status::Delivered,
+        Status::DeliveredEstimated,
+        Status::ReturnException,
+        Status::ReturnToSender,
+        Status::Unknown,
+    ];
+
+    /// The name shown to users and used in the tables (`SORTED_FOR_DELIVERY`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::PreTransit => "PRE_TRANSIT",
+            Status::Accepted => "ACCEPTED",
+            Status::OriginProcessed => "ORIGIN_PROCESSED",
+            Status::InTransit => "IN_TRANSIT",
+            Status::DestinationProcessed => "DESTINATION_PROCESSED",
+            Status::ArrivedAtDeliveryUnit => "ARRIVED_AT_DELIVERY_UNIT",
+            Status::SortedForDelivery => "SORTED_FOR_DELIVERY",
+            Status::OutForDelivery => "OUT_FOR_DELIVERY",
+            Status::AvailableForPickup => "AVAILABLE_FOR_PICKUP",
+            Status::Attempted => "ATTEMPTED",
+            Status::Delayed => "DELAYED",
+            Status::Exception => "EXCEPTION",
+            Status::Delivered => "DELIVERED",
+            Status::DeliveredEstimated => "DELIVERED_ESTIMATED",
+            Status::ReturnException => "RETURN_EXCEPTION",
+            Status::ReturnToSender => "RETURN_TO_SENDER",
+            Status::Unknown => "UNKNOWN",
+        }
+    }
+
+    /// The status named `name` ([`Status::as_str`]).
+    pub fn parse(name: &str) -> Option<Status> {
+        Status::ALL.into_iter().find(|s| s.as_str() == name)
+    }
+
+    /// Whether the piece has reached its addressee (for certain or by estimate).
+    pub fn is_delivered(self) -> bool {
+        matches!(self, Status::Delivered | Status::DeliveredEstimated)
+    }
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A mail operation code's entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MailOpCode {
@@ -25,7 +126,7 @@ pub struct MailOpCode {
     /// Whether the scan stops the service clock.
     pub stop_the_clock: bool,
     /// Normalised status shown to users (`SORTED_FOR_DELIVERY`, …).
-    pub status: String,
+    pub status: Status,
 }
 
 /// A package event code's entry.
@@ -34,7 +135,7 @@ pub struct PackageEvent {
     /// What happened.
     pub description: String,
     /// Normalised status (`DELIVERED`, …).
-    pub status: String,
+    pub status: Status,
 }
 
 /// What a code means, if the tables know it.
@@ -163,6 +264,13 @@ impl CodeTables {
                 message: format!("bad code {text:?}"),
             })
         };
+        let status = |table: &'static str, line: usize, text: &str| {
+            Status::parse(text).ok_or_else(|| CodeTablesError::Format {
+                table,
+                line,
+                message: format!("unknown status {text:?}"),
+            })
+        };
         let (mail_version, mail_rows) = rows(
             mail_csv,
             "mail_opcodes",
@@ -185,7 +293,7 @@ impl CodeTables {
                 phase: row[1].clone(),
                 description: row[2].clone(),
                 stop_the_clock,
-                status: row[4].clone(),
+                status: status("mail_opcodes", line, &row[4])?,
             };
             mail.insert(code("mail_opcodes", line, &row[0])?, entry);
         }
@@ -198,7 +306,7 @@ impl CodeTables {
         for (line, row) in package_rows {
             let entry = PackageEvent {
                 description: row[1].clone(),
-                status: row[2].clone(),
+                status: status("package_events", line, &row[2])?,
             };
             package.insert(code("package_events", line, &row[0])?, entry);
         }
@@ -236,7 +344,7 @@ mod tests {
         let dps = EventCode::parse(b"918").unwrap();
         match tables.lookup(MailClass::Mail, dps) {
             CodeInfo::Mail(entry) => {
-                assert_eq!(entry.status, "SORTED_FOR_DELIVERY");
+                assert_eq!(entry.status, Status::SortedForDelivery);
                 assert_eq!(entry.description, "DBCS/DIOSS BCS DPS, 1st pass");
             }
             other => panic!("{other:?}"),
@@ -244,7 +352,7 @@ mod tests {
         assert_eq!(tables.lookup(MailClass::Package, dps), CodeInfo::Unknown);
         let delivered = EventCode::parse(b"01").unwrap();
         assert!(
-            matches!(tables.lookup(MailClass::Package, delivered), CodeInfo::Package(e) if e.status == "DELIVERED")
+            matches!(tables.lookup(MailClass::Package, delivered), CodeInfo::Package(e) if e.status == Status::Delivered)
         );
         assert_eq!(
             tables.lookup(MailClass::Mail, EventCode::parse(b"999").unwrap()),
@@ -270,5 +378,23 @@ mod tests {
             err.to_string(),
             "mail_opcodes line 3: stop_the_clock \"maybe\" is not true/false"
         );
+    }
+
+    #[test]
+    fn statuses_are_read_by_name_and_an_unknown_one_names_its_line() {
+        for status in Status::ALL {
+            assert_eq!(Status::parse(status.as_str()), Some(status));
+        }
+        let mail =
+            "# version: t\ncode,phase,description,stop_the_clock,status\n918,P,D,false,SORTED\n";
+        let package = "# version: t\ncode,description,status\n";
+        match CodeTables::parse(mail, package) {
+            Err(CodeTablesError::Format {
+                line: 3, message, ..
+            }) => {
+                assert!(message.contains("SORTED"), "{message}")
+            }
+            other => panic!("{other:?}"),
+        }
     }
 }

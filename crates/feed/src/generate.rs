@@ -9,7 +9,7 @@ use std::io::{self, Write};
 use imbtrack_barcode::{mod10_check_digit, Barcode, BarcodeKey, Imb, Impb};
 
 use crate::event::{EventCode, Facility, HandlingEventType, MailClass, Zip};
-use crate::time::{civil_from_days, MS_PER_DAY};
+use crate::time::{civil_from_days, DAY_MS};
 
 /// Output shape.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -420,10 +420,10 @@ impl<W: Write, F: FnMut(&GeneratedLine)> Generator<'_, W, F> {
         } else {
             &MAIL_MACHINES
         };
-        let mut time_ms = (self.options.start_day * MS_PER_DAY) as u64 as i64
+        let mut time_ms = (self.options.start_day * DAY_MS) as u64 as i64
             + self
                 .rng
-                .below((self.options.days.max(1) as u64) * MS_PER_DAY as u64) as i64
+                .below((self.options.days.max(1) as u64) * DAY_MS as u64) as i64
                 / 1000
                 * 1000;
         steps
@@ -655,8 +655,8 @@ struct ScanFields {
 /// A local ISO 8601 time with its offset, as plants write them.
 fn local_time(time_ms: i64, offset_minutes: i32) -> String {
     let local = time_ms + i64::from(offset_minutes) * 60_000;
-    let days = local.div_euclid(MS_PER_DAY);
-    let ms = local.rem_euclid(MS_PER_DAY);
+    let days = local.div_euclid(DAY_MS);
+    let ms = local.rem_euclid(DAY_MS);
     let (y, m, d) = civil_from_days(days);
     let sign = if offset_minutes < 0 { '-' } else { '+' };
     let offset = offset_minutes.unsigned_abs();

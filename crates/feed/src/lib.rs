@@ -48,7 +48,7 @@ mod record;
 mod reject;
 pub mod time;
 
-pub use crate::codes::{CodeInfo, CodeTables, CodeTablesError, MailOpCode, PackageEvent};
+pub use crate::codes::{CodeInfo, CodeTables, CodeTablesError, MailOpCode, PackageEvent, Status};
 pub use crate::event::{
     EventCode, Facility, HandlingEventType, MailClass, ScanEvent, ScanIdentity, Symbol,
     SymbolTable, Zip,

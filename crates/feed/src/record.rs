@@ -5,7 +5,7 @@ use imbtrack_barcode::{Barcode, Imb, Impb};
 
 use crate::event::{EventCode, HandlingEventType, MailClass, ScanEvent, SymbolTable, Zip};
 use crate::reject::RejectReason;
-use crate::time::{parse_date_and_time, parse_timestamp, MS_PER_DAY};
+use crate::time::{parse_date_and_time, parse_timestamp, DAY_MS};
 
 /// A field imbtrack reads from a record. Everything else in a record is ignored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -131,8 +131,8 @@ impl FeedOptions {
             format: None,
             default_offset_minutes: None,
             now_ms,
-            max_age_ms: 400 * MS_PER_DAY,
-            max_ahead_ms: MS_PER_DAY,
+            max_age_ms: 400 * DAY_MS,
+            max_ahead_ms: DAY_MS,
             max_record_len: 64 * 1024,
         }
     }

@@ -65,13 +65,14 @@ fn days_in_month(year: i64, month: u32) -> u32 {
     }
 }
 
-pub(crate) const MS_PER_DAY: i64 = 86_400_000;
+/// Milliseconds in a (UTC) day: buckets, retention windows and day queries count in these.
+pub const DAY_MS: i64 = 86_400_000;
 
 /// Formats epoch milliseconds as RFC 3339 UTC (`2025-01-15T15:00:00Z`, `.123` when there are
 /// milliseconds).
 pub fn format_utc(time_ms: i64) -> String {
-    let days = time_ms.div_euclid(MS_PER_DAY);
-    let ms = time_ms.rem_euclid(MS_PER_DAY);
+    let days = time_ms.div_euclid(DAY_MS);
+    let ms = time_ms.rem_euclid(DAY_MS);
     let (y, m, d) = civil_from_days(days);
     let (h, min, s, frac) = (ms / 3_600_000, ms / 60_000 % 60, ms / 1000 % 60, ms % 1000);
     if !(0..=9999).contains(&y) {
@@ -174,7 +175,7 @@ fn epoch_ms(
     }
     // A leap second is folded into the next second's start; scans are not that precise.
     let seconds = i64::from(hour * 3600 + minute * 60 + second.min(59));
-    Ok(days_from_civil(year, month, day) * MS_PER_DAY + seconds * 1000 + i64::from(ms))
+    Ok(days_from_civil(year, month, day) * DAY_MS + seconds * 1000 + i64::from(ms))
 }
 
 /// Reads `Z`, `±HH`, `±HHMM` or `±HH:MM` (minutes east of UTC), or nothing.

@@ -14,8 +14,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use imbtrack_barcode::{Barcode, BarcodeKey};
-use imbtrack_engine::{Clock, Engine, EngineError, PieceStatus};
-use imbtrack_feed::time::{format_utc, parse_date, parse_timestamp};
+use imbtrack_engine::{Clock, Engine, EngineError, EventView, PieceStatus};
+use imbtrack_feed::time::{format_utc, parse_date, DAY_MS};
 use imbtrack_feed::{RejectList, Zip};
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Serialize;
@@ -552,7 +552,7 @@ async fn zip_pieces(
     .map_err(internal)?;
     let mut pieces: Vec<(u128, serde_json::Value)> = Vec::with_capacity(local.len());
     for piece in local {
-        let key = Barcode::parse(&piece.barcode).map_or(0, |b| b.key().as_u128());
+        let key = piece.barcode.as_u128();
         pieces.push((key, serde_json::to_value(piece).map_err(internal)?));
     }
     // One store of many: the other nodes' pages (same cursor and limit) are merged in key order.
@@ -659,7 +659,7 @@ fn internal(e: impl std::fmt::Display) -> ApiError {
 #[derive(Serialize)]
 struct StalePiece {
     barcode: String,
-    status: String,
+    status: &'static str,
     last_scan_time: String,
     last_facility_zip: String,
     last_facility_name: String,
@@ -686,19 +686,22 @@ fn busiest_first(facilities: &mut [FacilityCount]) {
 /// Most stale pieces listed in a summary (all are counted).
 const STALE_LISTED: usize = 100;
 
-fn summarize(pieces: &[PieceStatus], date: &str, stale_before_ms: i64) -> serde_json::Value {
+/// A mailer's day: pieces by status, scans and pieces by facility that `day` (days since the
+/// epoch), and the pieces not delivered whose newest scan is before `stale_before_ms`.
+fn summarize(pieces: &[PieceStatus], day: i64, stale_before_ms: i64) -> serde_json::Value {
     let mut by_status: BTreeMap<&str, u64> = BTreeMap::new();
-    let mut by_facility: BTreeMap<(&str, &str), FacilityCount> = BTreeMap::new();
+    let mut by_facility: BTreeMap<(Zip, &str), FacilityCount> = BTreeMap::new();
     let mut stale = Vec::new();
     let mut stale_count = 0u64;
     for piece in pieces {
-        *by_status.entry(&piece.status).or_default() += 1;
+        *by_status.entry(piece.status.as_str()).or_default() += 1;
         let mut seen_at = std::collections::BTreeSet::new();
-        for event in piece.events.iter().filter(|e| e.time.starts_with(date)) {
-            let key = (event.facility_zip.as_str(), event.facility_name.as_str());
+        let that_day = |e: &&EventView| e.scan.time_ms.div_euclid(DAY_MS) == day;
+        for event in piece.events.iter().filter(that_day) {
+            let key = (event.scan.facility_zip, event.scan.facility().name);
             let entry = by_facility.entry(key).or_insert_with(|| FacilityCount {
-                facility_zip: event.facility_zip.clone(),
-                facility_name: event.facility_name.clone(),
+                facility_zip: key.0.to_string(),
+                facility_name: key.1.to_string(),
                 ..FacilityCount::default()
             });
             entry.scans += 1;
@@ -709,16 +712,15 @@ fn summarize(pieces: &[PieceStatus], date: &str, stale_before_ms: i64) -> serde_
         let Some(newest) = piece.events.first() else {
             continue;
         };
-        let newest_ms = parse_timestamp(newest.time.as_bytes(), None).unwrap_or(i64::MAX);
-        if !piece.status.starts_with("DELIVERED") && newest_ms < stale_before_ms {
+        if !piece.status.is_delivered() && newest.scan.time_ms < stale_before_ms {
             stale_count += 1;
             if stale.len() < STALE_LISTED {
                 stale.push(StalePiece {
-                    barcode: piece.barcode.clone(),
-                    status: piece.status.clone(),
-                    last_scan_time: newest.time.clone(),
-                    last_facility_zip: newest.facility_zip.clone(),
-                    last_facility_name: newest.facility_name.clone(),
+                    barcode: piece.barcode.to_barcode().to_string(),
+                    status: piece.status.as_str(),
+                    last_scan_time: format_utc(newest.scan.time_ms),
+                    last_facility_zip: newest.scan.facility_zip.to_string(),
+                    last_facility_name: newest.scan.facility().name.to_string(),
                 });
             }
         }
@@ -807,7 +809,6 @@ async fn mailer_summary(
         return Ok(noted(error.into_response(), key, 0));
     }
     let engine = state.engine.clone();
-    let summary_date = date.clone();
     let peers = state.peers.clone();
     let mut summary = tokio::task::spawn_blocking(move || {
         let keys = engine
@@ -817,7 +818,7 @@ async fn mailer_summary(
             .collect();
         let pieces = engine.statuses(keys);
         let stale_before = engine.now_ms() - stale_hours as i64 * 3_600_000;
-        summarize(&pieces, &summary_date, stale_before)
+        summarize(&pieces, day, stale_before)
     })
     .await
     .map_err(internal)?;
@@ -990,32 +991,37 @@ async fn wrong_method(method: Method, uri: axum::http::Uri) -> ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use imbtrack_engine::EventView;
+    use imbtrack_feed::time::parse_timestamp;
+    use imbtrack_feed::Status;
 
     fn event(time: &str, zip: &str, status: &str) -> EventView {
         EventView {
-            time: time.into(),
-            code: "919".into(),
+            scan: imbtrack_store::StoredScan {
+                barcode: BarcodeKey::from_u128(1 << 120).unwrap(),
+                class: imbtrack_feed::MailClass::Mail,
+                time_ms: parse_timestamp(time.as_bytes(), None).unwrap(),
+                routing: Zip::parse(b"94110").unwrap(),
+                facility_zip: Zip::parse(zip.as_bytes()).unwrap(),
+                code: imbtrack_feed::EventCode::parse(b"919").unwrap(),
+                handling: imbtrack_feed::HandlingEventType::Physical,
+                facility_text: Arc::from(format!("P&DC {zip}")),
+                machine: Arc::from(""),
+            },
             description: String::new(),
-            status: status.into(),
+            status: Status::parse(status).unwrap(),
             phase: None,
             stop_the_clock: None,
-            facility_zip: zip.into(),
-            facility_name: format!("P&DC {zip}"),
-            facility_city: String::new(),
-            facility_state: String::new(),
-            handling_event_type: "physical".into(),
-            machine: String::new(),
         }
     }
 
-    fn piece(barcode: &str, status: &str, events: Vec<EventView>) -> PieceStatus {
+    fn piece(serial: u64, status: &str, events: Vec<EventView>) -> PieceStatus {
+        let barcode = Barcode::parse(&format!("00270123456{serial:09}")).unwrap();
         PieceStatus {
-            barcode: barcode.into(),
-            class: "mail".into(),
-            routing_zip: "94110".into(),
-            status: status.into(),
-            status_time: events[0].time.clone(),
+            barcode: barcode.key(),
+            class: imbtrack_feed::MailClass::Mail,
+            routing: Zip::parse(b"94110").unwrap(),
+            status: Status::parse(status).unwrap(),
+            status_time_ms: events[0].scan.time_ms,
             events,
         }
     }
@@ -1025,7 +1031,7 @@ mod tests {
         let pieces = vec![
             // Scanned twice that day at one facility, once the day before: stale.
             piece(
-                "A",
+                1,
                 "IN_TRANSIT",
                 vec![
                     event("2025-01-11T09:00:00Z", "94110", "IN_TRANSIT"),
@@ -1035,7 +1041,7 @@ mod tests {
             ),
             // Delivered long ago: never stale.
             piece(
-                "B",
+                2,
                 "DELIVERED_ESTIMATED",
                 vec![event(
                     "2025-01-11T10:00:00Z",
@@ -1045,13 +1051,14 @@ mod tests {
             ),
             // Recent: not stale.
             piece(
-                "C",
+                3,
                 "IN_TRANSIT",
                 vec![event("2025-01-11T23:00:00Z", "94110", "IN_TRANSIT")],
             ),
         ];
         let cutoff = parse_timestamp(b"2025-01-11T12:00:00Z", None).unwrap();
-        let summary = summarize(&pieces, "2025-01-11", cutoff);
+        let day = parse_date("2025-01-11").unwrap();
+        let summary = summarize(&pieces, day, cutoff);
         assert_eq!(summary["pieces"], 3);
         assert_eq!(
             summary["by_status"],
@@ -1065,7 +1072,10 @@ mod tests {
             ])
         );
         assert_eq!(summary["stale"]["count"], 1);
-        assert_eq!(summary["stale"]["listed"][0]["barcode"], "A");
+        assert_eq!(
+            summary["stale"]["listed"][0]["barcode"],
+            "00270123456000000001"
+        );
         assert_eq!(
             summary["stale"]["listed"][0]["last_scan_time"],
             "2025-01-11T09:00:00Z"

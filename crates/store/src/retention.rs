@@ -2,8 +2,7 @@
 
 use imbtrack_feed::MailClass;
 
-/// Milliseconds in a day.
-pub const DAY_MS: i64 = 86_400_000;
+pub use imbtrack_feed::time::DAY_MS;
 
 /// Retention windows per class. Shorter windows are always allowed; longer ones than the
 /// defaults only through [`RetentionPolicy::with_override`], since the data is personal and
