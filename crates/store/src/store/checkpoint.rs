@@ -27,7 +27,7 @@
 //! ever mistaken for one the checkpoint covers.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs::{self, File};
+use std::fs::File;
 use std::io::BufWriter;
 use std::path::Path;
 use std::sync::Arc;
@@ -194,11 +194,20 @@ impl Body {
 /// checks (then it is ignored and the whole WAL replayed).
 pub(crate) fn read_checkpoint(dir: &Path) -> Result<Option<LoadedCheckpoint>, String> {
     let path = dir.join(CHECKPOINT);
-    let bytes = match fs::read(&path) {
-        Ok(bytes) => bytes,
+    let file = match File::open(&path) {
+        Ok(file) => file,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(format!("reading {}: {e}", path.display())),
     };
+    // Mapped rather than read: its pages are the page cache's, not the process's heap, and go
+    // when it is dropped (a freed buffer of that size would stay in the allocator's hands).
+    // SAFETY: the checkpoint is replaced only by renaming a new file over it, by this process,
+    // which holds the store's lock, after this function returns; nothing writes the file in
+    // place. Its bytes are checked (length, CRC) before anything is decoded from them. As for
+    // sealed buckets, a process that truncates it behind the store's back may cause SIGBUS.
+    #[allow(unsafe_code)]
+    let bytes = unsafe { memmap2::Mmap::map(&file) }
+        .map_err(|e| format!("reading {}: {e}", path.display()))?;
     let body = bytes
         .strip_prefix(MAGIC)
         .and_then(|rest| rest.split_at_checked(rest.len().checked_sub(TRAILER)?))

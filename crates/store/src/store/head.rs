@@ -68,12 +68,29 @@ impl<T> Default for Chunked<T> {
 impl<T> Chunked<T> {
     /// Appends `value` and returns its index.
     fn push(&mut self, value: T) -> u32 {
-        match self.chunks.last_mut() {
-            Some(chunk) if chunk.len() < CHUNK => chunk.push(value),
-            _ => self.chunks.push(vec![value]),
+        let chunk = self.len as usize / CHUNK;
+        if chunk == self.chunks.len() {
+            self.chunks.push(Vec::new());
         }
+        self.chunks[chunk].push(value);
         self.len += 1;
         self.len - 1
+    }
+
+    /// Makes room for `additional` more elements in chunks of their final size, so pushing
+    /// them allocates nothing more (a checkpoint's shard is read this way, leaving no freed
+    /// buffers behind in the allocator).
+    fn reserve(&mut self, additional: usize) {
+        let total = self.len as usize + additional;
+        for chunk in 0..total.div_ceil(CHUNK) {
+            let size = (total - chunk * CHUNK).min(CHUNK);
+            if chunk == self.chunks.len() {
+                self.chunks.push(Vec::with_capacity(size));
+            } else {
+                let held = &mut self.chunks[chunk];
+                held.reserve_exact(size.saturating_sub(held.len()));
+            }
+        }
     }
 
     fn get(&self, index: u32) -> &T {
@@ -310,6 +327,7 @@ impl HeadShard {
         }
         let count_at = out.len();
         put_u32(out, 0);
+        put_u32(out, scans);
         let mut pieces = 0u32;
         let mut chain = Vec::new();
         for piece in 0..self.keys.len {
@@ -363,7 +381,16 @@ impl HeadShard {
         {
             return None;
         }
-        for _ in 0..take_u32(bytes)? {
+        let (pieces, scans) = (take_u32(bytes)?, take_u32(bytes)?);
+        // Sized from the counts, but no more than the bytes left could hold.
+        let pieces_fit = (pieces as usize).min(bytes.len() / 28);
+        shard.keys.reserve(pieces_fit);
+        shard.routings.reserve(pieces_fit);
+        shard.newest.reserve(pieces_fit);
+        // The table is empty: nothing to rehash, so the hasher is never called.
+        shard.pieces.reserve(pieces_fit, |_| 0);
+        shard.scans.reserve((scans as usize).min(bytes.len() / 12));
+        for _ in 0..pieces {
             let key = BarcodeKey::from_u128(u128::from_le_bytes(take(bytes, 16)?.try_into().ok()?))
                 .ok()?;
             let routing = Zip::from_bits(take_u64(bytes)?)?;
@@ -393,7 +420,7 @@ impl HeadShard {
             }
             shard.newest.push(previous);
         }
-        Some(shard)
+        (shard.scans.len == scans).then_some(shard)
     }
 }
 
