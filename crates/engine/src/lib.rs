@@ -56,8 +56,8 @@ use imbtrack_feed::{
     SymbolTable, Zip,
 };
 use imbtrack_store::{
-    AppendReport, CheckpointReport, ExpireReport, RecoveryReport, SealReport, Store, StoreError,
-    StoreOptions, StoreStats, StoredScan,
+    AppendReport, CheckpointReport, DayPiece, ExpireReport, RecoveryReport, SealReport, Store,
+    StoreError, StoreOptions, StoreStats, StoredScan,
 };
 use rayon::prelude::*;
 use serde::Serialize;
@@ -432,34 +432,37 @@ impl Engine {
         Some(piece_status(&scans, &self.codes))
     }
 
-    /// Keys of the pieces routed to `zip` (5, 9 or 11 digits) with scans on `day` (days since
-    /// the epoch) still inside their window, in key order.
-    pub fn piece_keys_by_zip(&self, zip: Zip, day: i64) -> Vec<BarcodeKey> {
+    /// The pieces routed to `zip` (5, 9 or 11 digits) with scans on `day` (days since the
+    /// epoch) still inside their window, in key order, with where that day's buckets hold them
+    /// ([`Engine::statuses`] reads them there).
+    pub fn day_pieces_by_zip(&self, zip: Zip, day: i64) -> Vec<DayPiece> {
         let now = self.now_ms();
         self.store.pieces_by_zip(zip, day, now)
     }
 
-    /// Keys of a Mailer ID's pieces with scans on `day` still inside their window, in key
-    /// order.
-    pub fn piece_keys_by_mailer(&self, mailer_id: u32, day: i64) -> Vec<BarcodeKey> {
+    /// A Mailer ID's pieces with scans on `day` still inside their window, in key order (see
+    /// [`Engine::day_pieces_by_zip`]).
+    pub fn day_pieces_by_mailer(&self, mailer_id: u32, day: i64) -> Vec<DayPiece> {
         let now = self.now_ms();
         self.store.pieces_by_mailer(mailer_id, day, now)
     }
 
     /// Pieces routed to `zip` with scans on `day`, each with its full status.
     pub fn pieces_by_zip(&self, zip: Zip, day: i64) -> Vec<PieceStatus> {
-        self.statuses(self.piece_keys_by_zip(zip, day))
+        self.statuses(self.day_pieces_by_zip(zip, day))
     }
 
     /// A Mailer ID's pieces with scans on `day`, each with its full status.
     pub fn pieces_by_mailer(&self, mailer_id: u32, day: i64) -> Vec<PieceStatus> {
-        self.statuses(self.piece_keys_by_mailer(mailer_id, day))
+        self.statuses(self.day_pieces_by_mailer(mailer_id, day))
     }
 
-    /// The statuses of `keys`.
-    pub fn statuses(&self, keys: Vec<BarcodeKey>) -> Vec<PieceStatus> {
-        keys.into_iter()
-            .filter_map(|key| self.piece_by_key(key))
+    /// The statuses of pieces a day query found, read where it found them.
+    pub fn statuses(&self, pieces: Vec<DayPiece>) -> Vec<PieceStatus> {
+        let now = self.now_ms();
+        pieces
+            .iter()
+            .filter_map(|piece| piece_status(&self.store.lookup_day_piece(piece, now), &self.codes))
             .collect()
     }
 }

@@ -734,6 +734,15 @@ impl SealedBucket {
         }
     }
 
+    /// Appends the scans of piece number `piece` (a position [`SealedBucket::pieces_by_zip`] or
+    /// [`SealedBucket::pieces_by_mailer`] gave) if its key is `key`, without searching for it.
+    pub fn scans_at(&self, piece: usize, key: BarcodeKey, out: &mut Vec<StoredScan>) {
+        let pieces = self.section(Section::Pieces);
+        if piece < self.piece_count && self.key_at(pieces, piece) == key.as_u128() {
+            self.push_piece(piece, key, out);
+        }
+    }
+
     /// Appends the scans of piece number `piece`, whose key is `key`.
     fn push_piece(&self, piece: usize, key: BarcodeKey, out: &mut Vec<StoredScan>) {
         let pieces = self.section(Section::Pieces);
@@ -763,8 +772,8 @@ impl SealedBucket {
         }
     }
 
-    /// Keys of pieces whose routing ZIP starts with `zip` (5, 9 or 11 digits).
-    pub fn pieces_by_zip(&self, zip: Zip, out: &mut Vec<BarcodeKey>) {
+    /// Keys and positions of pieces whose routing ZIP starts with `zip` (5, 9 or 11 digits).
+    pub fn pieces_by_zip(&self, zip: Zip, out: &mut Vec<(BarcodeKey, usize)>) {
         let keys = self.section(Section::ZipKeys);
         let count = keys.len() / 8;
         let range = routing_key_range(zip);
@@ -781,14 +790,14 @@ impl SealedBucket {
             if (k % 4) >= range.start % 4 {
                 let piece = u32_at(piece_of, i * 4) as usize;
                 if let Ok(key) = BarcodeKey::from_u128(self.key_at(pieces, piece)) {
-                    out.push(key);
+                    out.push((key, piece));
                 }
             }
         }
     }
 
-    /// Keys of pieces with this Mailer ID.
-    pub fn pieces_by_mailer(&self, mailer_id: u32, out: &mut Vec<BarcodeKey>) {
+    /// Keys and positions of pieces with this Mailer ID.
+    pub fn pieces_by_mailer(&self, mailer_id: u32, out: &mut Vec<(BarcodeKey, usize)>) {
         let ids = self.section(Section::MailerIds);
         let count = ids.len() / 4;
         let start = partition_point(count, |i| u32_at(ids, i * 4) < mailer_id);
@@ -797,7 +806,7 @@ impl SealedBucket {
         for i in (start..count).take_while(|&i| u32_at(ids, i * 4) == mailer_id) {
             let piece = u32_at(piece_of, i * 4) as usize;
             if let Ok(key) = BarcodeKey::from_u128(self.key_at(pieces, piece)) {
-                out.push(key);
+                out.push((key, piece));
             }
         }
     }

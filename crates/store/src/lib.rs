@@ -59,8 +59,8 @@ pub use crate::bucket::{rechecksum, BloomProbe, BucketKind, SealedBucket, Stored
 pub use crate::retention::{RetentionError, RetentionPolicy, DAY_MS};
 pub use crate::store::layout::{class_of, day_name, BucketId};
 pub use crate::store::{
-    AppendReport, CheckpointReport, ExpireReport, RecoveryReport, SealReport, Store, StoreOptions,
-    StoreStats,
+    AppendReport, CheckpointReport, DayPiece, ExpireReport, RecoveryReport, SealReport, Store,
+    StoreOptions, StoreStats,
 };
 pub use crate::wal::WalRepair;
 

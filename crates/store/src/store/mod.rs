@@ -57,6 +57,7 @@ use crate::StoreError;
 pub use checkpoint::CheckpointReport;
 use head::HeadBucket;
 use layout::{BucketId, Manifest};
+pub use query::DayPiece;
 
 /// Tunables of a store.
 #[derive(Debug, Clone)]

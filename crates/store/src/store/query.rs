@@ -1,6 +1,6 @@
 //! Queries, each over one loaded [`View`]: they take no lock but a head shard's read lock.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use imbtrack_barcode::BarcodeKey;
@@ -48,10 +48,34 @@ impl View {
     }
 }
 
+/// A piece a day query ([`Store::pieces_by_zip`], [`Store::pieces_by_mailer`]) found, with its
+/// positions in that day's sealed buckets: reading its scans ([`Store::lookup_day_piece`])
+/// reads those buckets at the positions instead of searching them again.
+#[derive(Clone)]
+pub struct DayPiece {
+    /// The piece.
+    pub key: BarcodeKey,
+    positions: Vec<(Arc<SealedBucket>, usize)>,
+}
+
 impl Store {
     /// Every scan of a piece still inside its retention window at `now_ms`, oldest first.
     pub fn lookup(&self, key: BarcodeKey, now_ms: i64) -> Vec<StoredScan> {
-        self.lookup_with(key, now_ms, |head, f| {
+        self.lookup_day_piece(
+            &DayPiece {
+                key,
+                positions: Vec::new(),
+            },
+            now_ms,
+        )
+    }
+
+    /// [`Store::lookup`] of a piece a day query found, reading the buckets that query found it
+    /// in at its positions there (a bucket compacted away since is not read: its scans are in
+    /// the bucket that replaced it, which is searched).
+    pub fn lookup_day_piece(&self, piece: &DayPiece, now_ms: i64) -> Vec<StoredScan> {
+        let key = piece.key;
+        self.lookup_with(key, &piece.positions, now_ms, |head, f| {
             head.with_shard_of(key, f);
             Some(())
         })
@@ -62,12 +86,13 @@ impl Store {
     /// head shard at this moment (then [`Store::lookup`] waits the few microseconds that takes).
     /// For callers that must not block, such as an async runtime's workers.
     pub fn try_lookup(&self, key: BarcodeKey, now_ms: i64) -> Option<Vec<StoredScan>> {
-        self.lookup_with(key, now_ms, |head, f| head.try_with_shard_of(key, f))
+        self.lookup_with(key, &[], now_ms, |head, f| head.try_with_shard_of(key, f))
     }
 
     fn lookup_with(
         &self,
         key: BarcodeKey,
+        known: &[(Arc<SealedBucket>, usize)],
         now_ms: i64,
         in_shard: impl Fn(&HeadBucket, &mut dyn FnMut(&HeadShard)) -> Option<()>,
     ) -> Option<Vec<StoredScan>> {
@@ -77,7 +102,10 @@ impl Store {
         let probe = BloomProbe::new(key);
         for (_, day) in view.sealed.range((class, i64::MIN)..=(class, i64::MAX)) {
             for bucket in day.all() {
-                bucket.scans_of(key, &probe, &mut found);
+                match known.iter().find(|(b, _)| Arc::ptr_eq(b, bucket)) {
+                    Some(&(_, at)) => bucket.scans_at(at, key, &mut found),
+                    None => bucket.scans_of(key, &probe, &mut found),
+                }
             }
         }
         for (_, head) in view.heads_of(class) {
@@ -94,7 +122,7 @@ impl Store {
 
     /// Pieces scanned on `day` (days since the epoch) whose routing ZIP starts with `zip`
     /// (5, 9 or 11 digits), with at least one scan that day still inside its window.
-    pub fn pieces_by_zip(&self, zip: Zip, day: i64, now_ms: i64) -> Vec<BarcodeKey> {
+    pub fn pieces_by_zip(&self, zip: Zip, day: i64, now_ms: i64) -> Vec<DayPiece> {
         self.pieces_of_day(
             day,
             now_ms,
@@ -104,7 +132,7 @@ impl Store {
     }
 
     /// Pieces of a Mailer ID scanned on `day`, with a scan that day still inside its window.
-    pub fn pieces_by_mailer(&self, mailer_id: u32, day: i64, now_ms: i64) -> Vec<BarcodeKey> {
+    pub fn pieces_by_mailer(&self, mailer_id: u32, day: i64, now_ms: i64) -> Vec<DayPiece> {
         self.pieces_of_day(
             day,
             now_ms,
@@ -117,12 +145,12 @@ impl Store {
         &self,
         day: i64,
         now_ms: i64,
-        from_bucket: impl Fn(&SealedBucket, &mut Vec<BarcodeKey>),
+        from_bucket: impl Fn(&SealedBucket, &mut Vec<(BarcodeKey, usize)>),
         from_head: impl Fn(&ScanEvent) -> bool,
-    ) -> Vec<BarcodeKey> {
+    ) -> Vec<DayPiece> {
         let view = self.view.load();
         let retention = self.options.retention;
-        let mut keys = BTreeSet::new();
+        let mut pieces: BTreeMap<BarcodeKey, Vec<(Arc<SealedBucket>, usize)>> = BTreeMap::new();
         for class in [MailClass::Mail, MailClass::Package] {
             if retention.bucket_expired(class, day, now_ms) {
                 continue;
@@ -134,17 +162,17 @@ impl Store {
                 for bucket in sealed.all() {
                     let mut found = Vec::new();
                     from_bucket(bucket, &mut found);
-                    for key in found {
+                    for (key, at) in found {
                         let mut scans = Vec::new();
                         if edge {
-                            bucket.scans_of(key, &BloomProbe::new(key), &mut scans);
+                            bucket.scans_at(at, key, &mut scans);
                         }
                         if !edge
-                            || scans.iter().any(|s| {
-                                s.barcode == key && retention.serves(class, s.time_ms, now_ms)
-                            })
+                            || scans
+                                .iter()
+                                .any(|s| retention.serves(class, s.time_ms, now_ms))
                         {
-                            keys.insert(key);
+                            pieces.entry(key).or_default().push((bucket.clone(), at));
                         }
                     }
                 }
@@ -156,13 +184,16 @@ impl Store {
                         if scans.peek().is_some_and(&from_head)
                             && scans.any(|e| retention.serves(class, e.time_ms, now_ms))
                         {
-                            keys.insert(key);
+                            pieces.entry(key).or_default();
                         }
                     }
                 });
             }
         }
-        keys.into_iter().collect()
+        pieces
+            .into_iter()
+            .map(|(key, positions)| DayPiece { key, positions })
+            .collect()
     }
 
     /// Counts, sizes and the day span per class.

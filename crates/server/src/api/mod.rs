@@ -1,0 +1,111 @@
+//! The routes: lookups ([`pieces`], [`zips`], [`mailers`]), push ingest ([`push`]), health,
+//! metrics and the tracking page ([`ops`]); with the errors they answer ([`error`]), the
+//! checks every request goes through ([`middleware`]), query-string parsing ([`params`]) and
+//! the other nodes of a scaled-out deployment ([`peers`]).
+
+mod error;
+mod mailers;
+mod middleware;
+mod ops;
+mod params;
+mod peers;
+mod pieces;
+mod push;
+mod zips;
+
+use std::sync::Arc;
+
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::{from_fn, from_fn_with_state};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use imbtrack_engine::Engine;
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde::Serialize;
+
+use self::error::{no_route, wrong_method, ApiError};
+use self::mailers::mailer_summary;
+use self::middleware::{deadline, guard, security_headers};
+use self::ops::{healthz, metrics_text, page_css, page_html, page_js};
+use self::peers::PeerClient;
+use self::pieces::{batch_pieces, get_piece};
+use self::push::push_scans;
+use self::zips::zip_pieces;
+use crate::audit::AuditLog;
+use crate::auth::{Caller, Tokens};
+use crate::Limits;
+
+pub(crate) use peers::peer_client;
+pub use peers::Peers;
+
+/// What the handlers share.
+pub(crate) struct AppState {
+    pub engine: Arc<Engine>,
+    pub tokens: Option<Tokens>,
+    pub audit: Arc<AuditLog>,
+    pub limits: Limits,
+    pub metrics: PrometheusHandle,
+    pub peers: Option<Arc<dyn Peers>>,
+    pub client: PeerClient,
+}
+
+type Shared = State<Arc<AppState>>;
+
+/// A JSON answer, serialised into a buffer sized for a piece with its scans at once (axum's
+/// `Json` starts small and copies as it grows, a measurable share of a lookup's time).
+fn json_response<T: Serialize>(value: &T) -> Response {
+    let mut body = Vec::with_capacity(4096);
+    match serde_json::to_writer(&mut body, value) {
+        Ok(()) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+/// What a handler tells the audit log about its answer (put in the response's extensions).
+#[derive(Debug, Clone, Default)]
+struct AuditNote {
+    key: Option<String>,
+    results: u64,
+}
+
+fn noted(mut response: Response, key: String, results: u64) -> Response {
+    response.extensions_mut().insert(AuditNote {
+        key: Some(key),
+        results,
+    });
+    response
+}
+
+/// The API's router over `state`.
+pub(crate) fn router(state: Arc<AppState>) -> Router {
+    let max_body = state.limits.max_body_bytes;
+    let api = Router::new()
+        .route("/v1/pieces/{barcode}", get(get_piece))
+        .route("/v1/pieces:batch", post(batch_pieces))
+        .route("/v1/zips/{zip}/pieces", get(zip_pieces))
+        .route("/v1/mailers/{mid}/summary", get(mailer_summary))
+        .route("/v1/scans", post(push_scans))
+        .route_layer(from_fn_with_state(state.clone(), guard));
+    Router::new()
+        .merge(api)
+        .route("/", get(page_html))
+        .route("/app.js", get(page_js))
+        .route("/app.css", get(page_css))
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics_text))
+        .fallback(no_route)
+        .method_not_allowed_fallback(wrong_method)
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(from_fn_with_state(state.clone(), deadline))
+        .layer(from_fn(security_headers))
+        .with_state(state)
+}
+
+fn require_lookups(caller: &Caller) -> Result<(), ApiError> {
+    if caller.may_look_up() {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden("lookups"))
+    }
+}
