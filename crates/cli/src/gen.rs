@@ -9,6 +9,8 @@ use clap::{Args, ValueEnum};
 use imbtrack_feed::time::DAY_MS;
 use imbtrack_feed::{generate, GenFormat, GenOptions};
 
+use crate::shared::parse_date;
+
 #[derive(Clone, Copy, ValueEnum)]
 pub(crate) enum FormatArg {
     Psv,
@@ -54,12 +56,6 @@ pub(crate) struct GenArgs {
     out: Option<PathBuf>,
 }
 
-/// Parses `YYYY-MM-DD` into days since 1970-01-01.
-pub(crate) fn parse_date(text: &str) -> anyhow::Result<i64> {
-    imbtrack_feed::time::parse_date(text)
-        .with_context(|| format!("date {text:?} is not an existing day as YYYY-MM-DD"))
-}
-
 pub(crate) fn run(args: GenArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     for (name, share) in [
         ("--package-share", args.package_share),
@@ -75,12 +71,12 @@ pub(crate) fn run(args: GenArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     let (start_day, default_until) = match &args.start {
         Some(date) => (parse_date(date)?, None),
         None => {
-            let now = crate::data::now_ms(None)?;
+            let now = crate::shared::now_ms(None)?;
             (now.div_euclid(DAY_MS) - i64::from(days) + 1, Some(now))
         }
     };
     let until_ms = match &args.until {
-        Some(text) => Some(crate::data::now_ms(Some(text)).context("--until")?),
+        Some(text) => Some(crate::shared::now_ms(Some(text)).context("--until")?),
         None => default_until,
     };
     let options = GenOptions {

@@ -2,11 +2,15 @@
 
 mod barcode;
 mod bench;
+#[cfg(feature = "kafka")]
+mod cluster;
 mod data;
 mod gen;
 #[cfg(feature = "kafka")]
 mod kafka;
-mod serve;
+mod server;
+mod shared;
+mod token;
 
 use std::io::{self, Write};
 use std::path::PathBuf;
@@ -66,14 +70,14 @@ enum Command {
     /// on 127.0.0.1:8080.
     Demo(data::DemoArgs),
     /// Serve the HTTP API and tracking page, ingesting pushes and the spool directory.
-    Serve(serve::ServeArgs),
+    Serve(server::ServeArgs),
     /// Parse feed files and publish every valid scan to Kafka, keyed and partitioned by piece
     /// (cargo feature `kafka`).
     #[cfg(feature = "kafka")]
     Produce(kafka::ProduceArgs),
     /// Make bearer tokens for the tokens file.
     #[command(subcommand)]
-    Token(serve::TokenCommand),
+    Token(token::TokenCommand),
     /// End-to-end benchmark against SQLite (and PostgreSQL when given), same data, one run.
     Bench(bench::BenchArgs),
 }
@@ -86,7 +90,7 @@ pub(crate) enum Outcome {
 }
 
 fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<Outcome> {
-    let now_ms = data::now_ms(cli.now.as_deref())?;
+    let now_ms = shared::now_ms(cli.now.as_deref())?;
     // A fixed --now holds for the whole run; otherwise a server follows the system clock.
     let clock = if cli.now.is_some() {
         imbtrack_engine::Clock::Fixed(now_ms)
@@ -101,8 +105,8 @@ fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<Outcome> {
         Command::Expire => data::expire(&cli.data, now_ms, out),
         Command::Stats => data::stats(&cli.data, now_ms, out),
         Command::Demo(args) => data::demo(&cli.data, now_ms, clock, args, out),
-        Command::Serve(args) => serve::serve(&cli.data, clock, args, |_| {}),
-        Command::Token(command) => serve::token(command, out),
+        Command::Serve(args) => server::serve(&cli.data, clock, args, |_| {}),
+        Command::Token(command) => token::run(command, out),
         #[cfg(feature = "kafka")]
         Command::Produce(args) => kafka::produce(&cli.data, now_ms, args, out),
         Command::Bench(args) => bench::run(now_ms, args, out),

@@ -1,18 +1,16 @@
-//! `imbtrack serve`, `imbtrack token new` and the serving half of `imbtrack demo`.
+//! Running the server: `imbtrack serve`, and the serving half of `imbtrack demo`.
 
-use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::{Args, Subcommand};
+use clap::Args;
 use imbtrack_engine::Clock;
-use imbtrack_server::{token_hash_hex, Scope, Server, ServerConfig};
-use serde_json::json;
+use imbtrack_server::{Server, ServerConfig};
 
-use crate::data::open_engine;
+use crate::shared::open_engine;
 use crate::Outcome;
 
 #[derive(Args)]
@@ -51,7 +49,7 @@ pub(crate) struct ServeArgs {
     request_timeout: f64,
     #[cfg(feature = "kafka")]
     #[command(flatten)]
-    kafka: crate::kafka::NodeArgs,
+    kafka: crate::cluster::NodeArgs,
 }
 
 impl ServeArgs {
@@ -85,7 +83,7 @@ impl ServeArgs {
             header_timeout: 10.0,
             request_timeout: 30.0,
             #[cfg(feature = "kafka")]
-            kafka: crate::kafka::NodeArgs::default(),
+            kafka: crate::cluster::NodeArgs::default(),
         }
     }
 }
@@ -134,7 +132,7 @@ pub(crate) fn serve(
         let scheme = if server.is_tls() { "https" } else { "http" };
         let base = format!("{scheme}://{}", server.local_addr());
         #[cfg(feature = "kafka")]
-        if let Some(peers) = crate::kafka::join(&args.kafka, &engine, &node_stop, &base)? {
+        if let Some(peers) = crate::cluster::join(&args.kafka, &engine, &node_stop, &base)? {
             server = server.route_through(peers);
         }
         eprintln!("imbtrack: serving {base}/ from {}", data.display());
@@ -175,54 +173,4 @@ async fn shutdown_signal() {
     {
         let _ = tokio::signal::ctrl_c().await;
     }
-}
-
-#[derive(Subcommand)]
-pub(crate) enum TokenCommand {
-    /// Make a new random token: prints the token (give it to its holder; it is not stored)
-    /// and the entry to append to the tokens file.
-    New {
-        /// Who holds it (shown in the audit log).
-        #[arg(long)]
-        id: String,
-        /// Scopes: admin, ingest, mailer:<MID>,<MID>… (repeatable).
-        #[arg(long = "scope", required = true)]
-        scopes: Vec<String>,
-        /// Append the entry to this tokens file (created, readable by its owner only).
-        #[arg(long)]
-        append: Option<PathBuf>,
-    },
-}
-
-pub(crate) fn token(command: TokenCommand, out: &mut dyn Write) -> anyhow::Result<Outcome> {
-    let TokenCommand::New { id, scopes, append } = command;
-    for scope in &scopes {
-        Scope::parse(scope).map_err(|e| anyhow::anyhow!(e))?;
-    }
-    anyhow::ensure!(
-        !id.is_empty() && !id.contains(['"', '\\', '\n']),
-        "--id {id:?} must be non-empty, without quotes, backslashes or newlines"
-    );
-    let mut secret = [0u8; 32];
-    getrandom::fill(&mut secret).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
-    let token: String = secret.iter().map(|b| format!("{b:02x}")).collect();
-    let token = format!("imbt_{token}");
-    let entry = format!(
-        "[[tokens]]\nid = \"{id}\"\nsha256 = \"{}\"\nscopes = {}\n",
-        token_hash_hex(&token),
-        serde_json::to_string(&scopes)?
-    );
-    if let Some(path) = &append {
-        let mut options = std::fs::OpenOptions::new();
-        options.create(true).append(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-        let mut file = options
-            .open(path)
-            .with_context(|| format!("opening {}", path.display()))?;
-        // A blank line first, so an entry never runs into a file's last line.
-        write!(file, "\n{entry}").with_context(|| format!("writing {}", path.display()))?;
-    }
-    writeln!(out, "{}", json!({"id": id, "token": token, "entry": entry}))?;
-    Ok(Outcome::AllGood)
 }
