@@ -277,7 +277,55 @@ pub struct ScanIdentity {
     pub facility_zip: Zip,
 }
 
+/// Bytes of a scan's fixed-size record ([`ScanEvent::encode_record`]).
+pub const SCAN_RECORD_LEN: usize = 56;
+
 impl ScanEvent {
+    /// Appends the scan as its fixed-size little-endian record (the WAL logs scans so): key
+    /// u128 | time ms i64 | routing ZIP bits u64 | facility ZIP bits u64 | facility symbol u32
+    /// | machine symbol u32 | code 3 bytes | class u8 | handling u8 | 3 zero bytes.
+    pub fn encode_record(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.barcode.as_u128().to_le_bytes());
+        out.extend_from_slice(&self.time_ms.to_le_bytes());
+        out.extend_from_slice(&self.routing.to_bits().to_le_bytes());
+        out.extend_from_slice(&self.facility_zip.to_bits().to_le_bytes());
+        out.extend_from_slice(&self.facility.to_le_bytes());
+        out.extend_from_slice(&self.machine.to_le_bytes());
+        out.extend_from_slice(&self.code.to_bytes());
+        out.push(self.class as u8);
+        out.push(self.handling as u8);
+        out.extend_from_slice(&[0; 3]);
+    }
+
+    /// Reads a record [`ScanEvent::encode_record`] wrote; `None` if it is not
+    /// [`SCAN_RECORD_LEN`] bytes or a field holds no valid value.
+    pub fn decode_record(bytes: &[u8]) -> Option<ScanEvent> {
+        let bytes: &[u8; SCAN_RECORD_LEN] = bytes.try_into().ok()?;
+        let u64_at = |at: usize| {
+            let mut field = [0; 8];
+            field.copy_from_slice(&bytes[at..at + 8]);
+            u64::from_le_bytes(field)
+        };
+        let u32_at = |at: usize| {
+            let mut field = [0; 4];
+            field.copy_from_slice(&bytes[at..at + 4]);
+            u32::from_le_bytes(field)
+        };
+        let mut key = [0; 16];
+        key.copy_from_slice(&bytes[..16]);
+        Some(ScanEvent {
+            barcode: BarcodeKey::from_u128(u128::from_le_bytes(key)).ok()?,
+            time_ms: u64_at(16) as i64,
+            routing: Zip::from_bits(u64_at(24))?,
+            facility_zip: Zip::from_bits(u64_at(32))?,
+            facility: u32_at(40),
+            machine: u32_at(44),
+            code: EventCode::from_bytes([bytes[48], bytes[49], bytes[50]])?,
+            class: MailClass::from_byte(bytes[51])?,
+            handling: HandlingEventType::from_byte(bytes[52])?,
+        })
+    }
+
     /// The identity deduplication goes by.
     pub fn identity(&self) -> ScanIdentity {
         ScanIdentity {
@@ -550,5 +598,38 @@ mod tests {
         assert_eq!(a.facility(remap[facility as usize]).city, "CHICAGO");
         assert_eq!(remap[0], 0);
         assert_eq!(std::mem::size_of::<ScanEvent>(), 64);
+    }
+
+    proptest::proptest! {
+        /// A scan's record reads back as the scan, and no record of another length reads.
+        #[test]
+        fn scan_records_round_trip(
+            tracking in 0u64..10u64.pow(15),
+            time_ms in proptest::num::i64::ANY,
+            zips in (0u64..100_000, 0u64..100_000_000_000),
+            symbols in (proptest::num::u32::ANY, proptest::num::u32::ANY),
+            code in "[0-9A-Z]{1,3}",
+            package in proptest::bool::ANY,
+            handling in 0u8..4,
+        ) {
+            let imb = imbtrack_barcode::Imb::new(&format!("00270{tracking:015}"), "").unwrap();
+            let barcode = imbtrack_barcode::Barcode::Imb(imb).key();
+            let event = ScanEvent {
+                barcode,
+                time_ms,
+                routing: Zip::from_parts(zips.1, 11).unwrap(),
+                facility_zip: Zip::from_parts(zips.0, 5).unwrap(),
+                facility: symbols.0,
+                machine: symbols.1,
+                code: EventCode::parse(code.as_bytes()).unwrap(),
+                class: if package { MailClass::Package } else { MailClass::Mail },
+                handling: HandlingEventType::from_byte(handling).unwrap(),
+            };
+            let mut record = Vec::new();
+            event.encode_record(&mut record);
+            proptest::prop_assert_eq!(record.len(), SCAN_RECORD_LEN);
+            proptest::prop_assert_eq!(ScanEvent::decode_record(&record), Some(event));
+            proptest::prop_assert_eq!(ScanEvent::decode_record(&record[1..]), None);
+        }
     }
 }

@@ -15,7 +15,8 @@ one bad record stop a feed or vanish silently.
   [`RejectSink`] (such as [`RejectFile`], one JSON line each) and are counted in the
   [`ParseReport`].
 - [`CodeTables`] loads the mail operation code and package event code tables of `data/`.
-- [`generate`] writes a realistic synthetic feed (`imbtrack gen`).
+- `generate` writes a realistic synthetic feed (`imbtrack gen`; cargo feature `generator`, on
+  by default, which the crates that only read scans leave out).
 
 # Example
 
@@ -41,6 +42,7 @@ assert_eq!(rejects.rejects[0].0, 3); // the line number
 mod codes;
 mod delimited;
 mod event;
+#[cfg(feature = "generator")]
 mod generate;
 mod json;
 mod parse;
@@ -51,8 +53,9 @@ pub mod time;
 pub use crate::codes::{CodeInfo, CodeTables, CodeTablesError, MailOpCode, PackageEvent, Status};
 pub use crate::event::{
     EventCode, Facility, HandlingEventType, MailClass, ScanEvent, ScanIdentity, Symbol,
-    SymbolTable, Zip,
+    SymbolTable, Zip, SCAN_RECORD_LEN,
 };
+#[cfg(feature = "generator")]
 pub use crate::generate::{
     generate, GenFormat, GenOptions, GenSummary, GeneratedLine, LineKind, SplitMix64,
 };

@@ -17,8 +17,7 @@ use std::fs::{self, File, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 
-use imbtrack_barcode::BarcodeKey;
-use imbtrack_feed::{EventCode, HandlingEventType, MailClass, ScanEvent, Symbol, Zip};
+use imbtrack_feed::{ScanEvent, Symbol, SCAN_RECORD_LEN};
 
 use crate::fault;
 use crate::fsutil::sync_dir;
@@ -29,8 +28,8 @@ const RECORD_HEADER: usize = 8;
 const KIND_SYMBOLS: u8 = 1;
 const KIND_EVENTS: u8 = 2;
 const KIND_POSITIONS: u8 = 3;
-/// Bytes of one event in a record.
-pub(crate) const EVENT_LEN: usize = 56;
+/// Bytes of one event in a record: the scan's own record ([`ScanEvent::encode_record`]).
+pub(crate) const EVENT_LEN: usize = SCAN_RECORD_LEN;
 /// Longest record a reader accepts; a larger length field is damage, not data.
 const MAX_RECORD: usize = 256 << 20;
 
@@ -74,35 +73,6 @@ pub(crate) fn segment_name(seq: u64) -> String {
     format!("{seq:016}.wal")
 }
 
-fn encode_event(event: &ScanEvent, out: &mut Vec<u8>) {
-    out.extend_from_slice(&event.barcode.as_u128().to_le_bytes());
-    out.extend_from_slice(&event.time_ms.to_le_bytes());
-    out.extend_from_slice(&event.routing.to_bits().to_le_bytes());
-    out.extend_from_slice(&event.facility_zip.to_bits().to_le_bytes());
-    out.extend_from_slice(&event.facility.to_le_bytes());
-    out.extend_from_slice(&event.machine.to_le_bytes());
-    out.extend_from_slice(&event.code.to_bytes());
-    out.push(event.class as u8);
-    out.push(event.handling as u8);
-    out.extend_from_slice(&[0; 3]);
-}
-
-fn decode_event(b: &[u8]) -> Option<ScanEvent> {
-    let u64_at = |at: usize| u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"));
-    let u32_at = |at: usize| u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"));
-    Some(ScanEvent {
-        barcode: BarcodeKey::from_u128(u128::from_le_bytes(b[..16].try_into().ok()?)).ok()?,
-        time_ms: u64_at(16) as i64,
-        routing: Zip::from_bits(u64_at(24))?,
-        facility_zip: Zip::from_bits(u64_at(32))?,
-        facility: u32_at(40),
-        machine: u32_at(44),
-        code: EventCode::from_bytes([b[48], b[49], b[50]])?,
-        class: MailClass::from_byte(b[51])?,
-        handling: HandlingEventType::from_byte(b[52])?,
-    })
-}
-
 fn decode_payload(payload: &[u8]) -> Option<WalRecord> {
     let (&kind, rest) = payload.split_first()?;
     let count = u32::from_le_bytes(rest.get(..4)?.try_into().ok()?) as usize;
@@ -136,7 +106,7 @@ fn decode_payload(payload: &[u8]) -> Option<WalRecord> {
                 return None;
             }
             body.chunks_exact(EVENT_LEN)
-                .map(decode_event)
+                .map(ScanEvent::decode_record)
                 .collect::<Option<Vec<_>>>()
                 .map(WalRecord::Events)
         }
@@ -458,7 +428,7 @@ impl Wal {
             payload.push(KIND_EVENTS);
             payload.extend_from_slice(&(chunk.len() as u32).to_le_bytes());
             for event in chunk {
-                encode_event(event, &mut payload);
+                event.encode_record(&mut payload);
             }
             self.push_record(&payload);
         }
@@ -533,6 +503,7 @@ impl Wal {
 mod tests {
     use super::*;
     use imbtrack_barcode::{Barcode, Imb};
+    use imbtrack_feed::{EventCode, HandlingEventType, MailClass, Zip};
 
     fn event(n: i64) -> ScanEvent {
         ScanEvent {
