@@ -4,9 +4,24 @@
 //! Restarts neither lose nor double a file: a file stays in the spool until its scans are
 //! durable, so a crash before the move ingests it again on the next start, and the store keeps
 //! each scan once (the second pass counts them as duplicates).
+//!
+//! The spool is written by other processes, so nothing in it is trusted:
+//! - a file is taken only when two passes in a row saw it with the same size and modification
+//!   time, so one still being written under its final name waits (temp names — dot files,
+//!   `.tmp`, `.part` — are never taken);
+//! - it is opened without following symbolic links (`O_NOFOLLOW`) and must be, once open, the
+//!   regular file that was listed (same device, inode, size and modification time) with no
+//!   other name (a hard link to a file elsewhere is not a feed), so a name swapped for a link
+//!   or another file between listing and opening is left alone;
+//! - it is read into memory before parsing, never mapped, so a writer that truncates it
+//!   meanwhile cannot fault the server;
+//! - one file's trouble (unreadable, swapped, a `done` that is not a directory) is logged and
+//!   counted, and the pass goes on with the others.
 
+use std::collections::HashMap;
 use std::fs;
-use std::io;
+use std::io::{self, Read};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -37,11 +52,15 @@ pub enum SpoolOutcome {
         /// Why.
         reason: String,
     },
-    /// The store could not take it; left in the spool for the next pass.
+    /// The store could not take it, or the file could not be read or moved; left in the spool
+    /// for the next pass.
     Retry {
         /// What went wrong.
         error: String,
     },
+    /// The name no longer leads to the file that was listed (replaced by a link or another
+    /// file); left where it is, never read.
+    Replaced,
 }
 
 /// Whether a name is a file still being written: dot files and `.tmp`/`.part` suffixes.
@@ -49,19 +68,61 @@ fn is_in_progress(name: &str) -> bool {
     name.starts_with('.') || name.ends_with(".tmp") || name.ends_with(".part")
 }
 
-/// Files ready in the spool, oldest name first (plants name files by time).
-pub fn ready_files(spool: &Path) -> io::Result<Vec<PathBuf>> {
-    let mut files = Vec::new();
-    for entry in fs::read_dir(spool)? {
-        let entry = entry?;
-        let name = entry.file_name();
-        if !entry.file_type()?.is_file() || is_in_progress(&name.to_string_lossy()) {
-            continue;
+/// A regular file as a pass listed it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Listed {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    modified_ns: i128,
+}
+
+impl Listed {
+    fn of(meta: &fs::Metadata) -> Listed {
+        Listed {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            len: meta.len(),
+            modified_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
         }
-        files.push(entry.path());
     }
-    files.sort();
-    Ok(files)
+}
+
+/// What the previous pass saw, so a file is taken only once it has stopped changing.
+#[derive(Debug, Default)]
+pub struct SpoolState {
+    seen: HashMap<PathBuf, Listed>,
+}
+
+impl SpoolState {
+    /// Regular files in the spool, oldest name first (plants name files by time), that the
+    /// previous pass saw exactly as they are now; remembers what it saw for the next pass.
+    pub fn ready_files(&mut self, spool: &Path) -> io::Result<Vec<(PathBuf, Listed)>> {
+        let mut now = HashMap::new();
+        for entry in fs::read_dir(spool)? {
+            let entry = entry?;
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if is_in_progress(&name) || name == DONE_DIR || name == FAILED_DIR {
+                continue;
+            }
+            // `symlink_metadata` does not follow links: a link is not a regular file.
+            let Ok(meta) = fs::symlink_metadata(entry.path()) else {
+                continue;
+            };
+            if meta.is_file() {
+                now.insert(entry.path(), Listed::of(&meta));
+            }
+        }
+        let mut ready: Vec<(PathBuf, Listed)> = now
+            .iter()
+            .filter(|(path, listed)| self.seen.get(*path) == Some(listed))
+            .map(|(path, listed)| (path.clone(), *listed))
+            .collect();
+        ready.sort_by(|a, b| a.0.cmp(&b.0));
+        self.seen = now;
+        Ok(ready)
+    }
 }
 
 /// A path in `dir` named like `file`, with `.1`, `.2`… added if that name is taken.
@@ -73,7 +134,7 @@ fn free_name(dir: &Path, file: &Path) -> PathBuf {
         .to_string();
     let mut candidate = dir.join(&name);
     let mut n = 0;
-    while candidate.exists() {
+    while candidate.symlink_metadata().is_ok() {
         n += 1;
         candidate = dir.join(format!("{name}.{n}"));
     }
@@ -89,11 +150,43 @@ fn move_into(file: &Path, dir: &Path) -> io::Result<PathBuf> {
     Ok(target)
 }
 
-/// Ingests one spooled file and moves it where it belongs.
-pub fn process_file(engine: &Engine, spool: &Path, file: &Path) -> io::Result<SpoolOutcome> {
+/// The listed file's bytes: `None` if the name now leads elsewhere (a link, another file).
+fn read_listed(file: &Path, listed: Listed) -> io::Result<Option<Vec<u8>>> {
+    let opened = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(file);
+    let mut opened = match opened {
+        Ok(opened) => opened,
+        // ELOOP: the name is a symbolic link now.
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let meta = opened.metadata()?;
+    // Same inode, size and modification time as listed (an inode number alone can be reused
+    // by a file put in the removed one's place), and no other name: a hard link to a file
+    // outside the spool is not a feed.
+    if !meta.is_file() || Listed::of(&meta) != listed || meta.nlink() != 1 {
+        return Ok(None);
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    opened.read_to_end(&mut bytes)?;
+    Ok(Some(bytes))
+}
+
+/// Ingests one spooled file (as listed) and moves it where it belongs.
+pub fn process_file(
+    engine: &Engine,
+    spool: &Path,
+    file: &Path,
+    listed: Listed,
+) -> io::Result<SpoolOutcome> {
+    let Some(bytes) = read_listed(file, listed)? else {
+        return Ok(SpoolOutcome::Replaced);
+    };
     let mut rejects = RejectList::default();
     let source = file.display().to_string();
-    match engine.ingest_file(file, &mut rejects, &|_| {}) {
+    match engine.ingest(&source, &bytes, &mut rejects, &|_| {}) {
         Ok(summary) => {
             let done = spool.join(DONE_DIR);
             let path = move_into(file, &done)?;
@@ -121,11 +214,19 @@ pub fn process_file(engine: &Engine, spool: &Path, file: &Path) -> io::Result<Sp
     }
 }
 
-/// Ingests every ready file once, in name order; what happened to each.
-pub fn drain(engine: &Engine, spool: &Path) -> io::Result<Vec<(PathBuf, SpoolOutcome)>> {
+/// Ingests every ready file once, in name order; what happened to each. A file whose handling
+/// fails is a [`SpoolOutcome::Retry`]; the others still go.
+pub fn drain(
+    engine: &Engine,
+    spool: &Path,
+    state: &mut SpoolState,
+) -> io::Result<Vec<(PathBuf, SpoolOutcome)>> {
     let mut outcomes = Vec::new();
-    for file in ready_files(spool)? {
-        let outcome = process_file(engine, spool, &file)?;
+    for (file, listed) in state.ready_files(spool)? {
+        let outcome =
+            process_file(engine, spool, &file, listed).unwrap_or_else(|e| SpoolOutcome::Retry {
+                error: e.to_string(),
+            });
         match &outcome {
             SpoolOutcome::Done { path, summary } => {
                 tracing::info!(
@@ -147,6 +248,14 @@ pub fn drain(engine: &Engine, spool: &Path) -> io::Result<Vec<(PathBuf, SpoolOut
                 tracing::error!("spool: {} left for a retry: {error}", file.display());
                 metrics::counter!("imbtrack_spool_files_total", "outcome" => "retry").increment(1);
             }
+            SpoolOutcome::Replaced => {
+                tracing::warn!(
+                    "spool: {} changed between listing and opening (a link or another file now); left alone",
+                    file.display()
+                );
+                metrics::counter!("imbtrack_spool_files_total", "outcome" => "replaced")
+                    .increment(1);
+            }
         }
         outcomes.push((file, outcome));
     }
@@ -154,10 +263,12 @@ pub fn drain(engine: &Engine, spool: &Path) -> io::Result<Vec<(PathBuf, SpoolOut
 }
 
 /// Watches `spool` until `stop` is set, draining it every `every` (polling: it works on every
-/// filesystem, network mounts included, and a plant's files come minutes apart).
+/// filesystem, network mounts included, and a plant's files come minutes apart). A file is
+/// taken on the pass after the one that first saw it unchanged, so within two intervals.
 pub fn watch(engine: Arc<Engine>, spool: PathBuf, every: Duration, stop: Arc<AtomicBool>) {
+    let mut state = SpoolState::default();
     while !stop.load(Ordering::Relaxed) {
-        if let Err(e) = drain(&engine, &spool) {
+        if let Err(e) = drain(&engine, &spool, &mut state) {
             tracing::error!("spool {}: {e}", spool.display());
         }
         std::thread::sleep(every);
@@ -174,19 +285,28 @@ mod tests {
         0027012345678912345612345678901|2025-01-15T10:00:00-05:00|918|94110\n\
         not-a-barcode|2025-01-15T10:00:00-05:00|918|94110\n";
 
+    fn engine(dir: &Path) -> Engine {
+        let now = parse_timestamp(b"2025-01-16T00:00:00Z", None).unwrap();
+        Engine::open(&dir.join("data"), EngineOptions::at(now))
+            .unwrap()
+            .0
+    }
+
     #[test]
     fn files_move_to_done_or_failed_and_a_replay_doubles_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let spool = dir.path().join("spool");
         fs::create_dir_all(&spool).unwrap();
-        let now = parse_timestamp(b"2025-01-16T00:00:00Z", None).unwrap();
-        let (engine, _) = Engine::open(&dir.path().join("data"), EngineOptions::at(now)).unwrap();
+        let engine = engine(dir.path());
+        let mut state = SpoolState::default();
         fs::write(spool.join("a.psv"), FEED).unwrap();
         fs::write(spool.join("b.gz"), [0x1f, 0x8b, 1, 2, 3]).unwrap();
         fs::write(spool.join("c.psv.tmp"), FEED).unwrap();
         fs::write(spool.join(".d.psv"), FEED).unwrap();
 
-        let outcomes = drain(&engine, &spool).unwrap();
+        // The first pass only notes the files; the second, finding them unchanged, takes them.
+        assert!(drain(&engine, &spool, &mut state).unwrap().is_empty());
+        let outcomes = drain(&engine, &spool, &mut state).unwrap();
         assert_eq!(outcomes.len(), 2);
         match &outcomes[0].1 {
             SpoolOutcome::Done { path, summary } => {
@@ -205,7 +325,8 @@ mod tests {
         // A crash between the ingest and the move leaves the file in the spool: it comes back,
         // and only as duplicates; the same name in done/ gets a suffix.
         fs::write(spool.join("a.psv"), FEED).unwrap();
-        let outcomes = drain(&engine, &spool).unwrap();
+        drain(&engine, &spool, &mut state).unwrap();
+        let outcomes = drain(&engine, &spool, &mut state).unwrap();
         match &outcomes[0].1 {
             SpoolOutcome::Done { path, summary } => {
                 assert_eq!(path, &spool.join("done/a.psv.1"));
@@ -213,5 +334,84 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn a_file_still_growing_waits_until_it_stops() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = dir.path().join("spool");
+        fs::create_dir_all(&spool).unwrap();
+        let engine = engine(dir.path());
+        let mut state = SpoolState::default();
+        let (head, tail) = FEED.split_at(60);
+        fs::write(spool.join("a.psv"), head).unwrap();
+        assert!(drain(&engine, &spool, &mut state).unwrap().is_empty());
+        // Written on under its final name between the passes: not taken half-written.
+        fs::OpenOptions::new()
+            .append(true)
+            .open(spool.join("a.psv"))
+            .and_then(|mut f| io::Write::write_all(&mut f, tail.as_bytes()))
+            .unwrap();
+        assert!(drain(&engine, &spool, &mut state).unwrap().is_empty());
+        let outcomes = drain(&engine, &spool, &mut state).unwrap();
+        assert!(matches!(
+            &outcomes[0].1,
+            SpoolOutcome::Done { summary, .. } if (summary.accepted, summary.rejected) == (1, 1)
+        ));
+    }
+
+    #[test]
+    fn a_name_swapped_for_a_link_or_another_file_is_never_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = dir.path().join("spool");
+        fs::create_dir_all(&spool).unwrap();
+        let engine = engine(dir.path());
+        let secret = dir.path().join("secret.txt");
+        fs::write(&secret, "token = hunter2\n").unwrap();
+        fs::write(spool.join("a.psv"), FEED).unwrap();
+        let listed = Listed::of(&fs::symlink_metadata(spool.join("a.psv")).unwrap());
+        // Between the listing and the open, the name becomes a link to a secret...
+        fs::remove_file(spool.join("a.psv")).unwrap();
+        std::os::unix::fs::symlink(&secret, spool.join("a.psv")).unwrap();
+        let outcome = process_file(&engine, &spool, &spool.join("a.psv"), listed).unwrap();
+        assert!(matches!(outcome, SpoolOutcome::Replaced), "{outcome:?}");
+        // ... or another regular file.
+        fs::remove_file(spool.join("a.psv")).unwrap();
+        fs::copy(&secret, spool.join("a.psv")).unwrap();
+        let outcome = process_file(&engine, &spool, &spool.join("a.psv"), listed).unwrap();
+        assert!(matches!(outcome, SpoolOutcome::Replaced), "{outcome:?}");
+        // ... or a hard link to it.
+        fs::remove_file(spool.join("a.psv")).unwrap();
+        fs::write(spool.join("a.psv"), FEED).unwrap();
+        let listed = Listed::of(&fs::symlink_metadata(spool.join("a.psv")).unwrap());
+        fs::hard_link(spool.join("a.psv"), dir.path().join("elsewhere")).unwrap();
+        let outcome = process_file(&engine, &spool, &spool.join("a.psv"), listed).unwrap();
+        assert!(matches!(outcome, SpoolOutcome::Replaced), "{outcome:?}");
+        assert!(!spool.join(DONE_DIR).exists() && !spool.join(FAILED_DIR).exists());
+        // A symbolic link is never listed at all.
+        fs::remove_file(spool.join("a.psv")).unwrap();
+        std::os::unix::fs::symlink(&secret, spool.join("b.psv")).unwrap();
+        let mut state = SpoolState::default();
+        assert!(state.ready_files(&spool).unwrap().is_empty());
+        assert!(state.ready_files(&spool).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_done_that_is_not_a_directory_stops_no_other_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = dir.path().join("spool");
+        fs::create_dir_all(&spool).unwrap();
+        let engine = engine(dir.path());
+        let mut state = SpoolState::default();
+        fs::write(spool.join(DONE_DIR), "not a directory").unwrap();
+        fs::write(spool.join("a.psv"), FEED).unwrap();
+        fs::write(spool.join("b.gz"), [0x1f, 0x8b, 1, 2, 3]).unwrap();
+        drain(&engine, &spool, &mut state).unwrap();
+        let outcomes = drain(&engine, &spool, &mut state).unwrap();
+        // `done` itself is never taken for a feed; a.psv cannot move there and waits; b.gz
+        // still goes to failed/.
+        assert_eq!(outcomes.len(), 2, "{outcomes:?}");
+        assert!(matches!(&outcomes[0].1, SpoolOutcome::Retry { .. }));
+        assert!(matches!(&outcomes[1].1, SpoolOutcome::Failed { .. }));
     }
 }
