@@ -57,6 +57,26 @@ fn first_good(lines: &[GeneratedLine], package: bool) -> BarcodeKey {
         .barcode
 }
 
+/// Every file and directory under `dir` whose mode lets anyone but its owner in.
+fn open_to_others(dir: &Path) -> Vec<(std::path::PathBuf, u32)> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        let mode = std::fs::symlink_metadata(&path)
+            .unwrap()
+            .permissions()
+            .mode();
+        if mode & 0o077 != 0 {
+            found.push((path.clone(), mode & 0o777));
+        }
+        if path.is_dir() {
+            found.extend(open_to_others(&path));
+        }
+    }
+    found
+}
+
 #[test]
 fn ingest_then_query_every_way() {
     let dir = tempfile::tempdir().unwrap();
@@ -97,6 +117,9 @@ fn ingest_then_query_every_way() {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     assert_eq!(rejects.len() as u64, rejected);
+    // Store, WAL, checkpoint and rejects hold personal data: the owner's only.
+    assert!(data.join("head.ckpt").exists() || summary["checkpoint_scans"] == 0);
+    assert_eq!(open_to_others(&data), vec![]);
     for reject in &rejects {
         let line = lines
             .iter()

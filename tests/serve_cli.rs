@@ -7,7 +7,7 @@
 
 mod common;
 
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -288,6 +288,12 @@ fn mailer_tokens_see_only_their_own_mailer_ids() {
             (401, Some("unauthorized"))
         );
     }
+    // With tokens, /metrics is for admin (or a metrics token) only.
+    let metrics = server.url("/metrics");
+    assert_eq!(get(&metrics, None).0, 401);
+    assert_eq!(get(&metrics, acme).0, 403);
+    assert_eq!(get(&metrics, plant).0, 403);
+    assert_eq!(get(&metrics, admin).0, 200);
     // The admin sees everything.
     assert_eq!(get(&piece_url(&ours), admin).0, 200);
     assert_eq!(get(&piece_url(&theirs), admin).0, 200);
@@ -394,6 +400,102 @@ fn mailer_tokens_see_only_their_own_mailer_ids() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("loopback"));
+
+    // With tokens, plain HTTP on an address others reach only when asked for by name.
+    let public = |extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_imbtrack"))
+            .arg("--data")
+            .arg(&data)
+            .args(["serve", "--listen", "0.0.0.0:0", "--tokens"])
+            .arg(&tokens_path)
+            .args(extra)
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let out = public(&[]).wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--insecure-http"));
+    let mut insecure = public(&["--insecure-http"]);
+    let mut stderr = BufReader::new(insecure.stderr.take().unwrap());
+    let mut said = String::new();
+    while !said.contains("imbtrack: serving") {
+        let mut line = String::new();
+        assert!(stderr.read_line(&mut line).unwrap() > 0, "stopped: {said}");
+        said.push_str(&line);
+    }
+    assert!(said.contains("in clear"), "{said}");
+    insecure.kill().unwrap();
+    insecure.wait().unwrap();
+}
+
+/// A raw HTTP/1.1 request with the given extra header lines; the status and body.
+fn raw_request(base: &str, request_line: &str, headers: &[String], body: &str) -> (u16, String) {
+    let address = base.trim_start_matches("http://");
+    let mut stream = TcpStream::connect(address).unwrap();
+    let mut request = format!("{request_line}\r\n");
+    for header in headers {
+        request.push_str(&format!("{header}\r\n"));
+    }
+    request.push_str(&format!(
+        "Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    ));
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    let status = answer[9..12].parse().unwrap();
+    let body = answer.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+    (status, body)
+}
+
+#[test]
+fn without_tokens_only_this_machine_and_its_own_page_are_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let lines = store_with(&data, 50);
+    let piece = imb_pieces(&lines)[0].to_string();
+    let server = Served::start(&data, &[]);
+    let host = server.base.trim_start_matches("http://").to_string();
+    let lookup = format!("GET /v1/pieces/{piece} HTTP/1.1");
+    let (status, _) = raw_request(&server.base, &lookup, &[format!("Host: {host}")], "");
+    assert_eq!(status, 200);
+    // A page whose DNS name was rebound to 127.0.0.1 sends its own name as Host.
+    let rebound = format!(
+        "Host: tracker.evil.example:{}",
+        host.rsplit(':').next().unwrap()
+    );
+    let (status, body) = raw_request(&server.base, &lookup, &[rebound], "");
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("not_local"), "{body}");
+    // Another site's page posting scans as text/plain (no preflight) sends its Origin.
+    let feed = "imb|scanDatetime|scanEventCode|scanFacilityZip\n\
+                0027012345678912345612345678901|2025-01-15T10:00:00-05:00|918|94110\n";
+    let push = "POST /v1/scans HTTP/1.1";
+    let (status, body) = raw_request(
+        &server.base,
+        push,
+        &[
+            format!("Host: {host}"),
+            "Origin: https://evil.example".to_string(),
+            "Content-Type: text/plain".to_string(),
+        ],
+        feed,
+    );
+    assert_eq!(status, 403, "{body}");
+    let (_, stats) = get(&server.url("/metrics"), None);
+    assert!(
+        !stats.to_string().contains("imbtrack_ingested_scans_total"),
+        "{stats}"
+    );
+    // The server's own page may.
+    let (status, body) = raw_request(
+        &server.base,
+        push,
+        &[format!("Host: {host}"), format!("Origin: http://{host}")],
+        feed,
+    );
+    assert_eq!(status, 200, "{body}");
 }
 
 fn gzip(bytes: &[u8]) -> Vec<u8> {
@@ -613,7 +715,12 @@ fn tls_serves_https_only() {
         .http_status_as_error(false)
         .build()
         .into();
-    let (status, body) = answer(agent.get(&server.url("/healthz")).call().unwrap());
+    let response = agent.get(&server.url("/healthz")).call().unwrap();
+    assert_eq!(
+        response.headers()["strict-transport-security"],
+        "max-age=31536000"
+    );
+    let (status, body) = answer(response);
     assert_eq!((status, body), (200, json!({"status": "ok"})));
     // Plain HTTP to the TLS port gets no answer; an agent that does not trust the certificate
     // refuses it.

@@ -1,5 +1,6 @@
 //! Any request to the server's routes: a method byte, a path line, header lines, a blank line,
-//! then the body. Requests the `http` crate refuses to build are skipped (hyper would refuse
+//! then the body. The method byte also picks the server: one with tokens, or one without
+//! (whose `Host` and `Origin` checks then see the fuzzed headers). Requests the `http` crate refuses to build are skipped (hyper would refuse
 //! them on the wire). The server must answer every request without panicking and never with a
 //! 500: bad input is a 4xx with a JSON error.
 #![no_main]
@@ -19,7 +20,8 @@ const NOW_MS: i64 = 1_737_331_200_000; // 2025-01-20T00:00:00Z
 
 struct App {
     runtime: tokio::runtime::Runtime,
-    router: axum::Router,
+    with_tokens: axum::Router,
+    without_tokens: axum::Router,
     _dir: tempfile::TempDir,
 }
 
@@ -57,14 +59,19 @@ fn app() -> &'static App {
             "127.0.0.1:0".parse().expect("address"),
             dir.path().join("audit.jsonl"),
         );
-        config.tokens = Some(tokens);
         config.limits.max_body_bytes = 1 << 20;
         config.limits.max_inflated_bytes = 4 << 20;
+        let engine = Arc::new(engine);
+        let open = runtime
+            .block_on(Server::bind(config.clone(), engine.clone()))
+            .expect("server without tokens");
+        config.tokens = Some(tokens);
         let server = runtime
-            .block_on(Server::bind(config, Arc::new(engine)))
+            .block_on(Server::bind(config, engine))
             .expect("server");
         App {
-            router: server.router(),
+            with_tokens: server.router(),
+            without_tokens: open.router(),
             runtime,
             _dir: dir,
         }
@@ -97,9 +104,14 @@ fuzz_target!(|data: &[u8]| {
     // A HEAD answer has no body to check.
     let head = request.method() == axum::http::Method::HEAD;
     let app = app();
+    let router = if (method / 6) % 2 == 0 {
+        &app.with_tokens
+    } else {
+        &app.without_tokens
+    };
     let response = app
         .runtime
-        .block_on(app.router.clone().oneshot(request))
+        .block_on(router.clone().oneshot(request))
         .expect("the router is infallible");
     let status = response.status();
     assert_ne!(status.as_u16(), 500, "a request was answered 500");

@@ -113,7 +113,19 @@ fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<Outcome> {
     }
 }
 
+/// Everything imbtrack writes (store, WAL, checkpoint, rejects, audit log, spool's done/ and
+/// failed/) holds personal data: readable by its owner only.
+fn owner_only_files() {
+    // SAFETY: umask(2) only sets the process's file-mode creation mask and cannot fail; it runs
+    // first thing in main, before any thread that creates files exists.
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::umask(0o077);
+    }
+}
+
 fn main() -> ExitCode {
+    owner_only_files();
     let cli = Cli::parse();
     let stdout = io::stdout();
     let mut out = io::BufWriter::new(stdout.lock());

@@ -32,6 +32,10 @@ pub(crate) struct ServeArgs {
     /// PEM private key of --tls-cert.
     #[arg(long, requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// Serve plain HTTP with --tokens on a non-loopback address (tokens cross the network in
+    /// clear); without it the server refuses to start there without TLS.
+    #[arg(long, conflicts_with = "tls_cert")]
+    insecure_http: bool,
     /// Audit log (JSON lines, appended); default <data>/audit/audit.jsonl.
     #[arg(long)]
     audit: Option<PathBuf>,
@@ -62,6 +66,7 @@ impl ServeArgs {
         config.tokens = self.tokens.clone();
         config.spool = self.spool.clone();
         config.tls = self.tls_cert.clone().zip(self.tls_key.clone());
+        config.insecure_http = self.insecure_http;
         config.limits.max_body_bytes = self.max_body;
         config.maintenance_every = Duration::from_secs(self.maintenance_every.max(1));
         config.limits.header_timeout = seconds(self.header_timeout);
@@ -77,6 +82,7 @@ impl ServeArgs {
             tokens: None,
             tls_cert: None,
             tls_key: None,
+            insecure_http: false,
             audit: None,
             max_body: 16 << 20,
             maintenance_every: 60,

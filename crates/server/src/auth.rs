@@ -43,19 +43,22 @@ pub enum Scope {
     Admin,
     /// Push scans (`POST /v1/scans`).
     Ingest,
+    /// Read `/metrics` (a monitoring system's token).
+    Metrics,
     /// Look up pieces and summaries of these Mailer IDs only.
     Mailer(Vec<u32>),
 }
 
 impl Scope {
-    /// Parses `admin`, `ingest` or `mailer:<MID>,<MID>…` (6 or 9-digit Mailer IDs).
+    /// Parses `admin`, `ingest`, `metrics` or `mailer:<MID>,<MID>…` (6 or 9-digit Mailer IDs).
     pub fn parse(text: &str) -> Result<Scope, String> {
         match text {
             "admin" => Ok(Scope::Admin),
             "ingest" => Ok(Scope::Ingest),
+            "metrics" => Ok(Scope::Metrics),
             _ => {
                 let list = text.strip_prefix("mailer:").ok_or_else(|| {
-                    format!("scope {text:?} is not admin, ingest or mailer:<MID>,…")
+                    format!("scope {text:?} is not admin, ingest, metrics or mailer:<MID>,…")
                 })?;
                 let mids = list
                     .split(',')
@@ -91,6 +94,7 @@ pub struct Caller {
     pub id: String,
     admin: bool,
     ingest: bool,
+    metrics: bool,
     mailers: Vec<u32>,
 }
 
@@ -101,6 +105,7 @@ impl Caller {
             id: "local".into(),
             admin: true,
             ingest: true,
+            metrics: true,
             mailers: Vec::new(),
         }
     }
@@ -110,12 +115,14 @@ impl Caller {
             id: id.to_string(),
             admin: false,
             ingest: false,
+            metrics: false,
             mailers: Vec::new(),
         };
         for scope in scopes {
             match scope {
                 Scope::Admin => caller.admin = true,
                 Scope::Ingest => caller.ingest = true,
+                Scope::Metrics => caller.metrics = true,
                 Scope::Mailer(mids) => caller.mailers.extend(mids),
             }
         }
@@ -125,6 +132,11 @@ impl Caller {
     /// Whether the caller may push scans.
     pub fn may_ingest(&self) -> bool {
         self.admin || self.ingest
+    }
+
+    /// Whether the caller may read `/metrics`.
+    pub fn may_read_metrics(&self) -> bool {
+        self.admin || self.metrics
     }
 
     /// Whether the caller may look anything up at all.
@@ -243,8 +255,16 @@ impl Tokens {
                 .map(|s| Scope::parse(s))
                 .collect::<Result<Vec<Scope>, String>>()
                 .map_err(entry_error)?;
+            let hash = parse_hash(&entry.id, &entry.sha256)?;
+            // One token under two ids would be whichever came last: refuse the ambiguity.
+            if let Some(first) = tokens.iter().find(|t| t.hash == hash) {
+                return Err(entry_error(format!(
+                    "the same token hash as {:?}",
+                    first.caller.id
+                )));
+            }
             tokens.push(Token {
-                hash: parse_hash(&entry.id, &entry.sha256)?,
+                hash,
                 caller: Caller::from_scopes(&entry.id, &scopes),
             });
         }
@@ -304,6 +324,7 @@ mod tests {
         assert!(ops.may_ingest() && ops.may_look_up() && ops.sees(Some(1)) && ops.sees(None));
         let plant = tokens.authenticate(Some(b"Bearer plant-secret")).unwrap();
         assert!(plant.may_ingest() && !plant.may_look_up() && !plant.sees(Some(123456)));
+        assert!(!plant.may_read_metrics() && ops.may_read_metrics());
         let acme = tokens.authenticate(Some(b"Bearer acme-secret")).unwrap();
         assert_eq!(acme.id, "acme");
         assert!(!acme.may_ingest() && acme.may_look_up());
@@ -354,6 +375,14 @@ mod tests {
                     entry("[\"admin\"]", &good_hash)
                 ),
                 "used twice",
+            ),
+            (
+                format!(
+                    "{}{}",
+                    entry("[\"admin\"]", &good_hash),
+                    entry("[\"mailer:123456\"]", &good_hash).replace("\"x\"", "\"y\"")
+                ),
+                "the same token hash as \"x\"",
             ),
             ("tokens = 3".to_string(), "invalid type"),
         ] {

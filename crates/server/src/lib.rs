@@ -78,6 +78,8 @@ pub struct Limits {
     pub header_timeout: Duration,
     /// Connections served at once; more wait in the kernel's accept queue.
     pub max_connections: usize,
+    /// Pushes inflated and parsed at once; more wait their turn.
+    pub concurrent_pushes: usize,
 }
 
 impl Default for Limits {
@@ -90,6 +92,7 @@ impl Default for Limits {
             request_timeout: Duration::from_secs(30),
             header_timeout: Duration::from_secs(10),
             max_connections: 4096,
+            concurrent_pushes: 2,
         }
     }
 }
@@ -111,6 +114,9 @@ pub struct ServerConfig {
     pub audit: PathBuf,
     /// PEM certificate chain and private key: serve HTTPS.
     pub tls: Option<(PathBuf, PathBuf)>,
+    /// Serve plain HTTP with tokens on an address others can reach (tokens then cross the
+    /// network in clear); refused unless set.
+    pub insecure_http: bool,
     /// Limits.
     pub limits: Limits,
 }
@@ -127,6 +133,7 @@ impl ServerConfig {
             maintenance_every: Duration::from_secs(60),
             audit,
             tls: None,
+            insecure_http: false,
             limits: Limits::default(),
         }
     }
@@ -139,6 +146,9 @@ pub enum ServerError {
     /// Serving without tokens on an address others can reach.
     #[error("without --tokens the server binds to loopback only; {0} is not a loopback address")]
     OpenWithoutTokens(SocketAddr),
+    /// Serving tokens over plain HTTP on an address others can reach.
+    #[error("{0} is not a loopback address: serve HTTPS there (--tls-cert, --tls-key), or give --insecure-http to send tokens in clear")]
+    PlainHttpInPublic(SocketAddr),
     /// The tokens file is unusable.
     #[error(transparent)]
     Tokens(#[from] TokensError),
@@ -229,6 +239,15 @@ impl Server {
             Some((cert, key)) => Some(tls_acceptor(cert, key)?),
             None => None,
         };
+        if tokens.is_some() && tls.is_none() && !config.listen.ip().is_loopback() {
+            if !config.insecure_http {
+                return Err(ServerError::PlainHttpInPublic(config.listen));
+            }
+            tracing::warn!(
+                "serving plain HTTP on {} with --insecure-http: tokens cross the network in clear",
+                config.listen
+            );
+        }
         let audit = AuditLog::open(&config.audit).map_err(io_error(format!(
             "opening the audit log {}",
             config.audit.display()
@@ -244,6 +263,8 @@ impl Server {
             metrics: prometheus(),
             peers: None,
             client: api::peer_client(),
+            tls: tls.is_some(),
+            pushes: tokio::sync::Semaphore::new(config.limits.concurrent_pushes.max(1)),
         });
         Ok(Server {
             listener,

@@ -14,11 +14,22 @@ use super::error::ApiError;
 use super::{AuditNote, Shared};
 use crate::audit::AuditEntry;
 use crate::auth::{AuthFailure, Caller};
+
 /// Every response gets headers that keep a browser from sniffing types, framing the page or
-/// loading anything but our own files.
-pub(super) async fn security_headers(request: Request, next: Next) -> Response {
+/// loading anything but our own files; over HTTPS, one that keeps it on HTTPS.
+pub(super) async fn security_headers(
+    State(state): Shared,
+    request: Request,
+    next: Next,
+) -> Response {
     let mut response = next.run(request).await;
     let headers = response.headers_mut();
+    if state.tls {
+        headers.insert(
+            header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static("max-age=31536000"),
+        );
+    }
     headers.insert(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
@@ -33,6 +44,65 @@ pub(super) async fn security_headers(request: Request, next: Next) -> Response {
     );
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
+}
+
+/// Without tokens every caller is trusted, so only this machine's own callers are served: a
+/// request whose `Host` is not a loopback name or address (a page on another site that rebound
+/// its DNS name to 127.0.0.1) or that carries an `Origin` other than the server's own (another
+/// site's page posting scans) is refused with 403. With tokens, a browser never sends one by
+/// itself, so neither check is needed.
+pub(super) async fn local_only(State(state): Shared, request: Request, next: Next) -> Response {
+    if state.tokens.is_none() {
+        if let Err(why) = from_this_machine(request.headers()) {
+            return ApiError::new(StatusCode::FORBIDDEN, "not_local", why).into_response();
+        }
+    }
+    next.run(request).await
+}
+
+/// Whether a `Host` value (name or address, maybe with a port) names this machine's loopback.
+fn is_loopback_host(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        // `[::1]:8080`
+        Some(bracketed) => bracketed.split(']').next().unwrap_or(""),
+        None => host.rsplit_once(':').map_or(host, |(name, _port)| name),
+    };
+    let name = name.trim_end_matches('.').to_ascii_lowercase();
+    name == "localhost"
+        || name.ends_with(".localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// `Err(why)` unless the request's `Host` is loopback and its `Origin`, if any, is the
+/// server's own (`http://` or `https://` and that `Host`).
+fn from_this_machine(headers: &axum::http::HeaderMap) -> Result<(), String> {
+    let text = |name| {
+        headers
+            .get(name)
+            .map(|v: &HeaderValue| v.to_str().unwrap_or("\u{fffd}"))
+    };
+    let host = text(header::HOST);
+    if let Some(host) = host {
+        if !is_loopback_host(host) {
+            return Err(format!(
+                "Host {host:?} is not this machine; without tokens only loopback names are served"
+            ));
+        }
+    }
+    if let Some(origin) = text(header::ORIGIN) {
+        let own = host.is_some_and(|host| {
+            origin.strip_prefix("http://") == Some(host)
+                || origin.strip_prefix("https://") == Some(host)
+        });
+        if !own {
+            return Err(format!(
+                "Origin {origin:?} is not this server; without tokens only its own page may call it"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// A request that takes longer than the limit (a client trickling its body, a lookup stuck
@@ -110,4 +180,62 @@ pub(super) async fn guard(State(state): Shared, mut request: Request, next: Next
     metrics::counter!("imbtrack_http_requests_total", "route" => route, "status" => status.to_string())
         .increment(1);
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(header::HeaderName, &str)]) -> axum::http::HeaderMap {
+        pairs
+            .iter()
+            .map(|(name, value)| (name.clone(), HeaderValue::from_str(value).unwrap()))
+            .collect()
+    }
+
+    #[test]
+    fn only_loopback_hosts_and_the_server_s_own_origin_pass() {
+        for host in [
+            "127.0.0.1:8080",
+            "localhost",
+            "LOCALHOST:1",
+            "[::1]:80",
+            "127.9.9.9",
+            "a.localhost:3",
+        ] {
+            assert!(
+                from_this_machine(&headers(&[(header::HOST, host)])).is_ok(),
+                "{host}"
+            );
+        }
+        for host in [
+            "evil.example",
+            "evil.example:8080",
+            "10.0.0.1:8080",
+            "localhost.evil.example",
+            "[::2]:80",
+        ] {
+            assert!(
+                from_this_machine(&headers(&[(header::HOST, host)])).is_err(),
+                "{host}"
+            );
+        }
+        let with_origin = |origin: &str| {
+            from_this_machine(&headers(&[
+                (header::HOST, "127.0.0.1:8080"),
+                (header::ORIGIN, origin),
+            ]))
+        };
+        assert!(with_origin("http://127.0.0.1:8080").is_ok());
+        assert!(with_origin("https://127.0.0.1:8080").is_ok());
+        for origin in [
+            "https://evil.example",
+            "null",
+            "http://127.0.0.1:9999",
+            "http://localhost:8080",
+        ] {
+            assert!(with_origin(origin).is_err(), "{origin}");
+        }
+        assert!(from_this_machine(&headers(&[])).is_ok());
+    }
 }

@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{header, StatusCode};
-use axum::middleware::{from_fn, from_fn_with_state};
+use axum::middleware::from_fn_with_state;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
@@ -27,7 +27,7 @@ use serde::Serialize;
 
 use self::error::{no_route, wrong_method, ApiError};
 use self::mailers::mailer_summary;
-use self::middleware::{deadline, guard, security_headers};
+use self::middleware::{deadline, guard, local_only, security_headers};
 use self::ops::{healthz, metrics_text, page_css, page_html, page_js};
 use self::peers::PeerClient;
 use self::pieces::{batch_pieces, get_piece};
@@ -49,6 +49,10 @@ pub(crate) struct AppState {
     pub metrics: PrometheusHandle,
     pub peers: Option<Arc<dyn Peers>>,
     pub client: PeerClient,
+    /// Whether it serves HTTPS (then responses carry HSTS).
+    pub tls: bool,
+    /// Pushes inflated and parsed at once ([`crate::Limits::concurrent_pushes`]).
+    pub pushes: tokio::sync::Semaphore,
 }
 
 type Shared = State<Arc<AppState>>;
@@ -98,7 +102,8 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .method_not_allowed_fallback(wrong_method)
         .layer(DefaultBodyLimit::max(max_body))
         .layer(from_fn_with_state(state.clone(), deadline))
-        .layer(from_fn(security_headers))
+        .layer(from_fn_with_state(state.clone(), local_only))
+        .layer(from_fn_with_state(state.clone(), security_headers))
         .with_state(state)
 }
 

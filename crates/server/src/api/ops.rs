@@ -5,6 +5,7 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
+use super::error::ApiError;
 use super::{json_response, Shared};
 
 /// Healthy unless the store failed a write (then it takes no more scans until restarted).
@@ -19,7 +20,28 @@ pub(super) async fn healthz(State(state): Shared) -> Response {
     }
 }
 
-pub(super) async fn metrics_text(State(state): Shared) -> Response {
+/// Prometheus text. With tokens, only for a token with scope `admin` or `metrics`: the counts
+/// say how much is tracked and for whom the routes are busy.
+pub(super) async fn metrics_text(State(state): Shared, headers: axum::http::HeaderMap) -> Response {
+    if let Some(tokens) = &state.tokens {
+        let caller = tokens.authenticate(
+            headers
+                .get(header::AUTHORIZATION)
+                .map(axum::http::HeaderValue::as_bytes),
+        );
+        match caller {
+            Ok(caller) if caller.may_read_metrics() => {}
+            Ok(_) => return ApiError::forbidden("metrics").into_response(),
+            Err(_) => {
+                return ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "unauthorized",
+                    "send a token with scope admin or metrics as Authorization: Bearer <token>",
+                )
+                .into_response()
+            }
+        }
+    }
     let stats = state.engine.stats();
     metrics::gauge!("imbtrack_sealed_buckets").set(stats.buckets as f64);
     metrics::gauge!("imbtrack_head_buckets").set(stats.head_buckets as f64);

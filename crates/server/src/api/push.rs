@@ -14,6 +14,7 @@ use serde_json::json;
 use super::error::{internal, ApiError};
 use super::{json_response, noted, Shared};
 use crate::auth::Caller;
+
 /// A push body, inflated if it is gzip (by its magic bytes, whatever the headers say), never
 /// past `max` bytes.
 fn inflate(body: Bytes, max: usize) -> Result<Bytes, ApiError> {
@@ -48,19 +49,24 @@ pub(super) async fn push_scans(
     if !caller.may_ingest() {
         return Err(ApiError::forbidden("pushing scans"));
     }
-    let body = inflate(body?, state.limits.max_inflated_bytes)?;
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Err(ApiError::bad_request("bad_body", "the body is empty"));
-    }
+    let body = body?;
+    // Inflating and parsing run on the blocking pool, a bounded number at a time: a few gzip
+    // bombs at once neither hold the async workers nor inflate side by side without limit.
+    let _permit = state.pushes.acquire().await.map_err(internal)?;
     let engine = state.engine.clone();
     let source = format!("push:{}", caller.id);
+    let max_inflated = state.limits.max_inflated_bytes;
     let (result, rejects) = tokio::task::spawn_blocking(move || {
+        let body = inflate(body, max_inflated)?;
+        if body.iter().all(u8::is_ascii_whitespace) {
+            return Err(ApiError::bad_request("bad_body", "the body is empty"));
+        }
         let mut rejects = RejectList::default();
         let result = engine.ingest(&source, &body, &mut rejects, &|_| {});
-        (result, rejects)
+        Ok((result, rejects))
     })
     .await
-    .map_err(internal)?;
+    .map_err(internal)??;
     let summary = match result {
         Ok(summary) => summary,
         Err(EngineError::Feed { error, .. }) => {
