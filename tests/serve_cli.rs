@@ -761,7 +761,7 @@ fn slow_clients_are_cut_off() {
         .set_read_timeout(Some(Duration::from_secs(20)))
         .unwrap();
     stream
-        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n")
         .unwrap();
     let mut rest = Vec::new();
     // The server closes the connection (perhaps after a 408) instead of waiting for the rest;

@@ -67,7 +67,7 @@ fn malformed_oversized_slow_and_concurrent_requests_are_answered_and_survived() 
         &b"\x00\x01\x02garbage\r\n\r\n"[..],
         b"GET\r\n\r\n",
         b"GET /healthz HTTP/9.9\r\n\r\n",
-        b"GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n",
+        b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nContent-Length: -5\r\n\r\n",
     ] {
         let answer = raw(&address, bytes);
         assert!(
@@ -79,7 +79,7 @@ fn malformed_oversized_slow_and_concurrent_requests_are_answered_and_survived() 
     // out and the connection is closed rather than reused.
     let answer = raw(
         &address,
-        b"POST /v1/scans HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\nTransfer-Encoding: chunked\r\n\r\n",
+        b"POST /v1/scans HTTP/1.1\r\nHost: localhost\r\nContent-Length: 10\r\nTransfer-Encoding: chunked\r\n\r\n",
     );
     assert!(
         answer.is_empty()
@@ -88,7 +88,7 @@ fn malformed_oversized_slow_and_concurrent_requests_are_answered_and_survived() 
         "{answer}"
     );
     // A header section past hyper's limit: refused, not buffered without end.
-    let mut huge = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: ".to_vec();
+    let mut huge = b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nX-Big: ".to_vec();
     huge.extend(std::iter::repeat_n(b'a', 1 << 20));
     huge.extend_from_slice(b"\r\n\r\n");
     let answer = raw(&address, &huge);
@@ -137,7 +137,7 @@ fn malformed_oversized_slow_and_concurrent_requests_are_answered_and_survived() 
     // A body that declares more than it sends, then trickles: cut off at the request timeout.
     let answer = raw(
         &address,
-        b"POST /v1/scans HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{\"events\": [",
+        b"POST /v1/scans HTTP/1.1\r\nHost: localhost\r\nContent-Length: 1000\r\n\r\n{\"events\": [",
     );
     assert_eq!(status_of(&answer), Some(503), "{answer}");
     assert!(answer.contains("\"timeout\""), "{answer}");
