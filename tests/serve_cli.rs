@@ -798,3 +798,36 @@ fn demo_generates_ingests_and_serves() {
     let (status, body) = get(&demo.url(&format!("/v1/pieces/{sample}")), None);
     assert_eq!(status, 200, "{body}");
 }
+
+#[test]
+fn requests_that_cannot_be_audited_are_refused() {
+    if !Path::new("/dev/full").exists() {
+        eprintln!("skipped: no /dev/full");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let lines = store_with(&data, 50);
+    let piece = server_piece_url(&imb_pieces(&lines)[0]);
+    let server = Served::start(&data, &["--audit", "/dev/full"]);
+    // The first line written fails; from then on the server says it is unhealthy and answers
+    // no request it cannot audit.
+    get(&server.url(&piece), None);
+    wait_for("/healthz to turn unhealthy", || {
+        get(&server.url("/healthz"), None).0 == 503
+    });
+    let (_, health) = get(&server.url("/healthz"), None);
+    assert!(
+        health["error"].as_str().unwrap().contains("audit log"),
+        "{health}"
+    );
+    let (status, body) = get(&server.url(&piece), None);
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (503, Some("audit_unavailable"))
+    );
+}
+
+fn server_piece_url(barcode: &Barcode) -> String {
+    format!("/v1/pieces/{barcode}")
+}

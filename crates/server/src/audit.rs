@@ -1,10 +1,15 @@
 //! The append-only audit log: one JSON line per API request (who, what, when, how many results).
+//!
+//! It fails closed: while the writer cannot write or fsync (a full disk, an I/O error),
+//! [`AuditLog::failure`] says why, the server refuses requests it cannot audit (503) and reports
+//! itself unhealthy, and the writer keeps the unwritten lines and retries until the disk takes
+//! them again.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -29,6 +34,18 @@ pub struct AuditEntry {
     pub status: u16,
 }
 
+/// Where the writer puts lines: a file, or in tests one that fails on demand.
+pub(crate) trait AuditSink: Write + Send + 'static {
+    /// Makes what was written durable.
+    fn sync(&mut self) -> io::Result<()>;
+}
+
+impl AuditSink for File {
+    fn sync(&mut self) -> io::Result<()> {
+        self.sync_data()
+    }
+}
+
 /// The writer thread's side: it wakes every [`WRITE_EVERY`], takes every queued line and writes
 /// them in one call (into the page cache, where they survive the process being killed), and
 /// fsyncs at most every [`SYNC_EVERY`]. Requests only push onto the queue: the writer is never
@@ -37,25 +54,54 @@ pub struct AuditEntry {
 pub struct AuditLog {
     path: PathBuf,
     sender: Mutex<Option<mpsc::Sender<String>>>,
-    writer: Mutex<Option<JoinHandle<io::Result<()>>>>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+    failure: Arc<Mutex<Option<String>>>,
 }
 
 /// How often queued audit lines are written.
 pub const WRITE_EVERY: Duration = Duration::from_millis(10);
 /// Longest a written audit line waits for its fsync.
 pub const SYNC_EVERY: Duration = Duration::from_millis(100);
+/// Most bytes of lines kept for a retry while the disk refuses them; past it lines are dropped
+/// (counted in `imbtrack_audit_dropped_total`). Requests are refused meanwhile, so only the
+/// refusals' own lines accumulate.
+const MAX_PENDING: usize = 64 << 20;
 
-fn write_batches(mut file: File, receiver: mpsc::Receiver<String>) -> io::Result<()> {
-    let mut batch = Vec::new();
+fn set_failure(failure: &Mutex<Option<String>>, why: Option<String>) {
+    let mut failure = failure.lock().unwrap_or_else(PoisonError::into_inner);
+    if failure.is_some() != why.is_some() {
+        metrics::gauge!("imbtrack_audit_failing").set(if why.is_some() { 1.0 } else { 0.0 });
+        match &why {
+            Some(why) => tracing::error!("audit log: {why}; refusing requests until it recovers"),
+            None => tracing::info!("audit log: writing again"),
+        }
+    }
+    *failure = why;
+}
+
+fn write_batches(
+    mut sink: impl AuditSink,
+    receiver: mpsc::Receiver<String>,
+    failure: Arc<Mutex<Option<String>>>,
+) {
+    // Bytes taken from the queue and not yet written; a write that fails part-way leaves the
+    // rest here, so a retry neither loses nor repeats a byte of a line.
+    let mut pending: Vec<u8> = Vec::new();
     let mut unsynced = false;
     let mut last_sync = Instant::now();
     let mut open = true;
-    while open {
+    // When the server asked the writer to stop: it gives up on a failing disk a second later.
+    let mut closing_since: Option<Instant> = None;
+    loop {
         std::thread::sleep(WRITE_EVERY);
-        batch.clear();
+        let mut taken = false;
         loop {
             match receiver.try_recv() {
-                Ok(line) => batch.extend_from_slice(line.as_bytes()),
+                Ok(line) if pending.len() + line.len() <= MAX_PENDING => {
+                    pending.extend_from_slice(line.as_bytes());
+                    taken = true;
+                }
+                Ok(_) => metrics::counter!("imbtrack_audit_dropped_total").increment(1),
                 Err(mpsc::TryRecvError::Empty) => break,
                 Err(mpsc::TryRecvError::Disconnected) => {
                     open = false;
@@ -63,17 +109,42 @@ fn write_batches(mut file: File, receiver: mpsc::Receiver<String>) -> io::Result
                 }
             }
         }
-        if !batch.is_empty() {
-            file.write_all(&batch)?;
-            unsynced = true;
+        let mut written = 0;
+        let mut error = None;
+        while written < pending.len() {
+            match sink.write(&pending[written..]) {
+                Ok(0) => {
+                    error = Some("writing: the audit log takes no more bytes".to_string());
+                    break;
+                }
+                Ok(n) => written += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    error = Some(format!("writing: {e}"));
+                    break;
+                }
+            }
         }
-        if unsynced && (batch.is_empty() || !open || last_sync.elapsed() >= SYNC_EVERY) {
-            file.sync_data()?;
-            unsynced = false;
-            last_sync = Instant::now();
+        pending.drain(..written);
+        unsynced |= written > 0;
+        if error.is_none() && unsynced && (!taken || !open || last_sync.elapsed() >= SYNC_EVERY) {
+            match sink.sync() {
+                Ok(()) => {
+                    unsynced = false;
+                    last_sync = Instant::now();
+                }
+                Err(e) => error = Some(format!("fsync: {e}")),
+            }
+        }
+        set_failure(&failure, error);
+        if !open {
+            let since = *closing_since.get_or_insert_with(Instant::now);
+            let done = pending.is_empty() && !unsynced;
+            if done || since.elapsed() > Duration::from_secs(1) {
+                break;
+            }
         }
     }
-    Ok(())
 }
 
 impl AuditLog {
@@ -83,14 +154,21 @@ impl AuditLog {
             std::fs::create_dir_all(dir)?;
         }
         let file = OpenOptions::new().create(true).append(true).open(path)?;
+        AuditLog::with_sink(path, file)
+    }
+
+    fn with_sink(path: &Path, sink: impl AuditSink) -> io::Result<AuditLog> {
         let (sender, receiver) = mpsc::channel();
+        let failure = Arc::new(Mutex::new(None));
+        let shared = failure.clone();
         let writer = std::thread::Builder::new()
             .name("imbtrack-audit".into())
-            .spawn(move || write_batches(file, receiver))?;
+            .spawn(move || write_batches(sink, receiver, shared))?;
         Ok(AuditLog {
             path: path.to_path_buf(),
             sender: Mutex::new(Some(sender)),
             writer: Mutex::new(Some(writer)),
+            failure,
         })
     }
 
@@ -99,8 +177,15 @@ impl AuditLog {
         &self.path
     }
 
-    /// Queues an entry. A log whose writer failed drops entries; [`AuditLog::close`] reports
-    /// that failure, and the server logs it.
+    /// Why the log cannot be written right now, if it cannot: then requests must be refused.
+    pub fn failure(&self) -> Option<String> {
+        self.failure
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Queues an entry; the writer writes it, retrying while the disk refuses.
     pub fn record(&self, entry: &AuditEntry) {
         let Ok(mut line) = serde_json::to_string(entry) else {
             return;
@@ -116,15 +201,20 @@ impl AuditLog {
         }
     }
 
-    /// Writes what is queued and stops the writer.
+    /// Writes what is queued and stops the writer; an error if the log was failing when it
+    /// stopped (lines were lost).
     pub fn close(&self) -> io::Result<()> {
         if let Ok(mut sender) = self.sender.lock() {
             sender.take();
         }
         let writer = self.writer.lock().ok().and_then(|mut w| w.take());
-        match writer.map(JoinHandle::join) {
-            Some(Ok(result)) => result,
-            Some(Err(_)) => Err(io::Error::other("the audit writer panicked")),
+        if let Some(writer) = writer {
+            writer
+                .join()
+                .map_err(|_| io::Error::other("the audit writer panicked"))?;
+        }
+        match self.failure() {
+            Some(why) => Err(io::Error::other(why)),
             None => Ok(()),
         }
     }
@@ -138,7 +228,29 @@ impl Drop for AuditLog {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
     use super::*;
+
+    fn entry() -> AuditEntry {
+        AuditEntry {
+            time: "2026-11-29T06:00:00.000Z".into(),
+            token: "acme".into(),
+            method: "GET".into(),
+            route: "/v1/pieces/{barcode}".into(),
+            key: Some("00270123456789123456-12345678901".into()),
+            results: 1,
+            status: 200,
+        }
+    }
+
+    fn wait_until(what: &str, done: impl Fn() -> bool) {
+        let started = Instant::now();
+        while !done() {
+            assert!(started.elapsed() < Duration::from_secs(10), "{what}");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
 
     #[test]
     fn entries_are_appended_as_json_lines() {
@@ -147,17 +259,8 @@ mod tests {
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(&path, "{\"earlier\":true}\n").unwrap();
         let log = AuditLog::open(&path).unwrap();
-        let entry = AuditEntry {
-            time: "2026-11-29T06:00:00.000Z".into(),
-            token: "acme".into(),
-            method: "GET".into(),
-            route: "/v1/pieces/{barcode}".into(),
-            key: Some("00270123456789123456-12345678901".into()),
-            results: 1,
-            status: 200,
-        };
         for _ in 0..3 {
-            log.record(&entry);
+            log.record(&entry());
         }
         log.close().unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
@@ -168,5 +271,71 @@ mod tests {
         assert_eq!(read["token"], "acme");
         assert_eq!(read["results"], 1);
         assert_eq!(read["route"], "/v1/pieces/{barcode}");
+    }
+
+    /// A disk that refuses writes and fsyncs while `failing` is set, and takes a few bytes
+    /// at a time otherwise (short writes).
+    struct FlakyDisk {
+        written: Arc<Mutex<Vec<u8>>>,
+        failing: Arc<AtomicBool>,
+    }
+
+    impl Write for FlakyDisk {
+        fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+            if self.failing.load(Ordering::SeqCst) {
+                return Err(io::Error::from_raw_os_error(28)); // ENOSPC
+            }
+            let n = bytes.len().min(7);
+            self.written.lock().unwrap().extend_from_slice(&bytes[..n]);
+            Ok(n)
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl AuditSink for FlakyDisk {
+        fn sync(&mut self) -> io::Result<()> {
+            if self.failing.load(Ordering::SeqCst) {
+                return Err(io::Error::from_raw_os_error(5)); // EIO
+            }
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_failing_disk_is_reported_and_every_line_is_written_once_it_recovers() {
+        let written = Arc::new(Mutex::new(Vec::new()));
+        let failing = Arc::new(AtomicBool::new(true));
+        let disk = FlakyDisk {
+            written: written.clone(),
+            failing: failing.clone(),
+        };
+        let log = AuditLog::with_sink(Path::new("flaky"), disk).unwrap();
+        for _ in 0..3 {
+            log.record(&entry());
+        }
+        wait_until("the failure to show", || log.failure().is_some());
+        assert!(log.failure().unwrap().contains("writing"));
+        log.record(&entry());
+        failing.store(false, Ordering::SeqCst);
+        wait_until("the recovery to show", || log.failure().is_none());
+        log.close().unwrap();
+        let text = String::from_utf8(written.lock().unwrap().clone()).unwrap();
+        assert_eq!(text.lines().count(), 4, "{text}");
+        for line in text.lines() {
+            serde_json::from_str::<serde_json::Value>(line).unwrap();
+        }
+    }
+
+    #[test]
+    fn a_full_device_fails_the_log_and_close_says_so() {
+        let Ok(log) = AuditLog::open(Path::new("/dev/full")) else {
+            return; // no /dev/full here
+        };
+        log.record(&entry());
+        wait_until("the failure to show", || log.failure().is_some());
+        assert!(log.close().is_err());
     }
 }

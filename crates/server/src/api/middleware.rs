@@ -146,8 +146,22 @@ pub(super) async fn guard(State(state): Shared, mut request: Request, next: Next
     let (token, response) = match caller {
         Ok(caller) => {
             let id = caller.id.clone();
-            request.extensions_mut().insert(caller);
-            (id, next.run(request).await)
+            match state.audit.failure() {
+                // Fail closed: what cannot be audited is not answered.
+                Some(why) => {
+                    metrics::counter!("imbtrack_audit_refused_total").increment(1);
+                    let error = ApiError::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "audit_unavailable",
+                        format!("the audit log cannot be written ({why}); try again later"),
+                    );
+                    (id, error.into_response())
+                }
+                None => {
+                    request.extensions_mut().insert(caller);
+                    (id, next.run(request).await)
+                }
+            }
         }
         Err(failure) => {
             let message = match failure {

@@ -10,7 +10,8 @@ use super::{json_response, Shared};
 
 /// Healthy unless the store failed a write (then it takes no more scans until restarted).
 pub(super) async fn healthz(State(state): Shared) -> Response {
-    match state.engine.failure() {
+    let audit = || state.audit.failure().map(|why| format!("audit log: {why}"));
+    match state.engine.failure().or_else(audit) {
         None => json_response(&json!({"status": "ok"})),
         Some(why) => {
             let mut response = json_response(&json!({"status": "failed", "error": why}));
