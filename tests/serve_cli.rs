@@ -208,11 +208,24 @@ fn every_route_answers_as_the_cli_does() {
     assert_eq!(status, 200);
     assert!(page.as_str().unwrap().contains("<form id=\"track\""));
 
-    // Every API request was audited, with what it asked and what it got.
+    // Unmatched routes and wrong methods are audited too, and a query string is never logged.
+    assert_eq!(
+        get(&server.url("/v1/nothing?token=imbt_in_the_query"), None).0,
+        404
+    );
+    let wrong = common::agent()
+        .delete(&server.url(&format!("/v1/pieces/{piece}")))
+        .call()
+        .unwrap();
+    assert_eq!(wrong.status().as_u16(), 405);
+
+    // Every API request was audited, with what it asked and what it got; barcodes only as
+    // keyed hashes.
     assert!(server.stop().success());
     let audit = audit_lines(&data);
     let first = &audit[0];
     assert_eq!(first["token"], "local");
+    assert_eq!(first["client"], "127.0.0.1");
     // Audit times are the wall clock, not the replay clock of --now.
     let audited_ms = parse_timestamp(first["time"].as_str().unwrap().as_bytes(), None).unwrap();
     assert!(
@@ -220,7 +233,8 @@ fn every_route_answers_as_the_cli_does() {
         "{first}"
     );
     assert_eq!(first["route"], "/v1/pieces/{barcode}");
-    assert_eq!(first["key"], piece.to_string());
+    assert_eq!(first["key"], Value::Null);
+    assert_eq!(first["barcodes"], json!([audit_hash(&data, &piece)]));
     assert_eq!(
         (first["results"].as_u64(), first["status"].as_u64()),
         (Some(1), Some(200))
@@ -230,6 +244,26 @@ fn every_route_answers_as_the_cli_does() {
         .any(|e| e["route"] == "/v1/mailers/{mid}/summary"
             && e["key"] == format!("mailer {mid_text} {DAY}")));
     assert!(audit.iter().all(|e| e["route"] != "/metrics"));
+    assert!(audit
+        .iter()
+        .any(|e| e["route"] == "(unmatched)" && e["status"] == 404));
+    assert!(audit
+        .iter()
+        .any(|e| e["method"] == "DELETE" && e["status"] == 405));
+    let text = std::fs::read_to_string(data.join("audit").join("audit.jsonl")).unwrap();
+    assert!(!text.contains("imbt_in_the_query"));
+    let tracking = piece.to_string()[..20].to_string();
+    assert!(
+        !text.contains(&tracking),
+        "a barcode in clear in the audit log"
+    );
+}
+
+/// The hash the audit log records `barcode` under (`imbtrack audit hash`).
+fn audit_hash(data: &Path, barcode: &Barcode) -> String {
+    let out = imbtrack(data, &["audit", "hash", &barcode.to_string()]);
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
 /// A tokens file made by `imbtrack token new --append`, and the tokens.
@@ -381,9 +415,9 @@ fn mailer_tokens_see_only_their_own_mailer_ids() {
 
     assert!(server.stop().success());
     let audit = audit_lines(&data);
-    assert!(audit
-        .iter()
-        .any(|e| e["token"] == "acme" && e["status"] == 404 && e["key"] == theirs.to_string()));
+    assert!(audit.iter().any(|e| e["token"] == "acme"
+        && e["status"] == 404
+        && e["barcodes"] == json!([audit_hash(&data, &theirs)])));
     assert!(audit
         .iter()
         .any(|e| e["token"] == "-" && e["status"] == 401));
@@ -754,7 +788,10 @@ fn agent_default_get(url: &str) -> Result<ureq::http::Response<ureq::Body>, ureq
 fn slow_clients_are_cut_off() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let server = Served::start(&data, &["--header-timeout", "0.5"]);
+    let server = Served::start(
+        &data,
+        &["--header-timeout", "0.5", "--request-timeout", "0.5"],
+    );
     let address = server.base.trim_start_matches("http://").to_string();
     let mut stream = TcpStream::connect(&address).unwrap();
     stream
@@ -775,6 +812,18 @@ fn slow_clients_are_cut_off() {
     );
     // The server still serves others.
     assert_eq!(get(&server.url("/healthz"), None).0, 200);
+    // A body that never finishes: cut by the request timeout, and audited all the same.
+    let mut stream = TcpStream::connect(&address).unwrap();
+    stream
+        .write_all(b"POST /v1/scans HTTP/1.1\r\nHost: localhost\r\nContent-Length: 100\r\n\r\nimb|")
+        .unwrap();
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    assert!(String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 503"));
+    assert!(server.stop().success());
+    assert!(audit_lines(&data)
+        .iter()
+        .any(|e| e["route"] == "/v1/scans" && e["status"] == 503));
 }
 
 #[test]

@@ -1,5 +1,6 @@
 //! The `imbtrack` binary: argument parsing and output, with the work done by the library crates.
 
+mod audit;
 mod barcode;
 mod bench;
 #[cfg(feature = "kafka")]
@@ -78,6 +79,9 @@ enum Command {
     /// Make bearer tokens for the tokens file.
     #[command(subcommand)]
     Token(token::TokenCommand),
+    /// Work with the audit log: the keyed hash a barcode is recorded under.
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
     /// End-to-end benchmark against SQLite (and PostgreSQL when given), same data, one run.
     Bench(bench::BenchArgs),
 }
@@ -107,6 +111,7 @@ fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<Outcome> {
         Command::Demo(args) => data::demo(&cli.data, now_ms, clock, args, out),
         Command::Serve(args) => server::serve(&cli.data, clock, args, |_| {}),
         Command::Token(command) => token::run(command, out),
+        Command::Audit(command) => audit::run(&cli.data, command, out),
         #[cfg(feature = "kafka")]
         Command::Produce(args) => kafka::produce(&cli.data, now_ms, args, out),
         Command::Bench(args) => bench::run(now_ms, args, out),

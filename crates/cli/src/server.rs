@@ -67,6 +67,7 @@ impl ServeArgs {
         config.spool = self.spool.clone();
         config.tls = self.tls_cert.clone().zip(self.tls_key.clone());
         config.insecure_http = self.insecure_http;
+        config.audit_key = data.join("audit.key");
         config.limits.max_body_bytes = self.max_body;
         config.maintenance_every = Duration::from_secs(self.maintenance_every.max(1));
         config.limits.header_timeout = seconds(self.header_timeout);

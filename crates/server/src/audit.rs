@@ -1,4 +1,7 @@
-//! The append-only audit log: one JSON line per API request (who, what, when, how many results).
+//! The append-only audit log: one JSON line per API request (who, from where, what, when, how
+//! many results). Barcodes are written as keyed hashes ([`AuditKey`]): an investigator with the
+//! key (in the data directory) finds a barcode's accesses by hashing it (`imbtrack audit hash`),
+//! while the log itself holds no barcode in clear.
 //!
 //! It fails closed: while the writer cannot write or fsync (a full disk, an I/O error),
 //! [`AuditLog::failure`] says why, the server refuses requests it cannot audit (503) and reports
@@ -13,25 +16,92 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use hmac::{Hmac, Mac};
+use imbtrack_barcode::BarcodeKey;
 use serde::Serialize;
+use sha2::Sha256;
 
 /// One audited request.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct AuditEntry {
     /// When it was answered, RFC 3339 UTC with milliseconds.
     pub time: String,
+    /// The client's IP address (`-` when not known).
+    pub client: String,
     /// The token's id (`local` without tokens, `-` when the credentials were refused).
     pub token: String,
     /// HTTP method.
     pub method: String,
-    /// The route's pattern, e.g. `/v1/pieces/{barcode}`.
+    /// The route's pattern, e.g. `/v1/pieces/{barcode}`, or `(unmatched)`.
     pub route: String,
-    /// What was asked: the barcode, ZIP and day, or Mailer ID and day.
+    /// What was asked besides barcodes: a ZIP and day, a Mailer ID and day, a count.
     pub key: Option<String>,
+    /// Keyed hashes ([`AuditKey::hash`]) of every barcode asked for or returned.
+    pub barcodes: Vec<String>,
     /// Pieces (or scans, for a push) returned or taken.
     pub results: u64,
     /// HTTP status answered.
     pub status: u16,
+}
+
+/// The secret barcodes are hashed with in the audit log: 32 random bytes in a file of their
+/// own (hex), made on first use and readable by its owner only.
+#[derive(Clone)]
+pub struct AuditKey([u8; 32]);
+
+impl AuditKey {
+    /// Reads the key at `path`, or makes one there.
+    pub fn load_or_create(path: &Path) -> io::Result<AuditKey> {
+        let bad = |why: &str| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{}: {why}", path.display()),
+            )
+        };
+        match std::fs::read_to_string(path) {
+            Ok(text) => {
+                let text = text.trim();
+                let mut key = [0u8; 32];
+                if text.len() != 64 {
+                    return Err(bad("not 64 hex digits"));
+                }
+                for (i, byte) in key.iter_mut().enumerate() {
+                    *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16)
+                        .map_err(|_| bad("not 64 hex digits"))?;
+                }
+                Ok(AuditKey(key))
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                let mut key = [0u8; 32];
+                getrandom::fill(&mut key).map_err(|e| io::Error::other(e.to_string()))?;
+                if let Some(dir) = path.parent() {
+                    std::fs::create_dir_all(dir)?;
+                }
+                let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
+                let mut file = std::os::unix::fs::OpenOptionsExt::mode(
+                    OpenOptions::new().write(true).create_new(true),
+                    0o600,
+                )
+                .open(path)?;
+                file.write_all(format!("{hex}\n").as_bytes())?;
+                file.sync_all()?;
+                Ok(AuditKey(key))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The barcode's keyed hash: HMAC-SHA-256 of its canonical text (IMb `TRACKING-ROUTING`,
+    /// IMpb tracking number), the first 16 bytes in hex.
+    pub fn hash(&self, barcode: BarcodeKey) -> String {
+        let mut mac =
+            Hmac::<Sha256>::new_from_slice(&self.0).expect("HMAC takes a key of any length");
+        mac.update(barcode.to_barcode().to_string().as_bytes());
+        mac.finalize().into_bytes()[..16]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
 }
 
 /// Where the writer puts lines: a file, or in tests one that fails on demand.
@@ -235,13 +305,32 @@ mod tests {
     fn entry() -> AuditEntry {
         AuditEntry {
             time: "2026-11-29T06:00:00.000Z".into(),
+            client: "127.0.0.1".into(),
             token: "acme".into(),
             method: "GET".into(),
             route: "/v1/pieces/{barcode}".into(),
-            key: Some("00270123456789123456-12345678901".into()),
+            key: None,
+            barcodes: vec!["0123456789abcdef0123456789abcdef".into()],
             results: 1,
             status: 200,
         }
+    }
+
+    #[test]
+    fn the_key_is_made_once_and_hashes_stably() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.key");
+        let imb = imbtrack_barcode::Imb::new("00270123456789123456", "").unwrap();
+        let barcode = imbtrack_barcode::Barcode::Imb(imb).key();
+        let first = AuditKey::load_or_create(&path).unwrap().hash(barcode);
+        let again = AuditKey::load_or_create(&path).unwrap().hash(barcode);
+        assert_eq!(first, again);
+        assert_eq!(first.len(), 32);
+        assert!(!first.contains("0027012345"));
+        let other = AuditKey::load_or_create(&dir.path().join("other.key")).unwrap();
+        assert_ne!(other.hash(barcode), first, "another key, another hash");
+        std::fs::write(&path, "zz").unwrap();
+        assert!(AuditKey::load_or_create(&path).is_err());
     }
 
     fn wait_until(what: &str, done: impl Fn() -> bool) {

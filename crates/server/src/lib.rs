@@ -58,7 +58,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
 pub use crate::api::Peers;
-pub use crate::audit::{AuditEntry, AuditLog};
+pub use crate::audit::{AuditEntry, AuditKey, AuditLog};
 pub use crate::auth::{token_hash_hex, Caller, Scope, Tokens, TokensError};
 
 /// Sizes and times a server holds requests to.
@@ -112,6 +112,9 @@ pub struct ServerConfig {
     pub maintenance_every: Duration,
     /// The audit log (JSON lines, appended).
     pub audit: PathBuf,
+    /// The key barcodes are hashed with in the audit log (made on first start); by default
+    /// beside the audit log, `imbtrack serve` keeps it in the data directory.
+    pub audit_key: PathBuf,
     /// PEM certificate chain and private key: serve HTTPS.
     pub tls: Option<(PathBuf, PathBuf)>,
     /// Serve plain HTTP with tokens on an address others can reach (tokens then cross the
@@ -131,6 +134,7 @@ impl ServerConfig {
             spool: None,
             spool_every: Duration::from_millis(500),
             maintenance_every: Duration::from_secs(60),
+            audit_key: audit.with_file_name("audit.key"),
             audit,
             tls: None,
             insecure_http: false,
@@ -252,6 +256,10 @@ impl Server {
             "opening the audit log {}",
             config.audit.display()
         )))?;
+        let audit_key = AuditKey::load_or_create(&config.audit_key).map_err(io_error(format!(
+            "reading or making the audit key {}",
+            config.audit_key.display()
+        )))?;
         let listener = TcpListener::bind(config.listen)
             .await
             .map_err(io_error(format!("binding {}", config.listen)))?;
@@ -265,6 +273,7 @@ impl Server {
             client: api::peer_client(),
             tls: tls.is_some(),
             pushes: tokio::sync::Semaphore::new(config.limits.concurrent_pushes.max(1)),
+            audit_key,
         });
         Ok(Server {
             listener,
@@ -352,7 +361,11 @@ impl Server {
                 },
             };
             let _ = stream.set_nodelay(true);
-            let service = TowerToHyperService::new(app.clone());
+            // The client's address, for the audit log.
+            let service = TowerToHyperService::new(
+                app.clone()
+                    .layer(axum::Extension(axum::extract::ConnectInfo(peer))),
+            );
             match &self.tls {
                 None => {
                     let connection =

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Extension, Path, RawQuery, State};
 use axum::response::{IntoResponse, Response};
+use imbtrack_barcode::Barcode;
 use imbtrack_engine::{EventView, PieceStatus};
 use imbtrack_feed::time::{format_utc, DAY_MS};
 use imbtrack_feed::Zip;
@@ -14,6 +15,7 @@ use serde_json::json;
 use super::error::{internal, ApiError};
 use super::params::{parse_count, parse_day, query_params};
 use super::peers::{ask_others, owned_here};
+use super::AuditNote;
 use super::{json_response, noted, require_lookups, Shared};
 use crate::auth::{parse_mailer_id, Caller};
 /// A piece that has not moved for a while.
@@ -167,7 +169,11 @@ pub(super) async fn mailer_summary(
     let key = format!("mailer {mid_text} {date}");
     if !caller.sees(Some(mid)) {
         let error = ApiError::not_found(format!("no pieces of Mailer ID {mid_text} on {date}"));
-        return Ok(noted(error.into_response(), key, 0));
+        let note = AuditNote {
+            key: Some(key),
+            ..AuditNote::default()
+        };
+        return Ok(noted(error.into_response(), note));
     }
     let engine = state.engine.clone();
     let peers = state.peers.clone();
@@ -194,7 +200,18 @@ pub(super) async fn mailer_summary(
     summary["mailer_id"] = json!(mid_text);
     summary["date"] = json!(date);
     summary["stale_hours"] = json!(stale_hours);
-    Ok(noted(json_response(&summary), key, count))
+    // The barcodes the answer lists (this node's and the others'), as answered.
+    let listed = summary["stale"]["listed"].as_array().into_iter().flatten();
+    let barcodes = listed
+        .filter_map(|piece| Barcode::parse(piece["barcode"].as_str()?).ok())
+        .map(|barcode| barcode.key())
+        .collect();
+    let note = AuditNote {
+        key: Some(key),
+        barcodes,
+        results: count,
+    };
+    Ok(noted(json_response(&summary), note))
 }
 
 #[cfg(test)]
@@ -202,7 +219,7 @@ mod tests {
     use super::*;
     use std::sync::Arc;
 
-    use imbtrack_barcode::{Barcode, BarcodeKey};
+    use imbtrack_barcode::BarcodeKey;
     use imbtrack_feed::time::{parse_date, parse_timestamp};
     use imbtrack_feed::Status;
 

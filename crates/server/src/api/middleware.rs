@@ -3,7 +3,10 @@
 
 use std::time::Instant;
 
-use axum::extract::{MatchedPath, Request, State};
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+
+use axum::extract::{ConnectInfo, MatchedPath, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -122,18 +125,40 @@ pub(super) async fn deadline(State(state): Shared, request: Request, next: Next)
     }
 }
 
-/// Authenticates API requests, then writes the audit entry and the latency metrics.
-pub(super) async fn guard(State(state): Shared, mut request: Request, next: Next) -> Response {
+/// Where [`name_route`] puts the matched route's pattern for [`audited`], which runs outside
+/// the router and so never sees it. Filled as the request is routed, before the handler runs,
+/// so a request the deadline cuts off still has its route.
+#[derive(Clone, Default)]
+struct RouteSlot(Arc<OnceLock<String>>);
+
+/// Names the matched route (a route layer: only matched routes get one).
+pub(super) async fn name_route(request: Request, next: Next) -> Response {
+    if let (Some(slot), Some(route)) = (
+        request.extensions().get::<RouteSlot>(),
+        request.extensions().get::<MatchedPath>(),
+    ) {
+        let _ = slot.0.set(route.as_str().to_string());
+    }
+    next.run(request).await
+}
+
+/// Every request under `/v1`, whatever its route, method or fate (refused, timed out,
+/// unmatched), is authenticated here and gets one audit line, written after the answer: time,
+/// client address, token id, method, route, status, what was asked and the keyed hashes of the
+/// barcodes asked for or returned. The raw target is never logged (a query string may carry a
+/// token). A request that cannot be audited (the log is failing) is refused with 503.
+pub(super) async fn audited(State(state): Shared, mut request: Request, next: Next) -> Response {
+    let path = request.uri().path();
+    if path != "/v1" && !path.starts_with("/v1/") {
+        return next.run(request).await;
+    }
     let started = Instant::now();
-    let route = request.extensions().get::<MatchedPath>().map_or_else(
-        || request.uri().path().to_string(),
-        |p| p.as_str().to_string(),
-    );
+    let slot = RouteSlot::default();
     let method = request.method().to_string();
-    let target = request
-        .uri()
-        .path_and_query()
-        .map_or_else(String::new, |p| p.as_str().to_string());
+    let client = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or_else(|| "-".to_string(), |info| info.0.ip().to_string());
     let caller = match &state.tokens {
         None => Ok(Caller::local()),
         Some(tokens) => tokens.authenticate(
@@ -159,6 +184,7 @@ pub(super) async fn guard(State(state): Shared, mut request: Request, next: Next
                 }
                 None => {
                     request.extensions_mut().insert(caller);
+                    request.extensions_mut().insert(slot.clone());
                     (id, next.run(request).await)
                 }
             }
@@ -177,15 +203,25 @@ pub(super) async fn guard(State(state): Shared, mut request: Request, next: Next
         .get::<AuditNote>()
         .cloned()
         .unwrap_or_default();
+    let route = slot
+        .0
+        .get()
+        .cloned()
+        .unwrap_or_else(|| "(unmatched)".to_string());
     let status = response.status().as_u16();
     state.audit.record(&AuditEntry {
         // The wall clock, even when the engine's "now" is fixed for a replay.
         time: format_utc(Clock::System.now_ms()),
+        client,
         token,
         method,
         route: route.clone(),
-        // What the handler understood was asked, or the request as sent when it got no further.
-        key: note.key.or(Some(target)),
+        key: note.key,
+        barcodes: note
+            .barcodes
+            .iter()
+            .map(|&barcode| state.audit_key.hash(barcode))
+            .collect(),
         results: note.results,
         status,
     });

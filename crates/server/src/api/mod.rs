@@ -17,23 +17,24 @@ use std::sync::Arc;
 
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{header, StatusCode};
-use axum::middleware::from_fn_with_state;
+use axum::middleware::{from_fn, from_fn_with_state};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
+use imbtrack_barcode::BarcodeKey;
 use imbtrack_engine::Engine;
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Serialize;
 
 use self::error::{no_route, wrong_method, ApiError};
 use self::mailers::mailer_summary;
-use self::middleware::{deadline, guard, local_only, security_headers};
+use self::middleware::{audited, deadline, local_only, name_route, security_headers};
 use self::ops::{healthz, metrics_text, page_css, page_html, page_js};
 use self::peers::PeerClient;
 use self::pieces::{batch_pieces, get_piece};
 use self::push::push_scans;
 use self::zips::zip_pieces;
-use crate::audit::AuditLog;
+use crate::audit::{AuditKey, AuditLog};
 use crate::auth::{Caller, Tokens};
 use crate::Limits;
 
@@ -53,6 +54,8 @@ pub(crate) struct AppState {
     pub tls: bool,
     /// Pushes inflated and parsed at once ([`crate::Limits::concurrent_pushes`]).
     pub pushes: tokio::sync::Semaphore,
+    /// The key barcodes are hashed with in the audit log.
+    pub audit_key: AuditKey,
 }
 
 type Shared = State<Arc<AppState>>;
@@ -66,18 +69,20 @@ fn json_response<T: Serialize>(value: &T) -> Response {
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
     }
 }
+
 /// What a handler tells the audit log about its answer (put in the response's extensions).
 #[derive(Debug, Clone, Default)]
 struct AuditNote {
+    /// What was asked besides barcodes (a ZIP and day, a Mailer ID and day, a count).
     key: Option<String>,
+    /// Every barcode asked for or returned (hashed when written).
+    barcodes: Vec<BarcodeKey>,
+    /// Pieces returned (scans taken, for a push).
     results: u64,
 }
 
-fn noted(mut response: Response, key: String, results: u64) -> Response {
-    response.extensions_mut().insert(AuditNote {
-        key: Some(key),
-        results,
-    });
+fn noted(mut response: Response, note: AuditNote) -> Response {
+    response.extensions_mut().insert(note);
     response
 }
 
@@ -90,7 +95,7 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .route("/v1/zips/{zip}/pieces", get(zip_pieces))
         .route("/v1/mailers/{mid}/summary", get(mailer_summary))
         .route("/v1/scans", post(push_scans))
-        .route_layer(from_fn_with_state(state.clone(), guard));
+        .route_layer(from_fn(name_route));
     Router::new()
         .merge(api)
         .route("/", get(page_html))
@@ -103,6 +108,7 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .layer(DefaultBodyLimit::max(max_body))
         .layer(from_fn_with_state(state.clone(), deadline))
         .layer(from_fn_with_state(state.clone(), local_only))
+        .layer(from_fn_with_state(state.clone(), audited))
         .layer(from_fn_with_state(state.clone(), security_headers))
         .with_state(state)
 }

@@ -13,6 +13,7 @@ use serde_json::json;
 use super::error::{internal, ApiError};
 use super::params::{parse_barcode, parse_json};
 use super::peers::{forward, FORWARDED};
+use super::AuditNote;
 use super::{json_response, noted, require_lookups, AppState, Shared};
 use crate::auth::Caller;
 
@@ -94,14 +95,17 @@ pub(super) async fn get_piece(
     require_lookups(&caller)?;
     let Path(text) = path?;
     let barcode = parse_barcode(&text)?;
-    let key = barcode.to_string();
-    Ok(
-        match find_piece(&state, &caller, &headers, &barcode).await {
-            Ok(Some(piece)) => noted(json_response(&piece), key, 1),
-            Ok(None) => noted(not_found_piece(&barcode).into_response(), key, 0),
-            Err(error) => noted(error.into_response(), key, 0),
-        },
-    )
+    let (response, results) = match find_piece(&state, &caller, &headers, &barcode).await {
+        Ok(Some(piece)) => (json_response(&piece), 1),
+        Ok(None) => (not_found_piece(&barcode).into_response(), 0),
+        Err(error) => (error.into_response(), 0),
+    };
+    let note = AuditNote {
+        key: None,
+        barcodes: vec![barcode.key()],
+        results,
+    };
+    Ok(noted(response, note))
 }
 
 #[derive(serde::Deserialize)]
@@ -140,12 +144,16 @@ pub(super) async fn batch_pieces(
     }
     let mut found = 0;
     let mut items = Vec::with_capacity(request.barcodes.len());
+    let mut asked = Vec::with_capacity(request.barcodes.len());
     for text in &request.barcodes {
         let outcome = match parse_barcode(text) {
             Err(e) => Err(e),
-            Ok(barcode) => find_piece(&state, &caller, &headers, &barcode)
-                .await
-                .and_then(|piece| piece.ok_or_else(|| not_found_piece(&barcode))),
+            Ok(barcode) => {
+                asked.push(barcode.key());
+                find_piece(&state, &caller, &headers, &barcode)
+                    .await
+                    .and_then(|piece| piece.ok_or_else(|| not_found_piece(&barcode)))
+            }
         };
         let (piece, error) = match outcome {
             Ok(piece) => (Some(piece), None),
@@ -158,6 +166,10 @@ pub(super) async fn batch_pieces(
             error,
         });
     }
-    let key = format!("{} barcodes", request.barcodes.len());
-    Ok(noted(json_response(&json!({"results": items})), key, found))
+    let note = AuditNote {
+        key: Some(format!("{} barcodes", request.barcodes.len())),
+        barcodes: asked,
+        results: found,
+    };
+    Ok(noted(json_response(&json!({"results": items})), note))
 }

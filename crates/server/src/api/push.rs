@@ -12,6 +12,7 @@ use imbtrack_feed::RejectList;
 use serde_json::json;
 
 use super::error::{internal, ApiError};
+use super::AuditNote;
 use super::{json_response, noted, Shared};
 use crate::auth::Caller;
 
@@ -100,8 +101,12 @@ pub(super) async fn push_scans(
         "rejects_by_reason": summary.rejects_by_reason,
         "rejects": listed,
     });
-    let key = format!("push {} records", summary.lines);
-    Ok(noted(json_response(&body), key, summary.accepted))
+    let note = AuditNote {
+        key: Some(format!("push {} records", summary.lines)),
+        barcodes: Vec::new(),
+        results: summary.accepted,
+    };
+    Ok(noted(json_response(&body), note))
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Extension, Path, RawQuery, State};
 use axum::response::Response;
-use imbtrack_barcode::Barcode;
+use imbtrack_barcode::{Barcode, BarcodeKey};
 use imbtrack_feed::Zip;
 use imbtrack_store::DayPiece;
 use serde_json::json;
@@ -11,6 +11,7 @@ use serde_json::json;
 use super::error::{internal, ApiError};
 use super::params::{parse_count, parse_cursor, parse_day, query_params};
 use super::peers::{ask_others, owned_here};
+use super::AuditNote;
 use super::{json_response, noted, require_lookups, Shared};
 use crate::auth::Caller;
 
@@ -78,13 +79,18 @@ pub(super) async fn zip_pieces(
     let next_cursor = more
         .then(|| pieces.last().map(|(k, _)| format!("{k:x}")))
         .flatten();
+    let barcodes = pieces
+        .iter()
+        .filter_map(|(key, _)| BarcodeKey::from_u128(*key).ok())
+        .collect();
     let pieces: Vec<serde_json::Value> = pieces.into_iter().map(|(_, p)| p).collect();
     let count = pieces.len() as u64;
     let body =
         json!({"zip": zip.to_string(), "date": date, "pieces": pieces, "next_cursor": next_cursor});
-    Ok(noted(
-        json_response(&body),
-        format!("zip {zip} {date}"),
-        count,
-    ))
+    let note = AuditNote {
+        key: Some(format!("zip {zip} {date}")),
+        barcodes,
+        results: count,
+    };
+    Ok(noted(json_response(&body), note))
 }
