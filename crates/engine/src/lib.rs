@@ -256,13 +256,24 @@ impl Engine {
 
     /// Appends parsed events (ids into `symbols`) with the positions reached in named sources,
     /// durable together (see [`Store::append_at`]).
+    /// Scans already past their retention window at "now" are not stored at all (counted as
+    /// `expired`): the window is the most the data may be kept, from the scan on.
     pub fn append_at(
         &self,
         events: &[ScanEvent],
         symbols: &SymbolTable,
         positions: &[(String, i64)],
     ) -> Result<AppendReport, StoreError> {
-        self.store.append_at(events, symbols, positions)
+        let now = self.now_ms();
+        let retention = self.store.options().retention;
+        let live = |e: &ScanEvent| retention.serves(e.class, e.time_ms, now);
+        if events.iter().all(live) {
+            return self.store.append_at(events, symbols, positions);
+        }
+        let kept: Vec<ScanEvent> = events.iter().copied().filter(live).collect();
+        let mut report = self.store.append_at(&kept, symbols, positions)?;
+        report.expired += (events.len() - kept.len()) as u64;
+        Ok(report)
     }
 
     /// The last durable position of each named source (see [`Store::positions`]).
@@ -377,7 +388,7 @@ impl Engine {
                     accepted,
                     duplicates,
                     expired,
-                } = self.store.append(&output.events, &output.symbols)?;
+                } = self.append_at(&output.events, &output.symbols, &[])?;
                 summary.lines += output.report.records;
                 summary.accepted += accepted;
                 summary.duplicates += duplicates;
