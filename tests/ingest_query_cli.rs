@@ -223,11 +223,27 @@ fn ingest_then_query_every_way() {
 fn retention_through_now_and_expire() {
     let dir = tempfile::tempdir().unwrap();
     let (data, feed_path) = (dir.path().join("data"), dir.path().join("f.psv"));
-    let lines = feed(&feed_path, 500, 0.0);
-    json(&imbtrack(
+    let lines = feed(&feed_path, 500, 0.02);
+    let ingested = json(&imbtrack(
         &data,
         &["--now", NOW, "ingest", feed_path.to_str().unwrap()],
     ));
+    // The rejects file holds raw records, barcodes in clear among them.
+    assert!(ingested["rejects_file"].is_string(), "{ingested}");
+    let trackings: Vec<String> = lines
+        .iter()
+        .map(|l| l.barcode.to_barcode().to_string()[..20].to_string())
+        .collect();
+    let in_clear = |data: &Path| {
+        trackings
+            .iter()
+            .filter(|t| !files_containing(data, t.as_bytes()).is_empty())
+            .count()
+    };
+    assert!(
+        in_clear(&data) > 0,
+        "the search must be able to find a barcode"
+    );
     let (mail, package) = (
         first_good(&lines, false).to_barcode().to_string(),
         first_good(&lines, true).to_barcode().to_string(),
@@ -262,10 +278,31 @@ fn retention_through_now_and_expire() {
         (query(much_later, &mail), query(much_later, &package)),
         (Some(3), Some(3))
     );
-    json(&imbtrack(&data, &["--now", much_later, "expire"]));
+    let expired = json(&imbtrack(&data, &["--now", much_later, "expire"]));
+    assert_eq!(expired["rejects_files_removed"], 1, "{expired}");
     assert_eq!(std::fs::read_dir(data.join("buckets")).unwrap().count(), 0);
     let stats = json(&imbtrack(&data, &["--now", much_later, "stats"]));
     assert_eq!(stats["scans"], 0);
+    // No copy of any barcode is left in clear anywhere in the data directory.
+    assert_eq!(in_clear(&data), 0);
+}
+
+/// The files under `dir` whose bytes contain `needle`.
+fn files_containing(dir: &Path, needle: &[u8]) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            found.extend(files_containing(&path, needle));
+        } else if std::fs::read(&path)
+            .unwrap()
+            .windows(needle.len())
+            .any(|w| w == needle)
+        {
+            found.push(path);
+        }
+    }
+    found
 }
 
 #[test]

@@ -115,7 +115,13 @@ pub(crate) fn query(
 pub(crate) fn expire(data: &Path, now_ms: i64, out: &mut dyn Write) -> anyhow::Result<Outcome> {
     let engine = open_engine(data, Clock::Fixed(now_ms), None, None)?;
     let report = engine.expire().context("expiring buckets")?;
-    writeln!(out, "{}", serde_json::to_string(&report)?)?;
+    // Rejects files hold raw records: gone once everything they could hold has expired.
+    let rejects = engine
+        .expire_copies(&engine.rejects_dir(), engine.longest_window_ms())
+        .context("expiring rejects files")?;
+    let mut report = serde_json::to_value(&report)?;
+    report["rejects_files_removed"] = json!(rejects);
+    writeln!(out, "{report}")?;
     Ok(Outcome::AllGood)
 }
 

@@ -15,6 +15,10 @@ use crate::Outcome;
 
 #[derive(Args)]
 pub(crate) struct ServeArgs {
+    /// Days ingested (and failed) spool files stay in done/ (failed/); default: the longest
+    /// retention window (they hold raw scans). 0 keeps none.
+    #[arg(long)]
+    keep_done: Option<u64>,
     /// Address to listen on; without --tokens it must be a loopback address.
     #[arg(long, default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
@@ -67,6 +71,9 @@ impl ServeArgs {
         config.spool = self.spool.clone();
         config.tls = self.tls_cert.clone().zip(self.tls_key.clone());
         config.insecure_http = self.insecure_http;
+        config.keep_done = self
+            .keep_done
+            .map(|days| Duration::from_secs(days * 86_400));
         config.audit_key = data.join("audit.key");
         config.limits.max_body_bytes = self.max_body;
         config.maintenance_every = Duration::from_secs(self.maintenance_every.max(1));
@@ -84,6 +91,7 @@ impl ServeArgs {
             tls_cert: None,
             tls_key: None,
             insecure_http: false,
+            keep_done: None,
             audit: None,
             max_body: 16 << 20,
             maintenance_every: 60,

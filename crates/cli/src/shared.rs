@@ -103,13 +103,14 @@ impl FeedArgs {
     /// Where this run's rejects go (the file is created on the first one).
     pub(crate) fn rejects(&self, data: &Path, now_ms: i64) -> LazyRejectFile {
         let path = self.rejects.clone().unwrap_or_else(|| {
-            data.join("rejects")
+            data.join(imbtrack_engine::REJECTS_DIR)
                 .join(format!("{now_ms}-{}.jsonl", std::process::id()))
         });
         LazyRejectFile {
             path,
             file: None,
             count: 0,
+            now_ms,
         }
     }
 }
@@ -137,6 +138,8 @@ pub(crate) struct LazyRejectFile {
     path: PathBuf,
     file: Option<RejectFile<io::BufWriter<File>>>,
     count: u64,
+    /// "Now": the file is dated so, since its expiry goes by the same clock.
+    now_ms: i64,
 }
 
 impl RejectSink for LazyRejectFile {
@@ -162,7 +165,11 @@ impl LazyRejectFile {
     pub(crate) fn finish(self) -> io::Result<Option<PathBuf>> {
         match self.file {
             Some(file) => {
-                file.into_inner().flush()?;
+                let mut file = file.into_inner();
+                file.flush()?;
+                let when = std::time::UNIX_EPOCH
+                    + std::time::Duration::from_millis(self.now_ms.max(0) as u64);
+                file.get_ref().set_modified(when)?;
                 Ok(Some(self.path))
             }
             None => Ok(None),

@@ -45,15 +45,18 @@ assert_eq!(piece.events[0].description, "DBCS/DIOSS BCS DPS, 1st pass");
 
 mod status;
 
+/// The data directory's rejects directory ([`Engine::rejects_dir`]).
+pub const REJECTS_DIR: &str = "rejects";
+
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use imbtrack_barcode::{Barcode, BarcodeKey};
 use imbtrack_feed::{
-    ChunkOutput, CodeTables, FeedError, FeedOptions, PreparedFeed, RejectSink, ScanEvent,
-    SymbolTable, Zip,
+    ChunkOutput, CodeTables, FeedError, FeedOptions, MailClass, PreparedFeed, RejectSink,
+    ScanEvent, SymbolTable, Zip,
 };
 use imbtrack_store::{
     AppendReport, CheckpointReport, DayPiece, ExpireReport, RecoveryReport, SealReport, Store,
@@ -242,6 +245,48 @@ impl Engine {
     pub fn expire(&self) -> Result<ExpireReport, EngineError> {
         let now = self.now_ms();
         Ok(self.store.expire(now)?)
+    }
+
+    /// Where `imbtrack ingest` writes rejects files by default: raw records, so kept no longer
+    /// than scans ([`Engine::expire_copies`]).
+    pub fn rejects_dir(&self) -> PathBuf {
+        self.store.dir().join(REJECTS_DIR)
+    }
+
+    /// The longest retention window: a copy of raw feed data (a spooled feed, a rejects file)
+    /// may hold scans of any class, so it is kept at most this long.
+    pub fn longest_window_ms(&self) -> i64 {
+        let retention = self.store.options().retention;
+        retention
+            .window_ms(MailClass::Mail)
+            .max(retention.window_ms(MailClass::Package))
+    }
+
+    /// Deletes the regular files directly in `dir` last modified more than `keep_ms` before
+    /// "now", and returns how many went. A file cannot hold a scan newer than its last change
+    /// (scans from the future are rejected), so with `keep_ms` the longest window everything
+    /// in such a file has expired. A missing `dir` removes nothing.
+    pub fn expire_copies(&self, dir: &Path, keep_ms: i64) -> std::io::Result<u64> {
+        let entries = match std::fs::read_dir(dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(e),
+        };
+        let cutoff = self.now_ms() - keep_ms;
+        let mut removed = 0;
+        for entry in entries {
+            let entry = entry?;
+            let meta = std::fs::symlink_metadata(entry.path())?;
+            let modified_ms = meta
+                .modified()?
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64);
+            if meta.is_file() && modified_ms < cutoff {
+                std::fs::remove_file(entry.path())?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
     }
 
     /// Writes a checkpoint of the head (see [`Store::checkpoint`]) if one is due: with `any`

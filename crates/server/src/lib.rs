@@ -108,6 +108,9 @@ pub struct ServerConfig {
     pub spool: Option<PathBuf>,
     /// How often the spool is looked at.
     pub spool_every: Duration,
+    /// How long ingested (and failed) spool files are kept in `done/` (`failed/`); by default
+    /// the longest retention window, since they hold raw scans. Zero keeps none.
+    pub keep_done: Option<Duration>,
     /// How often finished days are sealed and expired buckets dropped.
     pub maintenance_every: Duration,
     /// The audit log (JSON lines, appended).
@@ -133,6 +136,7 @@ impl ServerConfig {
             tokens: None,
             spool: None,
             spool_every: Duration::from_millis(500),
+            keep_done: None,
             maintenance_every: Duration::from_secs(60),
             audit_key: audit.with_file_name("audit.key"),
             audit,
@@ -326,9 +330,15 @@ impl Server {
                 self.config.spool_every,
                 stop.clone(),
             );
+            let keep = spool::KeepDone {
+                ms: self
+                    .config
+                    .keep_done
+                    .map_or_else(|| engine.longest_window_ms(), |d| d.as_millis() as i64),
+            };
             std::thread::Builder::new()
                 .name("imbtrack-spool".into())
-                .spawn(move || spool::watch(engine, spool, every, stop))
+                .spawn(move || spool::watch(engine, spool, every, keep, stop))
                 .map_err(io_error("starting the spool watcher"))?;
         }
         let maintenance = tokio::spawn(maintain(self.state.clone(), self.config.maintenance_every));
@@ -435,6 +445,12 @@ async fn maintain(state: Arc<api::AppState>, every: Duration) {
         ticks.tick().await;
         let engine = state.engine.clone();
         let done = tokio::task::spawn_blocking(move || {
+            // Rejects files of `imbtrack ingest` hold raw records: kept no longer than scans.
+            match engine.expire_copies(&engine.rejects_dir(), engine.longest_window_ms()) {
+                Ok(0) => {}
+                Ok(n) => tracing::info!("maintenance: deleted {n} rejects files past the window"),
+                Err(e) => tracing::error!("maintenance: expiring rejects files: {e}"),
+            }
             (engine.seal(), engine.expire(), engine.checkpoint(false))
         })
         .await;

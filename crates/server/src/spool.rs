@@ -17,6 +17,11 @@
 //!   meanwhile cannot fault the server;
 //! - one file's trouble (unreadable, swapped, a `done` that is not a directory) is logged and
 //!   counted, and the pass goes on with the others.
+//!
+//! Files in `done/` and `failed/` are raw feed data, so they are kept no longer than the scans:
+//! a moved file's modification time is set to the ingest ("now"), and files older than the
+//! keep period (by default the longest retention window) are deleted; with a keep period of
+//! zero, nothing is kept at all.
 
 use std::collections::HashMap;
 use std::fs;
@@ -141,13 +146,32 @@ fn free_name(dir: &Path, file: &Path) -> PathBuf {
     candidate
 }
 
-fn move_into(file: &Path, dir: &Path) -> io::Result<PathBuf> {
+/// How long finished files are kept in `done/` and `failed/`.
+#[derive(Debug, Clone, Copy)]
+pub struct KeepDone {
+    /// Milliseconds after their ingest; 0 keeps nothing.
+    pub ms: i64,
+}
+
+/// Moves `file` into `dir`, dated as of `now_ms` (what [`Engine::expire_copies`] goes by).
+fn move_into(file: &Path, dir: &Path, now_ms: i64) -> io::Result<PathBuf> {
     fs::create_dir_all(dir)?;
     let target = free_name(dir, file);
     fs::rename(file, &target)?;
     // The move must survive a crash, or the file would be ingested (harmlessly) again.
     fs::File::open(dir)?.sync_all()?;
+    date(&target, now_ms)?;
     Ok(target)
+}
+
+/// Sets `path`'s modification time to `now_ms`: finished files and their rejects and reasons
+/// are dated by the engine's clock, which their expiry goes by.
+fn date(path: &Path, now_ms: i64) -> io::Result<()> {
+    let when = std::time::UNIX_EPOCH + Duration::from_millis(now_ms.max(0) as u64);
+    fs::File::options()
+        .write(true)
+        .open(path)?
+        .set_modified(when)
 }
 
 /// The listed file's bytes: `None` if the name now leads elsewhere (a link, another file).
@@ -174,12 +198,14 @@ fn read_listed(file: &Path, listed: Listed) -> io::Result<Option<Vec<u8>>> {
     Ok(Some(bytes))
 }
 
-/// Ingests one spooled file (as listed) and moves it where it belongs.
+/// Ingests one spooled file (as listed) and moves it where it belongs (or, keeping nothing,
+/// deletes it once its scans are durable).
 pub fn process_file(
     engine: &Engine,
     spool: &Path,
     file: &Path,
     listed: Listed,
+    keep: KeepDone,
 ) -> io::Result<SpoolOutcome> {
     let Some(bytes) = read_listed(file, listed)? else {
         return Ok(SpoolOutcome::Replaced);
@@ -189,23 +215,32 @@ pub fn process_file(
     match engine.ingest(&source, &bytes, &mut rejects, &|_| {}) {
         Ok(summary) => {
             let done = spool.join(DONE_DIR);
-            let path = move_into(file, &done)?;
-            if !rejects.rejects.is_empty() {
+            let path = move_into(file, &done, engine.now_ms())?;
+            if keep.ms == 0 {
+                fs::remove_file(&path)?;
+            } else if !rejects.rejects.is_empty() {
                 let mut name = path.file_name().unwrap_or_default().to_os_string();
                 name.push(".rejects.jsonl");
                 let mut sink =
-                    RejectFile::new(io::BufWriter::new(fs::File::create(done.join(name))?));
+                    RejectFile::new(io::BufWriter::new(fs::File::create(done.join(&name))?));
                 rejects.replay(&source, &mut sink)?;
                 io::Write::flush(&mut sink.into_inner())?;
+                date(&done.join(&name), engine.now_ms())?;
             }
             Ok(SpoolOutcome::Done { path, summary })
         }
         Err(EngineError::Feed { error, .. }) => {
             let reason = error.to_string();
-            let path = move_into(file, &spool.join(FAILED_DIR))?;
-            let mut name = path.file_name().unwrap_or_default().to_os_string();
-            name.push(".reason");
-            fs::write(spool.join(FAILED_DIR).join(name), format!("{reason}\n"))?;
+            let path = move_into(file, &spool.join(FAILED_DIR), engine.now_ms())?;
+            if keep.ms == 0 {
+                fs::remove_file(&path)?;
+            } else {
+                let mut name = path.file_name().unwrap_or_default().to_os_string();
+                name.push(".reason");
+                let reason_path = spool.join(FAILED_DIR).join(name);
+                fs::write(&reason_path, format!("{reason}\n"))?;
+                date(&reason_path, engine.now_ms())?;
+            }
             Ok(SpoolOutcome::Failed { path, reason })
         }
         Err(e) => Ok(SpoolOutcome::Retry {
@@ -220,13 +255,15 @@ pub fn drain(
     engine: &Engine,
     spool: &Path,
     state: &mut SpoolState,
+    keep: KeepDone,
 ) -> io::Result<Vec<(PathBuf, SpoolOutcome)>> {
     let mut outcomes = Vec::new();
     for (file, listed) in state.ready_files(spool)? {
-        let outcome =
-            process_file(engine, spool, &file, listed).unwrap_or_else(|e| SpoolOutcome::Retry {
+        let outcome = process_file(engine, spool, &file, listed, keep).unwrap_or_else(|e| {
+            SpoolOutcome::Retry {
                 error: e.to_string(),
-            });
+            }
+        });
         match &outcome {
             SpoolOutcome::Done { path, summary } => {
                 tracing::info!(
@@ -262,14 +299,44 @@ pub fn drain(
     Ok(outcomes)
 }
 
+/// Deletes the files in `done/` and `failed/` kept longer than `keep`; how many went.
+pub fn expire_finished(engine: &Engine, spool: &Path, keep: KeepDone) -> io::Result<u64> {
+    let done = engine.expire_copies(&spool.join(DONE_DIR), keep.ms)?;
+    Ok(done + engine.expire_copies(&spool.join(FAILED_DIR), keep.ms)?)
+}
+
+/// How often finished files are looked at for expiry.
+const EXPIRE_EVERY: Duration = Duration::from_secs(60);
+
 /// Watches `spool` until `stop` is set, draining it every `every` (polling: it works on every
 /// filesystem, network mounts included, and a plant's files come minutes apart). A file is
 /// taken on the pass after the one that first saw it unchanged, so within two intervals.
-pub fn watch(engine: Arc<Engine>, spool: PathBuf, every: Duration, stop: Arc<AtomicBool>) {
+/// Finished files past `keep` are deleted at the first pass and every minute after.
+pub fn watch(
+    engine: Arc<Engine>,
+    spool: PathBuf,
+    every: Duration,
+    keep: KeepDone,
+    stop: Arc<AtomicBool>,
+) {
     let mut state = SpoolState::default();
+    let mut expired_at: Option<std::time::Instant> = None;
     while !stop.load(Ordering::Relaxed) {
-        if let Err(e) = drain(&engine, &spool, &mut state) {
+        if let Err(e) = drain(&engine, &spool, &mut state, keep) {
             tracing::error!("spool {}: {e}", spool.display());
+        }
+        if expired_at.is_none_or(|at| at.elapsed() >= EXPIRE_EVERY) {
+            match expire_finished(&engine, &spool, keep) {
+                Ok(0) => {}
+                Ok(n) => {
+                    tracing::info!("spool: deleted {n} finished files past their keep period");
+                    metrics::counter!("imbtrack_spool_expired_files_total").increment(n);
+                }
+                Err(e) => {
+                    tracing::error!("spool {}: expiring finished files: {e}", spool.display())
+                }
+            }
+            expired_at = Some(std::time::Instant::now());
         }
         std::thread::sleep(every);
     }
@@ -284,6 +351,10 @@ mod tests {
     const FEED: &str = "imb|scanDatetime|scanEventCode|scanFacilityZip\n\
         0027012345678912345612345678901|2025-01-15T10:00:00-05:00|918|94110\n\
         not-a-barcode|2025-01-15T10:00:00-05:00|918|94110\n";
+
+    const KEEP: KeepDone = KeepDone {
+        ms: 90 * 86_400_000,
+    };
 
     fn engine(dir: &Path) -> Engine {
         let now = parse_timestamp(b"2025-01-16T00:00:00Z", None).unwrap();
@@ -305,8 +376,8 @@ mod tests {
         fs::write(spool.join(".d.psv"), FEED).unwrap();
 
         // The first pass only notes the files; the second, finding them unchanged, takes them.
-        assert!(drain(&engine, &spool, &mut state).unwrap().is_empty());
-        let outcomes = drain(&engine, &spool, &mut state).unwrap();
+        assert!(drain(&engine, &spool, &mut state, KEEP).unwrap().is_empty());
+        let outcomes = drain(&engine, &spool, &mut state, KEEP).unwrap();
         assert_eq!(outcomes.len(), 2);
         match &outcomes[0].1 {
             SpoolOutcome::Done { path, summary } => {
@@ -325,8 +396,8 @@ mod tests {
         // A crash between the ingest and the move leaves the file in the spool: it comes back,
         // and only as duplicates; the same name in done/ gets a suffix.
         fs::write(spool.join("a.psv"), FEED).unwrap();
-        drain(&engine, &spool, &mut state).unwrap();
-        let outcomes = drain(&engine, &spool, &mut state).unwrap();
+        drain(&engine, &spool, &mut state, KEEP).unwrap();
+        let outcomes = drain(&engine, &spool, &mut state, KEEP).unwrap();
         match &outcomes[0].1 {
             SpoolOutcome::Done { path, summary } => {
                 assert_eq!(path, &spool.join("done/a.psv.1"));
@@ -345,15 +416,15 @@ mod tests {
         let mut state = SpoolState::default();
         let (head, tail) = FEED.split_at(60);
         fs::write(spool.join("a.psv"), head).unwrap();
-        assert!(drain(&engine, &spool, &mut state).unwrap().is_empty());
+        assert!(drain(&engine, &spool, &mut state, KEEP).unwrap().is_empty());
         // Written on under its final name between the passes: not taken half-written.
         fs::OpenOptions::new()
             .append(true)
             .open(spool.join("a.psv"))
             .and_then(|mut f| io::Write::write_all(&mut f, tail.as_bytes()))
             .unwrap();
-        assert!(drain(&engine, &spool, &mut state).unwrap().is_empty());
-        let outcomes = drain(&engine, &spool, &mut state).unwrap();
+        assert!(drain(&engine, &spool, &mut state, KEEP).unwrap().is_empty());
+        let outcomes = drain(&engine, &spool, &mut state, KEEP).unwrap();
         assert!(matches!(
             &outcomes[0].1,
             SpoolOutcome::Done { summary, .. } if (summary.accepted, summary.rejected) == (1, 1)
@@ -373,19 +444,19 @@ mod tests {
         // Between the listing and the open, the name becomes a link to a secret...
         fs::remove_file(spool.join("a.psv")).unwrap();
         std::os::unix::fs::symlink(&secret, spool.join("a.psv")).unwrap();
-        let outcome = process_file(&engine, &spool, &spool.join("a.psv"), listed).unwrap();
+        let outcome = process_file(&engine, &spool, &spool.join("a.psv"), listed, KEEP).unwrap();
         assert!(matches!(outcome, SpoolOutcome::Replaced), "{outcome:?}");
         // ... or another regular file.
         fs::remove_file(spool.join("a.psv")).unwrap();
         fs::copy(&secret, spool.join("a.psv")).unwrap();
-        let outcome = process_file(&engine, &spool, &spool.join("a.psv"), listed).unwrap();
+        let outcome = process_file(&engine, &spool, &spool.join("a.psv"), listed, KEEP).unwrap();
         assert!(matches!(outcome, SpoolOutcome::Replaced), "{outcome:?}");
         // ... or a hard link to it.
         fs::remove_file(spool.join("a.psv")).unwrap();
         fs::write(spool.join("a.psv"), FEED).unwrap();
         let listed = Listed::of(&fs::symlink_metadata(spool.join("a.psv")).unwrap());
         fs::hard_link(spool.join("a.psv"), dir.path().join("elsewhere")).unwrap();
-        let outcome = process_file(&engine, &spool, &spool.join("a.psv"), listed).unwrap();
+        let outcome = process_file(&engine, &spool, &spool.join("a.psv"), listed, KEEP).unwrap();
         assert!(matches!(outcome, SpoolOutcome::Replaced), "{outcome:?}");
         assert!(!spool.join(DONE_DIR).exists() && !spool.join(FAILED_DIR).exists());
         // A symbolic link is never listed at all.
@@ -406,12 +477,44 @@ mod tests {
         fs::write(spool.join(DONE_DIR), "not a directory").unwrap();
         fs::write(spool.join("a.psv"), FEED).unwrap();
         fs::write(spool.join("b.gz"), [0x1f, 0x8b, 1, 2, 3]).unwrap();
-        drain(&engine, &spool, &mut state).unwrap();
-        let outcomes = drain(&engine, &spool, &mut state).unwrap();
+        drain(&engine, &spool, &mut state, KEEP).unwrap();
+        let outcomes = drain(&engine, &spool, &mut state, KEEP).unwrap();
         // `done` itself is never taken for a feed; a.psv cannot move there and waits; b.gz
         // still goes to failed/.
         assert_eq!(outcomes.len(), 2, "{outcomes:?}");
         assert!(matches!(&outcomes[0].1, SpoolOutcome::Retry { .. }));
         assert!(matches!(&outcomes[1].1, SpoolOutcome::Failed { .. }));
+    }
+
+    #[test]
+    fn finished_files_go_after_their_keep_period_or_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = dir.path().join("spool");
+        fs::create_dir_all(&spool).unwrap();
+        fs::write(spool.join("a.psv"), FEED).unwrap();
+        fs::write(spool.join("b.gz"), [0x1f, 0x8b, 1, 2, 3]).unwrap();
+        {
+            let engine = engine(dir.path());
+            let mut state = SpoolState::default();
+            drain(&engine, &spool, &mut state, KEEP).unwrap();
+            assert_eq!(drain(&engine, &spool, &mut state, KEEP).unwrap().len(), 2);
+            assert_eq!(expire_finished(&engine, &spool, KEEP).unwrap(), 0);
+        }
+        assert!(spool.join("done/a.psv").exists() && spool.join("failed/b.gz").exists());
+        // 91 days on, the keep period is over: feeds, rejects and reasons all go.
+        let later = parse_timestamp(b"2025-04-17T00:00:00Z", None).unwrap();
+        let (engine, _) = Engine::open(&dir.path().join("data"), EngineOptions::at(later)).unwrap();
+        assert_eq!(expire_finished(&engine, &spool, KEEP).unwrap(), 4);
+        assert_eq!(fs::read_dir(spool.join(DONE_DIR)).unwrap().count(), 0);
+        assert_eq!(fs::read_dir(spool.join(FAILED_DIR)).unwrap().count(), 0);
+        // Keeping nothing: a file is gone once its scans are durable.
+        fs::write(spool.join("c.psv"), FEED).unwrap();
+        let mut state = SpoolState::default();
+        let none = KeepDone { ms: 0 };
+        drain(&engine, &spool, &mut state, none).unwrap();
+        let outcomes = drain(&engine, &spool, &mut state, none).unwrap();
+        assert!(matches!(&outcomes[0].1, SpoolOutcome::Done { .. }));
+        assert_eq!(fs::read_dir(spool.join(DONE_DIR)).unwrap().count(), 0);
+        assert!(!spool.join("c.psv").exists());
     }
 }
