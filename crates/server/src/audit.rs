@@ -18,6 +18,8 @@ use std::time::{Duration, Instant};
 
 use hmac::{Hmac, Mac};
 use imbtrack_barcode::BarcodeKey;
+use imbtrack_engine::Clock;
+use imbtrack_feed::time::{civil_from_days, DAY_MS};
 use serde::Serialize;
 use sha2::Sha256;
 
@@ -113,6 +115,111 @@ pub(crate) trait AuditSink: Write + Send + 'static {
 impl AuditSink for File {
     fn sync(&mut self) -> io::Result<()> {
         self.sync_data()
+    }
+}
+
+/// The log file, rotated daily: when the first line of a new UTC day comes, `audit.jsonl` is
+/// renamed `audit-YYYY-MM-DD.jsonl` (the day its lines were written) and a new one started,
+/// and rotated files older than the keep period are deleted. The audit log records who looked
+/// at whose pieces, so it is kept no longer than the pieces themselves.
+pub(crate) struct DailyFile {
+    path: PathBuf,
+    file: File,
+    /// The UTC day (days since the epoch) the open file's lines are from.
+    day: i64,
+    keep_days: i64,
+    /// Wall-clock milliseconds (a parameter, so tests can move it).
+    clock: Box<dyn Fn() -> i64 + Send>,
+}
+
+impl DailyFile {
+    pub(crate) fn open(
+        path: &Path,
+        keep_days: i64,
+        clock: Box<dyn Fn() -> i64 + Send>,
+    ) -> io::Result<DailyFile> {
+        let file = OpenOptions::new().create(true).append(true).open(path)?;
+        // An existing log is from the day it was last written.
+        let modified_ms = file
+            .metadata()?
+            .modified()?
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        let day = modified_ms.min(clock()).div_euclid(DAY_MS);
+        let mut log = DailyFile {
+            path: path.to_path_buf(),
+            file,
+            day,
+            keep_days,
+            clock,
+        };
+        log.rotate_if_new_day()?;
+        Ok(log)
+    }
+
+    fn rotated_name(&self, day: i64) -> PathBuf {
+        let stem = self
+            .path
+            .file_stem()
+            .map_or_else(|| "audit".into(), |s| s.to_string_lossy().into_owned());
+        let (y, m, d) = civil_from_days(day);
+        self.path
+            .with_file_name(format!("{stem}-{y:04}-{m:02}-{d:02}.jsonl"))
+    }
+
+    fn rotate_if_new_day(&mut self) -> io::Result<()> {
+        let today = (self.clock)().div_euclid(DAY_MS);
+        if today <= self.day {
+            return Ok(());
+        }
+        self.file.sync_data()?;
+        std::fs::rename(&self.path, self.rotated_name(self.day))?;
+        self.file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)?;
+        self.day = today;
+        if let Some(dir) = self.path.parent() {
+            File::open(dir)?.sync_all()?;
+            let oldest_kept = self.rotated_name(today - self.keep_days);
+            let prefix = self.rotated_name(0);
+            let prefix = prefix
+                .file_name()
+                .map(|n| n.to_string_lossy())
+                .unwrap_or_default();
+            let prefix = &prefix[..prefix.len() - "1970-01-01.jsonl".len()];
+            for entry in std::fs::read_dir(dir)? {
+                let path = entry?.path();
+                let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+                // Dated names sort by date.
+                let old = name.is_some_and(|n| {
+                    n.starts_with(prefix)
+                        && n.len() == prefix.len() + "1970-01-01.jsonl".len()
+                        && Some(n.as_str()) < oldest_kept.file_name().and_then(|o| o.to_str())
+                });
+                if old {
+                    std::fs::remove_file(&path)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Write for DailyFile {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        self.rotate_if_new_day()?;
+        self.file.write(bytes)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
+    }
+}
+
+impl AuditSink for DailyFile {
+    fn sync(&mut self) -> io::Result<()> {
+        self.file.sync_data()
     }
 }
 
@@ -218,13 +325,21 @@ fn write_batches(
 }
 
 impl AuditLog {
-    /// Opens (creating) the log at `path` for appending.
-    pub fn open(path: &Path) -> io::Result<AuditLog> {
+    /// Opens (creating) the log at `path` for appending. A regular file is rotated daily and
+    /// its rotated files deleted after `keep_days` ([`DailyFile`]); anything else (a pipe, a
+    /// device) is written as it is.
+    pub fn open(path: &Path, keep_days: i64) -> io::Result<AuditLog> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
         }
         let file = OpenOptions::new().create(true).append(true).open(path)?;
-        AuditLog::with_sink(path, file)
+        if file.metadata()?.is_file() {
+            drop(file);
+            let wall_clock = Box::new(|| Clock::System.now_ms());
+            AuditLog::with_sink(path, DailyFile::open(path, keep_days, wall_clock)?)
+        } else {
+            AuditLog::with_sink(path, file)
+        }
     }
 
     fn with_sink(path: &Path, sink: impl AuditSink) -> io::Result<AuditLog> {
@@ -347,7 +462,7 @@ mod tests {
         let path = dir.path().join("audit").join("audit.jsonl");
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(&path, "{\"earlier\":true}\n").unwrap();
-        let log = AuditLog::open(&path).unwrap();
+        let log = AuditLog::open(&path, 90).unwrap();
         for _ in 0..3 {
             log.record(&entry());
         }
@@ -420,11 +535,49 @@ mod tests {
 
     #[test]
     fn a_full_device_fails_the_log_and_close_says_so() {
-        let Ok(log) = AuditLog::open(Path::new("/dev/full")) else {
+        let Ok(log) = AuditLog::open(Path::new("/dev/full"), 90) else {
             return; // no /dev/full here
         };
         log.record(&entry());
         wait_until("the failure to show", || log.failure().is_some());
         assert!(log.close().is_err());
+    }
+
+    #[test]
+    fn the_log_rotates_daily_and_rotated_files_past_the_keep_period_go() {
+        use std::sync::atomic::AtomicI64;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let now = Arc::new(AtomicI64::new(20_000 * DAY_MS + 1000));
+        let clock = now.clone();
+        let mut file =
+            DailyFile::open(&path, 3, Box::new(move || clock.load(Ordering::SeqCst))).unwrap();
+        let name = |day: i64| {
+            let (y, m, d) = civil_from_days(day);
+            dir.path().join(format!("audit-{y:04}-{m:02}-{d:02}.jsonl"))
+        };
+        // An old rotated file from long ago, and a file of another name that is not ours.
+        std::fs::write(name(19_000), "old\n").unwrap();
+        std::fs::write(dir.path().join("audit-notes.jsonl"), "keep\n").unwrap();
+        for day in 20_000..20_006 {
+            now.store(day * DAY_MS + 5000, Ordering::SeqCst);
+            file.write_all(format!("line of day {day}\n").as_bytes())
+                .unwrap();
+        }
+        // The open file has the last day; rotated ones the days before, the last 3 of them.
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "line of day 20005\n"
+        );
+        for day in 20_002..20_005 {
+            assert_eq!(
+                std::fs::read_to_string(name(day)).unwrap(),
+                format!("line of day {day}\n")
+            );
+        }
+        for day in [19_000, 20_000, 20_001] {
+            assert!(!name(day).exists(), "day {day} kept");
+        }
+        assert!(dir.path().join("audit-notes.jsonl").exists());
     }
 }

@@ -256,7 +256,10 @@ impl Server {
                 config.listen
             );
         }
-        let audit = AuditLog::open(&config.audit).map_err(io_error(format!(
+        // Who looked at whose pieces is kept as long as the pieces, no longer.
+        let day_ms = imbtrack_feed::time::DAY_MS;
+        let keep_days = (engine.longest_window_ms() + day_ms - 1) / day_ms;
+        let audit = AuditLog::open(&config.audit, keep_days).map_err(io_error(format!(
             "opening the audit log {}",
             config.audit.display()
         )))?;
