@@ -350,8 +350,15 @@ fn a_corrupt_bucket_is_quarantined_and_the_rest_serves() {
     assert_eq!(store.lookup(b, now).len(), 1);
     drop(store);
     // Reported once: the manifest no longer names it.
-    let (_, report) = Store::open(dir.path(), options()).unwrap();
+    let (store, report) = Store::open(dir.path(), options()).unwrap();
     assert!(report.quarantined.is_empty());
+    // It holds scans too: it goes when its day is past the window, like the others.
+    let expired = store.expire(at(DAY + 40, 0)).unwrap();
+    assert_eq!(expired.dropped_quarantined, 1);
+    assert_eq!(
+        fs::read_dir(dir.path().join("quarantine")).unwrap().count(),
+        0
+    );
 }
 
 #[test]

@@ -105,6 +105,16 @@ pub(crate) fn bucket_dir_name(class: MailClass, day: i64, kind: BucketKind, seq:
     }
 }
 
+/// The bucket a directory's name ([`bucket_dir_name`]) is of, if it is such a name.
+pub(crate) fn bucket_dir_id(name: &str) -> Option<BucketId> {
+    let (class, rest) = name.split_once('-')?;
+    let class = [MailClass::Mail, MailClass::Package]
+        .into_iter()
+        .find(|c| c.as_str() == class)?;
+    let day = imbtrack_feed::time::parse_date(rest.get(..10)?)?;
+    Some((class, day))
+}
+
 /// The sequence number a bucket directory's name ends with.
 pub(crate) fn bucket_dir_seq(name: &str) -> u64 {
     name.rsplit('-')

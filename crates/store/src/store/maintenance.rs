@@ -10,10 +10,12 @@ use rayon::prelude::*;
 use super::checkpoint::CHECKPOINT;
 use super::head::HeadBucket;
 use super::layout::{
-    bucket_dir_name, bucket_name, dir_name, remove_bucket_dir, write_bucket_dir, BucketId,
+    bucket_dir_id, bucket_dir_name, bucket_name, dir_name, remove_bucket_dir, write_bucket_dir,
+    BucketId, QUARANTINE,
 };
 use super::{ExpireReport, SealReport, SealedDay, Store, Writer};
 use crate::bucket::{self, BucketKind, SealedBucket};
+use crate::fsutil::disk_bytes;
 use crate::retention::DAY_MS;
 use crate::StoreError;
 
@@ -249,6 +251,18 @@ impl Store {
             self.drop_unneeded_wal(&mut writer)?;
         }
         drop(writer);
+        // Buckets set aside as corrupt hold scans too: they go when their day does.
+        let quarantine = self.dir.join(QUARANTINE);
+        for entry in std::fs::read_dir(&quarantine).map_err(|e| StoreError::io(&quarantine, e))? {
+            let path = entry.map_err(|e| StoreError::io(&quarantine, e))?.path();
+            let expired = bucket_dir_id(&dir_name(&path))
+                .is_some_and(|(class, day)| retention.bucket_expired(class, day, now_ms));
+            if expired {
+                report.freed_bytes += disk_bytes(&path);
+                std::fs::remove_dir_all(&path).map_err(|e| StoreError::io(&path, e))?;
+                report.dropped_quarantined += 1;
+            }
+        }
         // The checkpoint must not keep the dropped buckets' scans on disk either.
         if report.dropped_head_buckets > 0 && self.dir.join(CHECKPOINT).exists() {
             self.checkpoint_now()?;

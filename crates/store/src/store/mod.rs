@@ -105,6 +105,8 @@ pub struct ExpireReport {
     pub dropped_buckets: u64,
     /// Open (head) buckets dropped.
     pub dropped_head_buckets: u64,
+    /// Quarantined (corrupt) bucket directories removed.
+    pub dropped_quarantined: u64,
     /// Bytes of the removed files.
     pub freed_bytes: u64,
 }
