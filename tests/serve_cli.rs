@@ -880,3 +880,36 @@ fn requests_that_cannot_be_audited_are_refused() {
 fn server_piece_url(barcode: &Barcode) -> String {
     format!("/v1/pieces/{barcode}")
 }
+
+#[test]
+fn sighup_reloads_the_tokens_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    store_with(&data, 20);
+    let (path, old) = tokens_file(dir.path(), &[("ops", "admin")]);
+    let server = Served::start(&data, &["--tokens", path.to_str().unwrap()]);
+    let health = server.url("/v1/nothing");
+    let status = |token: &str| get(&health, Some(token)).0;
+    assert_eq!(status(&old[0]), 404);
+    // A new file: the old token revoked, a new one added; it counts from the SIGHUP on.
+    let next_dir = dir.path().join("next");
+    std::fs::create_dir_all(&next_dir).unwrap();
+    let (next_path, new) = tokens_file(&next_dir, &[("ops-2", "admin")]);
+    std::fs::copy(&next_path, &path).unwrap();
+    assert_eq!(status(&new[0]), 401);
+    let hup = |pid: u32| {
+        let sent = Command::new("kill")
+            .args(["-HUP", &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+    };
+    hup(server.child.id());
+    wait_for("the new token to count", || status(&new[0]) == 404);
+    assert_eq!(status(&old[0]), 401);
+    // A file that does not load leaves the tokens as they were.
+    std::fs::write(&path, "tokens = 3").unwrap();
+    hup(server.child.id());
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(status(&new[0]), 404);
+}

@@ -63,6 +63,19 @@ fn is_bar_letter(c: char) -> bool {
     matches!(c.to_ascii_uppercase(), 'A' | 'D' | 'F' | 'T')
 }
 
+/// A Mailer ID as a number, if `text` is one: 6 digits not starting with 9, or 9 digits
+/// starting with 9. Only then are numbers unambiguous: a 9-digit field `000839744` (a package
+/// barcode's, say) is no Mailer ID, and must not pass for the 6-digit `839744`.
+pub fn parse_mailer_id(text: &str) -> Option<u32> {
+    let valid = text.bytes().all(|b| b.is_ascii_digit())
+        && match text.len() {
+            6 => !text.starts_with('9'),
+            9 => text.starts_with('9'),
+            _ => false,
+        };
+    valid.then(|| text.parse().ok()).flatten()
+}
+
 impl Barcode {
     /// Recognises the form of `input` and parses it:
     /// - 65 bar letters → IMb (decoded as printed or upside down, never repaired);
@@ -102,9 +115,9 @@ impl Barcode {
     /// IMpbs whose channel application identifier places one).
     pub fn mailer_id(&self) -> Option<u32> {
         match self {
-            Barcode::Imb(imb) => imb.mailer_id().parse().ok(),
-            Barcode::Impb(impb) => impb.mailer_id().and_then(|m| m.parse().ok()),
-            Barcode::Imcb(imcb) => imcb.mailer_id().parse().ok(),
+            Barcode::Imb(imb) => parse_mailer_id(imb.mailer_id()),
+            Barcode::Impb(impb) => impb.mailer_id().and_then(parse_mailer_id),
+            Barcode::Imcb(imcb) => parse_mailer_id(imcb.mailer_id()),
         }
     }
 
@@ -362,5 +375,24 @@ mod tests {
         }
         let other = Barcode::Imb(Imb::new("01234567094987654322", "").unwrap()).key();
         assert!(!range.contains(&other));
+    }
+
+    #[test]
+    fn a_mailer_id_field_is_one_only_by_the_mailer_id_rule() {
+        // Channel 92: a 9-digit field. Starting with 9 it is a Mailer ID; `000839744` is not,
+        // and so cannot pass for the 6-digit Mailer ID 839744.
+        let with_field = |field: &str| {
+            let body = format!("92055{field}1234567");
+            let check = crate::mod10_check_digit(body.bytes());
+            Barcode::parse(&format!("{body}{check}"))
+                .unwrap()
+                .mailer_id()
+        };
+        assert_eq!(with_field("901234567"), Some(901_234_567));
+        assert_eq!(with_field("000839744"), None);
+        assert_eq!(parse_mailer_id("839744"), Some(839_744));
+        assert_eq!(parse_mailer_id("939744"), None);
+        assert_eq!(parse_mailer_id("000839744"), None);
+        assert_eq!(parse_mailer_id("83974"), None);
     }
 }

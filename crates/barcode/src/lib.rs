@@ -61,4 +61,4 @@ pub use crate::imb::{
 };
 pub use crate::imcb::Imcb;
 pub use crate::impb::{mod10_check_digit, Impb};
-pub use crate::key::{Barcode, BarcodeKey, BarcodeKind};
+pub use crate::key::{parse_mailer_id, Barcode, BarcodeKey, BarcodeKind};

@@ -70,21 +70,12 @@ impl Scope {
     }
 }
 
-/// A Mailer ID: 6 digits (not starting with 9) or 9 digits starting with 9.
+/// A Mailer ID: 6 digits (not starting with 9) or 9 digits starting with 9
+/// ([`imbtrack_barcode::parse_mailer_id`], the rule barcodes' Mailer IDs are read by too).
 pub fn parse_mailer_id(text: &str) -> Result<u32, String> {
-    let valid = text.bytes().all(|b| b.is_ascii_digit())
-        && match text.len() {
-            6 => !text.starts_with('9'),
-            9 => text.starts_with('9'),
-            _ => false,
-        };
-    if !valid {
-        return Err(format!(
-            "{text:?} is not a Mailer ID (6 digits, or 9 digits starting with 9)"
-        ));
-    }
-    text.parse()
-        .map_err(|_| format!("{text:?} is not a Mailer ID"))
+    imbtrack_barcode::parse_mailer_id(text).ok_or_else(|| {
+        format!("{text:?} is not a Mailer ID (6 digits, or 9 digits starting with 9)")
+    })
 }
 
 /// Who is asking, once their token checked out.

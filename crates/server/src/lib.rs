@@ -272,7 +272,7 @@ impl Server {
             .map_err(io_error(format!("binding {}", config.listen)))?;
         let state = Arc::new(api::AppState {
             engine,
-            tokens,
+            tokens: tokens.map(arc_swap::ArcSwap::from_pointee),
             audit: Arc::new(audit),
             limits: config.limits.clone(),
             metrics: prometheus(),
@@ -345,6 +345,11 @@ impl Server {
                 .map_err(io_error("starting the spool watcher"))?;
         }
         let maintenance = tokio::spawn(maintain(self.state.clone(), self.config.maintenance_every));
+        let reloads = self
+            .config
+            .tokens
+            .clone()
+            .map(|path| tokio::spawn(reload_tokens_on_hangup(self.state.clone(), path)));
 
         let app = api::router(self.state.clone());
         let limits = &self.config.limits;
@@ -405,6 +410,9 @@ impl Server {
         }
         stop.store(true, Ordering::Relaxed);
         maintenance.abort();
+        if let Some(reloads) = reloads {
+            reloads.abort();
+        }
         if tokio::time::timeout(Duration::from_secs(10), graceful.shutdown())
             .await
             .is_err()
@@ -438,6 +446,34 @@ where
 {
     if let Err(e) = connection.await {
         tracing::debug!("connection: {e}");
+    }
+}
+
+/// Reloads the tokens file on SIGHUP, so a token can be added or revoked without a restart. A
+/// file that does not load (bad entry, duplicate hash) leaves the tokens as they were.
+async fn reload_tokens_on_hangup(state: Arc<api::AppState>, path: PathBuf) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hangups = match signal(SignalKind::hangup()) {
+        Ok(hangups) => hangups,
+        Err(e) => {
+            tracing::warn!("no SIGHUP handler ({e}): tokens reload only on restart");
+            return;
+        }
+    };
+    while hangups.recv().await.is_some() {
+        let Some(tokens) = &state.tokens else { return };
+        match Tokens::load(&path) {
+            Ok(loaded) => {
+                let count = loaded.len();
+                tokens.store(Arc::new(loaded));
+                metrics::counter!("imbtrack_token_reloads_total").increment(1);
+                tracing::info!("tokens reloaded from {}: {count} tokens", path.display());
+            }
+            Err(e) => tracing::error!(
+                "tokens not reloaded (the previous ones stay): {}: {e}",
+                path.display()
+            ),
+        }
     }
 }
 

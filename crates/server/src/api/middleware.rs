@@ -161,7 +161,7 @@ pub(super) async fn audited(State(state): Shared, mut request: Request, next: Ne
         .map_or_else(|| "-".to_string(), |info| info.0.ip().to_string());
     let caller = match &state.tokens {
         None => Ok(Caller::local()),
-        Some(tokens) => tokens.authenticate(
+        Some(tokens) => tokens.load().authenticate(
             request
                 .headers()
                 .get(header::AUTHORIZATION)

@@ -44,7 +44,8 @@ pub use peers::Peers;
 /// What the handlers share.
 pub(crate) struct AppState {
     pub engine: Arc<Engine>,
-    pub tokens: Option<Tokens>,
+    /// The tokens file's entries (replaced whole on SIGHUP), or none: every caller trusted.
+    pub tokens: Option<arc_swap::ArcSwap<Tokens>>,
     pub audit: Arc<AuditLog>,
     pub limits: Limits,
     pub metrics: PrometheusHandle,

@@ -25,7 +25,7 @@ pub(super) async fn healthz(State(state): Shared) -> Response {
 /// say how much is tracked and for whom the routes are busy.
 pub(super) async fn metrics_text(State(state): Shared, headers: axum::http::HeaderMap) -> Response {
     if let Some(tokens) = &state.tokens {
-        let caller = tokens.authenticate(
+        let caller = tokens.load().authenticate(
             headers
                 .get(header::AUTHORIZATION)
                 .map(axum::http::HeaderValue::as_bytes),
