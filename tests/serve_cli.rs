@@ -913,3 +913,98 @@ fn sighup_reloads_the_tokens_file() {
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(status(&new[0]), 404);
 }
+
+/// Every run of 20 or more digits in `bytes`, cut to its first 20: the tracking codes (and
+/// package numbers) a feed holds.
+fn trackings(bytes: &[u8]) -> std::collections::BTreeSet<Vec<u8>> {
+    bytes
+        .split(|b| !b.is_ascii_digit())
+        .filter(|run| run.len() >= 20)
+        .map(|run| run[..20].to_vec())
+        .collect()
+}
+
+/// How many of `needles` appear in some file under `dir`.
+fn found_under(dir: &Path, needles: &std::collections::BTreeSet<Vec<u8>>) -> usize {
+    fn files(dir: &Path, out: &mut Vec<Vec<u8>>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                files(&path, out);
+            } else {
+                out.push(std::fs::read(&path).unwrap());
+            }
+        }
+    }
+    let mut contents = Vec::new();
+    files(dir, &mut contents);
+    needles
+        .iter()
+        .filter(|n| {
+            contents
+                .iter()
+                .any(|c| c.windows(n.len()).any(|w| w == &n[..]))
+        })
+        .count()
+}
+
+#[test]
+fn a_hundred_days_on_no_barcode_is_left_in_clear() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let spool = dir.path().join("spool");
+    std::fs::create_dir_all(&spool).unwrap();
+    let feed = dir.path().join(".feed.psv");
+    let made = imbtrack(
+        &data,
+        &[
+            "gen",
+            "--pieces",
+            "300",
+            "--start",
+            "2025-01-12",
+            "--days",
+            "3",
+            "--bad-share",
+            "0.02",
+            "--out",
+            feed.to_str().unwrap(),
+        ],
+    );
+    assert!(made.status.success(), "{made:?}");
+    let needles = trackings(&std::fs::read(&feed).unwrap());
+    assert!(needles.len() > 300);
+    let spool_arg = spool.to_str().unwrap();
+    let server = Served::start(&data, &["--spool", spool_arg]);
+    std::fs::rename(&feed, spool.join("feed.psv")).unwrap();
+    wait_for("the feed in done/", || spool.join("done/feed.psv").exists());
+    // Lookups, so the audit log has lines about these pieces.
+    for needle in needles.iter().take(20) {
+        get(
+            &server.url(&format!("/v1/pieces/{}", String::from_utf8_lossy(needle))),
+            None,
+        );
+    }
+    assert!(server.stop().success());
+    let both = |needles| found_under(&data, needles) + found_under(&spool, needles);
+    assert!(
+        both(&needles) > 0,
+        "the search must find the feed's barcodes at first"
+    );
+
+    // 100 days on, maintenance and the spool watcher expire everything.
+    let later = Served::start_at(
+        &data,
+        "2025-04-30T00:00:00Z",
+        "serve",
+        &["--spool", spool_arg, "--maintenance-every", "1"],
+    );
+    wait_for("done/ to empty", || {
+        std::fs::read_dir(spool.join("done")).unwrap().count() == 0
+    });
+    wait_for("the store to empty", || {
+        std::fs::read_dir(data.join("buckets")).unwrap().count() == 0
+    });
+    assert!(later.stop().success());
+    assert_eq!(both(&needles), 0, "a barcode is still in clear somewhere");
+}
