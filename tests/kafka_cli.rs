@@ -1,7 +1,8 @@
 //! End-to-end on Kafka (cargo feature `kafka`): librdkafka's mock cluster runs in this test
 //! process and listens on 127.0.0.1; the real binary produces a generated feed to it, and two
 //! `imbtrack serve` nodes with their own stores join one consumer group. Every piece must then be
-//! served, whole, through either node (lookups of the other's pieces are forwarded).
+//! served, whole, through either node (lookups of the other's pieces are forwarded); then one
+//! node is killed with SIGKILL, and the other must serve every piece alone.
 //!
 //! `cargo test -p imbtrack --features kafka --test kafka_cli`
 
@@ -137,4 +138,26 @@ fn two_nodes_share_a_produced_feed() {
         .as_str()
         .unwrap()
         .contains("imbtrack_kafka_messages_total"));
+
+    // Node a dies without a word (SIGKILL): b takes its partitions once the group notices, and
+    // answers for every piece itself, though a's last membership entry still claims them.
+    let killed = std::time::Instant::now();
+    drop(a);
+    wait_for("b to answer every sampled piece alone", || {
+        expected
+            .iter()
+            .step_by(5)
+            .all(|(key, scans)| served(&b, *key) == *scans)
+    });
+    eprintln!(
+        "b answered every sampled piece {:?} after a was killed",
+        killed.elapsed()
+    );
+    for (key, scans) in &expected {
+        assert_eq!(
+            served(&b, *key),
+            *scans,
+            "piece {key:?} through node b alone"
+        );
+    }
 }

@@ -2,13 +2,13 @@
 //! answering for the partitions it assigns, with the other nodes as the server's peers.
 
 use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
 use clap::Args;
 use imbtrack_barcode::BarcodeKey;
 use imbtrack_engine::Engine;
-use imbtrack_kafka::{Directory, Node, NodeConfig, Owner};
+use imbtrack_kafka::{Directory, Member, Node, NodeConfig, Owner};
 use imbtrack_server::Peers;
 
 /// `serve`'s Kafka options: all three or none.
@@ -33,11 +33,24 @@ pub(crate) struct NodeArgs {
 struct KafkaPeers {
     directory: Directory,
     me: String,
+    /// The partitions this node holds and has caught up on ([`Node::ready`]).
+    here: Arc<Mutex<Vec<i32>>>,
+    partition_count: i32,
+}
+
+impl KafkaPeers {
+    fn here(&self) -> Vec<i32> {
+        self.here.lock().map(|h| h.clone()).unwrap_or_default()
+    }
 }
 
 impl Peers for KafkaPeers {
     fn owner_of(&self, key: BarcodeKey) -> Result<Option<String>, String> {
-        match self.directory.owner(key) {
+        match self
+            .directory
+            .owner(key, self.partition_count, &self.here())
+        {
+            Owner::Here => Ok(None),
             Owner::Node(base) if base == self.me => Ok(None),
             Owner::Node(base) => Ok(Some(base)),
             Owner::Unknown { partition } => Err(format!(
@@ -47,21 +60,23 @@ impl Peers for KafkaPeers {
         }
     }
 
+    /// The other live members claiming a partition this node does not hold (a dead member's
+    /// last entry claims only partitions its successors now hold, so it is not asked).
     fn others(&self) -> Result<Vec<String>, String> {
-        let members = self.directory.members();
-        let count = members.iter().map(|m| m.partition_count).max().unwrap_or(0);
-        if let Some(partition) =
-            (0..count).find(|p| !members.iter().any(|m| m.partitions.contains(p)))
-        {
+        let here = self.here();
+        let others: Vec<Member> = self
+            .directory
+            .members()
+            .into_iter()
+            .filter(|m| m.http != self.me && m.partitions.iter().any(|p| !here.contains(p)))
+            .collect();
+        let covered = |p: &i32| here.contains(p) || others.iter().any(|m| m.partitions.contains(p));
+        if let Some(partition) = (0..self.partition_count).find(|p| !covered(p)) {
             return Err(format!(
                 "no node answers for partition {partition} right now; the answer would be short"
             ));
         }
-        Ok(members
-            .into_iter()
-            .filter(|m| m.http != self.me && !m.partitions.is_empty())
-            .map(|m| m.http)
-            .collect())
+        Ok(others.into_iter().map(|m| m.http).collect())
     }
 }
 
@@ -90,10 +105,16 @@ pub(crate) fn join(
     let directory = Directory::follow(brokers, topic)
         .with_context(|| format!("following {}", imbtrack_kafka::members_topic(topic)))?;
     eprintln!("imbtrack: ingesting topic {topic} from {brokers} as {me}, a member of {group}");
+    let (here, partition_count) = (node.ready(), node.partition_count());
     let stop = stop.clone();
     std::thread::Builder::new()
         .name("imbtrack-kafka".into())
         .spawn(move || node.run(&stop))
         .context("starting the Kafka node")?;
-    Ok(Some(Arc::new(KafkaPeers { directory, me })))
+    Ok(Some(Arc::new(KafkaPeers {
+        directory,
+        me,
+        here,
+        partition_count,
+    })))
 }

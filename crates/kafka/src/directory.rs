@@ -84,6 +84,8 @@ impl MemberPublisher {
 /// Where a piece's lookup must go.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Owner {
+    /// This node: it holds the partition and has caught up on it.
+    Here,
     /// A node's HTTP base address.
     Node(String),
     /// No live node says it holds the partition (a rebalance in progress, a node down).
@@ -150,27 +152,86 @@ impl Directory {
             .unwrap_or_default()
     }
 
-    /// The node holding `key`'s partition, by the freshest live entry that claims it. Asked for
-    /// every piece of a ZIP page, so it reads the entries in place rather than copying them.
-    pub fn owner(&self, key: BarcodeKey) -> Owner {
+    /// Where `key`'s lookup goes, its partition one of `count`: see [`route`]. Asked for every
+    /// piece of a ZIP page, so it reads the entries in place rather than copying them.
+    pub fn owner(&self, key: BarcodeKey, count: i32, here: &[i32]) -> Owner {
         let oldest = now_ms() - MEMBER_TTL.as_millis() as i64;
         let Ok(members) = self.members.lock() else {
-            return Owner::Unknown { partition: 0 };
+            return route(key, count, here, std::iter::empty());
         };
-        let live = || members.values().filter(|m| m.updated_ms >= oldest);
-        let count = live().map(|m| m.partition_count).max().unwrap_or(0);
-        let partition = partition_for(key, count);
-        live()
-            .filter(|m| m.partitions.contains(&partition))
-            .max_by_key(|m| m.updated_ms)
-            .map_or(Owner::Unknown { partition }, |m| {
-                Owner::Node(m.http.clone())
-            })
+        route(
+            key,
+            count,
+            here,
+            members.values().filter(|m| m.updated_ms >= oldest),
+        )
     }
+}
+
+/// Where `key`'s lookup goes, its partition one of `count`. This node answers for the
+/// partitions it holds and has caught up on (`here`), whatever the members topic says: a dead
+/// member's last entry, a slow or missing members topic, or this node's own entry not read
+/// back yet must never stop a node answering for what it holds. Any other partition goes to
+/// the freshest `live` entry claiming it, not this node's own: when a dead member's entry and
+/// its successor's both claim a partition, the successor's is the newer.
+pub fn route<'m>(
+    key: BarcodeKey,
+    count: i32,
+    here: &[i32],
+    live: impl Iterator<Item = &'m Member>,
+) -> Owner {
+    let partition = partition_for(key, count);
+    if here.contains(&partition) {
+        return Owner::Here;
+    }
+    live.filter(|m| m.partitions.contains(&partition))
+        .max_by_key(|m| m.updated_ms)
+        .map_or(Owner::Unknown { partition }, |m| {
+            Owner::Node(m.http.clone())
+        })
 }
 
 impl Drop for Directory {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use imbtrack_barcode::{Barcode, Imb};
+
+    fn member(http: &str, partitions: &[i32], updated_ms: i64) -> Member {
+        Member {
+            http: http.into(),
+            partitions: partitions.to_vec(),
+            partition_count: 6,
+            updated_ms,
+        }
+    }
+
+    #[test]
+    fn a_node_answers_for_what_it_holds_whatever_the_members_topic_says() {
+        let key = Barcode::Imb(Imb::new("00270123456789123456", "").unwrap()).key();
+        let partition = partition_for(key, 6);
+        let other = (partition + 1) % 6;
+        // No entries at all (no members topic), or only a dead member's still claiming it.
+        assert_eq!(route(key, 6, &[partition], std::iter::empty()), Owner::Here);
+        let dead = member("http://a", &[partition, other], 1_000);
+        assert_eq!(
+            route(key, 6, &[partition], [&dead].into_iter()),
+            Owner::Here
+        );
+        // Not held here: the freshest claim wins (the dead member's successor's).
+        let successor = member("http://c", &[partition], 2_000);
+        assert_eq!(
+            route(key, 6, &[other], [&dead, &successor].into_iter()),
+            Owner::Node("http://c".into())
+        );
+        assert_eq!(
+            route(key, 6, &[other], std::iter::empty()),
+            Owner::Unknown { partition }
+        );
     }
 }

@@ -86,6 +86,9 @@ struct NodeContext {
     expected: Mutex<BTreeMap<i32, i64>>,
     /// Rebalance callbacks so far: a batch that saw one is dropped (see [`Node::step`]).
     rebalances: AtomicU64,
+    /// See [`Node::ready`]; a revoke empties it at once, an assignment keeps only what it
+    /// keeps assigned.
+    ready: Arc<Mutex<Vec<i32>>>,
 }
 
 impl ClientContext for NodeContext {}
@@ -122,6 +125,9 @@ impl ConsumerContext for NodeContext {
                 }
             }
             assigned.sort_unstable();
+            if let Ok(mut ready) = self.ready.lock() {
+                ready.retain(|p| assigned.contains(p));
+            }
             tracing::info!(
                 "kafka: assigned partitions {:?} of {}",
                 *assigned,
@@ -135,6 +141,9 @@ impl ConsumerContext for NodeContext {
             // progress, if any, is dropped by `step` when it sees the rebalance.
             tracing::info!("kafka: partitions {:?} revoked", *assigned);
             assigned.clear();
+            if let Ok(mut ready) = self.ready.lock() {
+                ready.clear();
+            }
             if let Err(e) = consumer.unassign() {
                 tracing::error!("kafka: unassign: {e}");
             }
@@ -148,8 +157,10 @@ pub struct Node {
     engine: Arc<Engine>,
     config: NodeConfig,
     stats: Mutex<NodeStats>,
-    /// The members-topic publisher and what it last said.
-    membership: Option<(MemberPublisher, Mutex<Announced>)>,
+    /// The members-topic publisher, if this node advertises an address.
+    publisher: Option<MemberPublisher>,
+    /// What it last said, and how far each assigned partition must be read.
+    announced: Mutex<Announced>,
     partition_count: i32,
 }
 
@@ -173,6 +184,7 @@ impl Node {
             assigned: Mutex::new(Vec::new()),
             expected: Mutex::new(BTreeMap::new()),
             rebalances: AtomicU64::new(0),
+            ready: Arc::new(Mutex::new(Vec::new())),
         };
         let consumer: BaseConsumer<NodeContext> = ClientConfig::new()
             .set("bootstrap.servers", &config.brokers)
@@ -194,15 +206,8 @@ impl Node {
             .iter()
             .find(|t| t.name() == config.topic)
             .map_or(0, |t| t.partitions().len() as i32);
-        let membership = match &config.advertise {
-            Some(_) => Some((
-                MemberPublisher::connect(&config.brokers, &config.topic)?,
-                Mutex::new(Announced {
-                    partitions: Vec::new(),
-                    at: Instant::now(),
-                    catch_up_to: BTreeMap::new(),
-                }),
-            )),
+        let publisher = match &config.advertise {
+            Some(_) => Some(MemberPublisher::connect(&config.brokers, &config.topic)?),
             None => None,
         };
         Ok(Node {
@@ -210,7 +215,12 @@ impl Node {
             engine,
             config,
             stats: Mutex::new(NodeStats::default()),
-            membership,
+            publisher,
+            announced: Mutex::new(Announced {
+                partitions: Vec::new(),
+                at: Instant::now(),
+                catch_up_to: BTreeMap::new(),
+            }),
             partition_count,
         })
     }
@@ -225,21 +235,29 @@ impl Node {
             .unwrap_or_default()
     }
 
+    /// The partitions this node holds and has caught up on (kept current while it runs), for
+    /// routing lookups: it answers for these whatever the members topic says.
+    pub fn ready(&self) -> Arc<Mutex<Vec<i32>>> {
+        self.consumer.context().ready.clone()
+    }
+
+    /// The topic's partition count.
+    pub fn partition_count(&self) -> i32 {
+        self.partition_count
+    }
+
     /// What it has done so far.
     pub fn stats(&self) -> NodeStats {
         self.stats.lock().map(|s| s.clone()).unwrap_or_default()
     }
 
-    /// Publishes the partitions this node can answer for: assigned, and read at least up to
-    /// where the partition ended when it was assigned. A partition still replaying is claimed by
-    /// nobody, so a lookup routed for it fails clearly instead of answering short.
+    /// Notes (in [`Node::ready`]) and publishes the partitions this node can answer for:
+    /// assigned, and read at least up to where the partition ended when it was assigned. A
+    /// partition still replaying is claimed by nobody, so a lookup routed for it fails clearly
+    /// instead of answering short.
     fn publish_membership(&self) {
-        let (Some((publisher, announced)), Some(http)) = (&self.membership, &self.config.advertise)
-        else {
-            return;
-        };
         let assigned = self.assigned();
-        let Ok(mut announced) = announced.lock() else {
+        let Ok(mut announced) = self.announced.lock() else {
             return;
         };
         announced.catch_up_to.retain(|p, _| assigned.contains(p));
@@ -265,6 +283,12 @@ impl Node {
                 ready.push(partition);
             }
         }
+        if let Ok(mut shared) = self.consumer.context().ready.lock() {
+            shared.clone_from(&ready);
+        }
+        let (Some(publisher), Some(http)) = (&self.publisher, &self.config.advertise) else {
+            return;
+        };
         if announced.partitions != ready || announced.at.elapsed() >= REPUBLISH_EVERY {
             publisher.publish(http, &ready, self.partition_count);
             announced.partitions = ready;
@@ -396,6 +420,9 @@ impl Node {
                     // No poll follows to run the revoke callback: the node holds nothing now.
                     if let Ok(mut assigned) = self.consumer.context().assigned.lock() {
                         assigned.clear();
+                    }
+                    if let Ok(mut ready) = self.consumer.context().ready.lock() {
+                        ready.clear();
                     }
                     return;
                 }
