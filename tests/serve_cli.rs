@@ -929,9 +929,11 @@ fn found_under(dir: &Path, needles: &std::collections::BTreeSet<Vec<u8>>) -> usi
     fn files(dir: &Path, out: &mut Vec<Vec<u8>>) {
         for entry in std::fs::read_dir(dir).unwrap() {
             let path = entry.unwrap().path();
-            if path.is_dir() {
+            // Links are not followed: what they lead to is not under `dir`.
+            let kind = std::fs::symlink_metadata(&path).unwrap().file_type();
+            if kind.is_dir() {
                 files(&path, out);
-            } else {
+            } else if kind.is_file() {
                 out.push(std::fs::read(&path).unwrap());
             }
         }
@@ -1007,4 +1009,42 @@ fn a_hundred_days_on_no_barcode_is_left_in_clear() {
     });
     assert!(later.stop().success());
     assert_eq!(both(&needles), 0, "a barcode is still in clear somewhere");
+}
+
+#[test]
+fn a_hostile_spool_gets_nothing_out_and_stops_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let spool = dir.path().join("spool");
+    std::fs::create_dir_all(&spool).unwrap();
+    // A secret outside the spool, a link to it, and a regular file named done/ should be.
+    let secret = dir.path().join("secret.psv");
+    std::fs::write(
+        &secret,
+        "imb|scanDatetime|scanEventCode|scanFacilityZip\nSECRET-TOKEN|x|y|z\n",
+    )
+    .unwrap();
+    std::os::unix::fs::symlink(&secret, spool.join("0000-link.psv")).unwrap();
+    std::fs::write(spool.join("done"), "not a directory").unwrap();
+    let feed = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../data/feeds/ivmtr_pipe_camel.psv"
+    ))
+    .unwrap();
+    std::fs::write(spool.join("0001.psv"), &feed).unwrap();
+    let server = Served::start(&data, &["--spool", spool.to_str().unwrap()]);
+    // The feed is ingested though it cannot be moved to done/ (it waits there, logged).
+    let piece = "/v1/pieces/00270123456789123456-12345678901";
+    wait_for("the feed's piece", || {
+        get(&server.url(piece), None).0 == 200
+    });
+    // The link was never read: nothing of the secret anywhere in the spool or the store.
+    std::thread::sleep(Duration::from_millis(1200));
+    assert!(server.stop().success());
+    let secret_found = |dir: &Path| {
+        let needles = std::iter::once(b"SECRET-TOKEN".to_vec()).collect();
+        found_under(dir, &needles)
+    };
+    assert_eq!(secret_found(&spool) + secret_found(&data), 0);
+    assert!(spool.join("0000-link.psv").is_symlink());
 }
