@@ -313,7 +313,8 @@ impl Node {
         let mut next: BTreeMap<i32, i64> = BTreeMap::new();
         let mut taken = 0usize;
         let mut undecodable = 0u64;
-        while taken < self.config.batch_max {
+        // A batch ends at `batch_max` messages or scans (a frame holds thousands).
+        while taken < self.config.batch_max && events.len() < self.config.batch_max {
             let left = self.config.batch_wait.saturating_sub(started.elapsed());
             let polled = self.consumer.poll(left);
             let now = rebalances.load(Ordering::SeqCst);
@@ -330,18 +331,23 @@ impl Node {
             };
             let message = message?;
             taken += 1;
-            match message.payload().map(|v| wire::decode(v, &mut symbols)) {
-                Some(Ok(event)) => events.push(event),
-                Some(Err(e)) => {
-                    undecodable += 1;
-                    tracing::warn!(
-                        "kafka: {}/{} offset {}: {e}",
-                        message.topic(),
-                        message.partition(),
-                        message.offset()
-                    );
-                }
-                None => undecodable += 1,
+            let decoded = message
+                .payload()
+                .map(|v| wire::decode_message(v, &mut symbols, &mut events));
+            if !matches!(decoded, Some(Ok(_))) {
+                // Never stops the partition: its offset passes like any other.
+                undecodable += 1;
+                metrics::counter!("imbtrack_kafka_rejected_messages_total").increment(1);
+                tracing::warn!(
+                    "kafka: {}/{} offset {}: rejected: {}",
+                    message.topic(),
+                    message.partition(),
+                    message.offset(),
+                    match decoded {
+                        Some(Err(e)) => e.to_string(),
+                        _ => "no value".to_string(),
+                    }
+                );
             }
             self.note_gap(message.partition(), message.offset());
             next.insert(message.partition(), message.offset() + 1);

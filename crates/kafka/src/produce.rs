@@ -1,5 +1,6 @@
-//! Publishing parsed scans: each to the partition of its piece ([`partition_for`]), keyed by the
-//! piece, through librdkafka's idempotent producer (retries never duplicate nor reorder).
+//! Publishing parsed scans: each to the partition of its piece ([`partition_for`]), in frames of
+//! up to [`wire::FRAME_SCANS`] scans of one partition (keyed by the frame's first piece),
+//! through librdkafka's idempotent producer (retries never duplicate nor reorder).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -23,14 +24,15 @@ struct Deliveries {
 impl ClientContext for Deliveries {}
 
 impl ProducerContext for Deliveries {
-    type DeliveryOpaque = ();
+    /// The scans in the message.
+    type DeliveryOpaque = Box<u64>;
 
-    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+    fn delivery(&self, result: &DeliveryResult<'_>, scans: Box<u64>) {
         match result {
-            Ok(_) => self.delivered.fetch_add(1, Ordering::Relaxed),
+            Ok(_) => self.delivered.fetch_add(*scans, Ordering::Relaxed),
             Err((e, _)) => {
-                tracing::error!("kafka: a scan was not delivered: {e}");
-                self.failed.fetch_add(1, Ordering::Relaxed)
+                tracing::error!("kafka: a frame of {scans} scans was not delivered: {e}");
+                self.failed.fetch_add(*scans, Ordering::Relaxed)
             }
         };
     }
@@ -41,6 +43,7 @@ pub struct ScanProducer {
     producer: ThreadedProducer<Deliveries>,
     topic: String,
     partitions: i32,
+    frame_scans: usize,
 }
 
 impl ScanProducer {
@@ -69,7 +72,15 @@ impl ScanProducer {
             producer,
             topic: topic.to_string(),
             partitions,
+            frame_scans: wire::FRAME_SCANS,
         })
+    }
+
+    /// Frames of at most `scans` scans instead of [`wire::FRAME_SCANS`] (at least one): smaller
+    /// frames reach consumers sooner, larger ones cost less per scan.
+    pub fn with_frame_scans(mut self, scans: usize) -> ScanProducer {
+        self.frame_scans = scans.clamp(1, wire::FRAME_SCANS);
+        self
     }
 
     /// The topic's partition count.
@@ -77,15 +88,34 @@ impl ScanProducer {
         self.partitions
     }
 
-    /// Queues every event (waiting while librdkafka's queue is full).
+    /// Queues every event, in frames by partition (waiting while librdkafka's queue is full).
     pub fn send(&self, events: &[ScanEvent], symbols: &SymbolTable) -> Result<(), KafkaNodeError> {
+        let mut by_partition: Vec<Vec<ScanEvent>> =
+            (0..self.partitions).map(|_| Vec::new()).collect();
         for event in events {
-            let key = wire::message_key(event.barcode);
-            let payload = wire::encode(event, symbols);
-            let mut record = BaseRecord::to(&self.topic)
-                .key(&key[..])
-                .payload(&payload[..])
-                .partition(partition_for(event.barcode, self.partitions));
+            by_partition[partition_for(event.barcode, self.partitions) as usize].push(*event);
+        }
+        for (partition, events) in by_partition.iter().enumerate() {
+            for frame in events.chunks(self.frame_scans) {
+                self.send_frame(partition as i32, frame, symbols)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn send_frame(
+        &self,
+        partition: i32,
+        events: &[ScanEvent],
+        symbols: &SymbolTable,
+    ) -> Result<(), KafkaNodeError> {
+        let key = wire::message_key(events[0].barcode);
+        let payload = wire::encode_frame(events, symbols);
+        let mut record = BaseRecord::with_opaque_to(&self.topic, Box::new(events.len() as u64))
+            .key(&key[..])
+            .payload(&payload[..])
+            .partition(partition);
+        {
             loop {
                 match self.producer.send(record) {
                     Ok(()) => break,

@@ -97,3 +97,55 @@ fn messages_deleted_before_a_node_reads_them_are_counted_as_lost() {
         "{stats:?}"
     );
 }
+
+/// Real-size frames: thousands of scans a message, all stored; a damaged frame in the middle of
+/// a partition is counted and passed over, never stopping it.
+#[test]
+fn frames_carry_thousands_of_scans_and_a_damaged_one_stops_nothing() {
+    use rdkafka::config::ClientConfig;
+    use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+
+    let (_cluster, brokers) = cluster();
+    let dir = tempfile::tempdir().unwrap();
+    let parsed = feed(4000, 33);
+    let reference = reference(&dir.path().join("reference"), &parsed);
+    let producer = imbtrack_kafka::ScanProducer::connect(&brokers, TOPIC).unwrap();
+    // Half the feed, a damaged frame in partition 0, the other half.
+    let half = parsed.events.len() / 2;
+    producer
+        .send(&parsed.events[..half], &parsed.symbols)
+        .unwrap();
+    let raw: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .create()
+        .unwrap();
+    let mut damaged = imbtrack_kafka::wire::encode_frame(&parsed.events[..10], &parsed.symbols);
+    damaged[20] ^= 0xFF;
+    raw.send(
+        BaseRecord::<[u8], [u8]>::to(TOPIC)
+            .payload(&damaged[..])
+            .partition(0),
+    )
+    .map_err(|(e, _)| e)
+    .unwrap();
+    raw.flush(std::time::Duration::from_secs(10)).unwrap();
+    producer
+        .send(&parsed.events[half..], &parsed.symbols)
+        .unwrap();
+    let (delivered, failed) = producer.flush(std::time::Duration::from_secs(30)).unwrap();
+    assert_eq!((delivered, failed), (parsed.events.len() as u64, 0));
+
+    let a = Running::start(&dir.path().join("a"), &brokers, 50_000);
+    wait_for("every scan stored, the damaged frame passed over", || {
+        a.engine.stats().scans == reference.stats().scans && a.node.stats().undecodable == 1
+    });
+    check_owners(&[&a], &reference, &parsed);
+    let (_, stats) = a.stop();
+    assert_eq!(stats.undecodable, 1, "{stats:?}");
+    assert!(
+        stats.messages < parsed.events.len() as u64 / 100,
+        "{} messages for {} scans",
+        stats.messages,
+        parsed.events.len()
+    );
+}

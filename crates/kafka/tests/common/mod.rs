@@ -65,8 +65,12 @@ pub fn per_partition(parsed: &ParsedFeed) -> BTreeMap<i32, i64> {
     counts
 }
 
+/// Produces the feed one scan a frame, so that messages and scans count alike (the tests count
+/// offsets); `frames_carry_thousands_of_scans` produces real-size frames.
 pub fn produce(brokers: &str, parsed: &ParsedFeed) {
-    let producer = ScanProducer::connect(brokers, TOPIC).unwrap();
+    let producer = ScanProducer::connect(brokers, TOPIC)
+        .unwrap()
+        .with_frame_scans(1);
     assert_eq!(producer.partitions(), PARTITIONS);
     producer.send(&parsed.events, &parsed.symbols).unwrap();
     let (delivered, failed) = producer.flush(Duration::from_secs(30)).unwrap();
