@@ -66,6 +66,17 @@ pub enum SpoolOutcome {
     /// The name no longer leads to the file that was listed (replaced by a link or another
     /// file); left where it is, never read.
     Replaced,
+    /// Its scans are durable but it could not be moved to `done/`; later passes retry the move
+    /// only, never the ingest, while the file stays as it is.
+    NotMoved {
+        /// What went wrong.
+        error: String,
+    },
+    /// A file ingested on an earlier pass, moved to `done/` now.
+    Moved {
+        /// Its new path.
+        path: PathBuf,
+    },
 }
 
 /// Whether a name is a file still being written: dot files and `.tmp`/`.part` suffixes.
@@ -93,10 +104,12 @@ impl Listed {
     }
 }
 
-/// What the previous pass saw, so a file is taken only once it has stopped changing.
+/// What the previous pass saw, so a file is taken only once it has stopped changing, and the
+/// files already ingested that could not be moved (so they are not ingested again).
 #[derive(Debug, Default)]
 pub struct SpoolState {
     seen: HashMap<PathBuf, Listed>,
+    not_moved: HashMap<PathBuf, Listed>,
 }
 
 impl SpoolState {
@@ -215,7 +228,14 @@ pub fn process_file(
     match engine.ingest(&source, &bytes, &mut rejects, &|_| {}) {
         Ok(summary) => {
             let done = spool.join(DONE_DIR);
-            let path = move_into(file, &done, engine.now_ms())?;
+            let path = match move_into(file, &done, engine.now_ms()) {
+                Ok(path) => path,
+                Err(e) => {
+                    return Ok(SpoolOutcome::NotMoved {
+                        error: e.to_string(),
+                    })
+                }
+            };
             if keep.ms == 0 {
                 fs::remove_file(&path)?;
             } else if !rejects.rejects.is_empty() {
@@ -258,12 +278,34 @@ pub fn drain(
     keep: KeepDone,
 ) -> io::Result<Vec<(PathBuf, SpoolOutcome)>> {
     let mut outcomes = Vec::new();
-    for (file, listed) in state.ready_files(spool)? {
-        let outcome = process_file(engine, spool, &file, listed, keep).unwrap_or_else(|e| {
-            SpoolOutcome::Retry {
-                error: e.to_string(),
+    let ready = state.ready_files(spool)?;
+    state
+        .not_moved
+        .retain(|file, _| ready.iter().any(|(f, _)| f == file));
+    for (file, listed) in ready {
+        let outcome = if state.not_moved.get(&file) == Some(&listed) {
+            // Already durable: only the move is tried again.
+            match move_into(&file, &spool.join(DONE_DIR), engine.now_ms()) {
+                Ok(path) => SpoolOutcome::Moved { path },
+                Err(e) => SpoolOutcome::NotMoved {
+                    error: e.to_string(),
+                },
             }
-        });
+        } else {
+            process_file(engine, spool, &file, listed, keep).unwrap_or_else(|e| {
+                SpoolOutcome::Retry {
+                    error: e.to_string(),
+                }
+            })
+        };
+        match &outcome {
+            SpoolOutcome::NotMoved { .. } => {
+                state.not_moved.insert(file.clone(), listed);
+            }
+            _ => {
+                state.not_moved.remove(&file);
+            }
+        }
         match &outcome {
             SpoolOutcome::Done { path, summary } => {
                 tracing::info!(
@@ -284,6 +326,23 @@ pub fn drain(
             SpoolOutcome::Retry { error } => {
                 tracing::error!("spool: {} left for a retry: {error}", file.display());
                 metrics::counter!("imbtrack_spool_files_total", "outcome" => "retry").increment(1);
+            }
+            SpoolOutcome::NotMoved { error } => {
+                tracing::error!(
+                    "spool: {} is stored but stays in the spool (moving it to done/: {error}); \
+                     only the move is retried",
+                    file.display()
+                );
+                metrics::counter!("imbtrack_spool_files_total", "outcome" => "not_moved")
+                    .increment(1);
+            }
+            SpoolOutcome::Moved { path } => {
+                tracing::info!(
+                    "spool: {} -> {} (moved late)",
+                    file.display(),
+                    path.display()
+                );
+                metrics::counter!("imbtrack_spool_files_total", "outcome" => "done").increment(1);
             }
             SpoolOutcome::Replaced => {
                 tracing::warn!(
@@ -479,11 +538,22 @@ mod tests {
         fs::write(spool.join("b.gz"), [0x1f, 0x8b, 1, 2, 3]).unwrap();
         drain(&engine, &spool, &mut state, KEEP).unwrap();
         let outcomes = drain(&engine, &spool, &mut state, KEEP).unwrap();
-        // `done` itself is never taken for a feed; a.psv cannot move there and waits; b.gz
-        // still goes to failed/.
+        // `done` itself is never taken for a feed; a.psv is stored but cannot move there and
+        // waits; b.gz still goes to failed/.
         assert_eq!(outcomes.len(), 2, "{outcomes:?}");
-        assert!(matches!(&outcomes[0].1, SpoolOutcome::Retry { .. }));
+        assert!(matches!(&outcomes[0].1, SpoolOutcome::NotMoved { .. }));
         assert!(matches!(&outcomes[1].1, SpoolOutcome::Failed { .. }));
+        // Later passes retry the move only (`Moved` comes from that path alone, never from
+        // an ingest), and once done/ can be made, the file moves.
+        let outcomes = drain(&engine, &spool, &mut state, KEEP).unwrap();
+        assert!(matches!(&outcomes[0].1, SpoolOutcome::NotMoved { .. }));
+        fs::remove_file(spool.join(DONE_DIR)).unwrap();
+        let outcomes = drain(&engine, &spool, &mut state, KEEP).unwrap();
+        assert!(
+            matches!(&outcomes[0].1, SpoolOutcome::Moved { .. }),
+            "{outcomes:?}"
+        );
+        assert!(spool.join("done/a.psv").exists());
     }
 
     #[test]
