@@ -23,6 +23,8 @@ use imbtrack_feed::time::{civil_from_days, DAY_MS};
 use serde::Serialize;
 use sha2::Sha256;
 
+use crate::auth::{bytes32_from_hex, to_hex};
+
 /// One audited request.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct AuditEntry {
@@ -61,31 +63,21 @@ impl AuditKey {
             )
         };
         match std::fs::read_to_string(path) {
-            Ok(text) => {
-                let text = text.trim();
-                let mut key = [0u8; 32];
-                if text.len() != 64 {
-                    return Err(bad("not 64 hex digits"));
-                }
-                for (i, byte) in key.iter_mut().enumerate() {
-                    *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16)
-                        .map_err(|_| bad("not 64 hex digits"))?;
-                }
-                Ok(AuditKey(key))
-            }
+            Ok(text) => bytes32_from_hex(text.trim())
+                .map(AuditKey)
+                .ok_or_else(|| bad("not 64 hex digits")),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 let mut key = [0u8; 32];
                 getrandom::fill(&mut key).map_err(|e| io::Error::other(e.to_string()))?;
                 if let Some(dir) = path.parent() {
                     std::fs::create_dir_all(dir)?;
                 }
-                let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
                 let mut file = std::os::unix::fs::OpenOptionsExt::mode(
                     OpenOptions::new().write(true).create_new(true),
                     0o600,
                 )
                 .open(path)?;
-                file.write_all(format!("{hex}\n").as_bytes())?;
+                file.write_all(format!("{}\n", to_hex(&key)).as_bytes())?;
                 file.sync_all()?;
                 Ok(AuditKey(key))
             }
@@ -99,10 +91,7 @@ impl AuditKey {
         let mut mac =
             Hmac::<Sha256>::new_from_slice(&self.0).expect("HMAC takes a key of any length");
         mac.update(barcode.to_barcode().to_string().as_bytes());
-        mac.finalize().into_bytes()[..16]
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
+        to_hex(&mac.finalize().into_bytes()[..16])
     }
 }
 
@@ -445,6 +434,9 @@ mod tests {
         let other = AuditKey::load_or_create(&dir.path().join("other.key")).unwrap();
         assert_ne!(other.hash(barcode), first, "another key, another hash");
         std::fs::write(&path, "zz").unwrap();
+        assert!(AuditKey::load_or_create(&path).is_err());
+        // 64 bytes but not ASCII: refused, not a panic slicing inside a character.
+        std::fs::write(&path, format!("a{}", "€".repeat(21))).unwrap();
         assert!(AuditKey::load_or_create(&path).is_err());
     }
 

@@ -178,25 +178,31 @@ pub struct Tokens {
 
 /// SHA-256 of a token, as hex: what a tokens file stores.
 pub fn token_hash_hex(token: &str) -> String {
-    Sha256::digest(token.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    to_hex(&Sha256::digest(token.as_bytes()))
+}
+
+/// Lower-case hex of `bytes` (token hashes, the audit key and its barcode hashes).
+pub(crate) fn to_hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The 32 bytes written as 64 hex digits in `hex`, if that is what it is.
+pub(crate) fn bytes32_from_hex(hex: &str) -> Option<[u8; 32]> {
+    if hex.len() != 64 || !hex.is_ascii() {
+        return None;
+    }
+    let mut bytes = [0u8; 32];
+    for (i, byte) in bytes.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(bytes)
 }
 
 fn parse_hash(id: &str, hex: &str) -> Result<[u8; 32], TokensError> {
-    let bad = || TokensError::Entry {
+    bytes32_from_hex(hex).ok_or_else(|| TokensError::Entry {
         id: id.to_string(),
         problem: format!("sha256 {hex:?} is not 64 hex digits"),
-    };
-    if hex.len() != 64 || !hex.is_ascii() {
-        return Err(bad());
-    }
-    let mut hash = [0u8; 32];
-    for (i, byte) in hash.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).map_err(|_| bad())?;
-    }
-    Ok(hash)
+    })
 }
 
 impl Tokens {
