@@ -379,11 +379,17 @@ impl Server {
                 },
             };
             let _ = stream.set_nodelay(true);
-            // The client's address, for the audit log.
-            let service = TowerToHyperService::new(
-                app.clone()
-                    .layer(axum::Extension(axum::extract::ConnectInfo(peer))),
-            );
+            // The client's address, for the audit log: put into each request, rather than a
+            // layer added to a copy of the whole router for every connection.
+            let service = TowerToHyperService::new(tower::ServiceExt::map_request(
+                app.clone(),
+                move |mut request: axum::http::Request<hyper::body::Incoming>| {
+                    request
+                        .extensions_mut()
+                        .insert(axum::extract::ConnectInfo(peer));
+                    request
+                },
+            ));
             match &self.tls {
                 None => {
                     let connection =
