@@ -167,9 +167,7 @@ impl LazyRejectFile {
             Some(file) => {
                 let mut file = file.into_inner();
                 file.flush()?;
-                let when = std::time::UNIX_EPOCH
-                    + std::time::Duration::from_millis(self.now_ms.max(0) as u64);
-                file.get_ref().set_modified(when)?;
+                imbtrack_engine::date_copy(file.get_ref(), self.now_ms)?;
                 Ok(Some(self.path))
             }
             None => Ok(None),

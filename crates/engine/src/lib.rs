@@ -48,6 +48,12 @@ mod status;
 /// The data directory's rejects directory ([`Engine::rejects_dir`]).
 pub const REJECTS_DIR: &str = "rejects";
 
+/// Dates a copy of raw feed data (a rejects file, a spooled feed) as of `now_ms`, the clock
+/// [`Engine::expire_copies`] later judges it by (with `--now`, not the wall clock).
+pub fn date_copy(file: &File, now_ms: i64) -> std::io::Result<()> {
+    file.set_modified(UNIX_EPOCH + std::time::Duration::from_millis(now_ms.max(0) as u64))
+}
+
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};

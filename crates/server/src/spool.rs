@@ -180,11 +180,7 @@ fn move_into(file: &Path, dir: &Path, now_ms: i64) -> io::Result<PathBuf> {
 /// Sets `path`'s modification time to `now_ms`: finished files and their rejects and reasons
 /// are dated by the engine's clock, which their expiry goes by.
 fn date(path: &Path, now_ms: i64) -> io::Result<()> {
-    let when = std::time::UNIX_EPOCH + Duration::from_millis(now_ms.max(0) as u64);
-    fs::File::options()
-        .write(true)
-        .open(path)?
-        .set_modified(when)
+    imbtrack_engine::date_copy(&fs::File::options().write(true).open(path)?, now_ms)
 }
 
 /// The listed file's bytes: `None` if the name now leads elsewhere (a link, another file).
