@@ -4,6 +4,8 @@
 
 #![allow(clippy::unwrap_used)] // a panic is how a test reports failure
 
+mod common;
+
 use std::collections::HashSet;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
@@ -230,16 +232,11 @@ fn retention_through_now_and_expire() {
     ));
     // The rejects file holds raw records, barcodes in clear among them.
     assert!(ingested["rejects_file"].is_string(), "{ingested}");
-    let trackings: Vec<String> = lines
+    let trackings: std::collections::BTreeSet<Vec<u8>> = lines
         .iter()
-        .map(|l| l.barcode.to_barcode().to_string()[..20].to_string())
+        .map(|l| l.barcode.to_barcode().to_string().as_bytes()[..20].to_vec())
         .collect();
-    let in_clear = |data: &Path| {
-        trackings
-            .iter()
-            .filter(|t| !files_containing(data, t.as_bytes()).is_empty())
-            .count()
-    };
+    let in_clear = |data: &Path| common::found_under(data, &trackings);
     assert!(
         in_clear(&data) > 0,
         "the search must be able to find a barcode"
@@ -285,24 +282,6 @@ fn retention_through_now_and_expire() {
     assert_eq!(stats["scans"], 0);
     // No copy of any barcode is left in clear anywhere in the data directory.
     assert_eq!(in_clear(&data), 0);
-}
-
-/// The files under `dir` whose bytes contain `needle`.
-fn files_containing(dir: &Path, needle: &[u8]) -> Vec<std::path::PathBuf> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            found.extend(files_containing(&path, needle));
-        } else if std::fs::read(&path)
-            .unwrap()
-            .windows(needle.len())
-            .any(|w| w == needle)
-        {
-            found.push(path);
-        }
-    }
-    found
 }
 
 #[test]

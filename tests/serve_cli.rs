@@ -14,7 +14,9 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{answer, get, imb_pieces, imbtrack, post, store_with, wait_for, Served, DAY};
+use common::{
+    answer, found_under, get, imb_pieces, imbtrack, post, store_with, wait_for, Served, DAY,
+};
 use imbtrack_barcode::Barcode;
 use imbtrack_feed::time::parse_timestamp;
 use serde_json::{json, Value};
@@ -922,32 +924,6 @@ fn trackings(bytes: &[u8]) -> std::collections::BTreeSet<Vec<u8>> {
         .filter(|run| run.len() >= 20)
         .map(|run| run[..20].to_vec())
         .collect()
-}
-
-/// How many of `needles` appear in some file under `dir`.
-fn found_under(dir: &Path, needles: &std::collections::BTreeSet<Vec<u8>>) -> usize {
-    fn files(dir: &Path, out: &mut Vec<Vec<u8>>) {
-        for entry in std::fs::read_dir(dir).unwrap() {
-            let path = entry.unwrap().path();
-            // Links are not followed: what they lead to is not under `dir`.
-            let kind = std::fs::symlink_metadata(&path).unwrap().file_type();
-            if kind.is_dir() {
-                files(&path, out);
-            } else if kind.is_file() {
-                out.push(std::fs::read(&path).unwrap());
-            }
-        }
-    }
-    let mut contents = Vec::new();
-    files(dir, &mut contents);
-    needles
-        .iter()
-        .filter(|n| {
-            contents
-                .iter()
-                .any(|c| c.windows(n.len()).any(|w| w == &n[..]))
-        })
-        .count()
 }
 
 #[test]

@@ -170,3 +170,29 @@ pub fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// How many of `needles` appear in some file under `dir`.
+pub fn found_under(dir: &Path, needles: &std::collections::BTreeSet<Vec<u8>>) -> usize {
+    fn files(dir: &Path, out: &mut Vec<Vec<u8>>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            // Links are not followed: what they lead to is not under `dir`.
+            let kind = std::fs::symlink_metadata(&path).unwrap().file_type();
+            if kind.is_dir() {
+                files(&path, out);
+            } else if kind.is_file() {
+                out.push(std::fs::read(&path).unwrap());
+            }
+        }
+    }
+    let mut contents = Vec::new();
+    files(dir, &mut contents);
+    needles
+        .iter()
+        .filter(|n| {
+            contents
+                .iter()
+                .any(|c| c.windows(n.len()).any(|w| w == &n[..]))
+        })
+        .count()
+}
