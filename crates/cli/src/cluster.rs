@@ -39,8 +39,10 @@ struct KafkaPeers {
 }
 
 impl KafkaPeers {
-    fn here(&self) -> Vec<i32> {
-        self.here.lock().map(|h| h.clone()).unwrap_or_default()
+    fn held(&self) -> std::sync::MutexGuard<'_, Vec<i32>> {
+        self.here
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -48,7 +50,8 @@ impl Peers for KafkaPeers {
     fn owner_of(&self, key: BarcodeKey) -> Result<Option<String>, String> {
         match self
             .directory
-            .owner(key, self.partition_count, &self.here())
+            // Asked for every piece of a ZIP page: the held set is read in place, not copied.
+            .owner(key, self.partition_count, &self.held())
         {
             Owner::Here => Ok(None),
             Owner::Node(base) if base == self.me => Ok(None),
@@ -63,7 +66,7 @@ impl Peers for KafkaPeers {
     /// The other live members claiming a partition this node does not hold (a dead member's
     /// last entry claims only partitions its successors now hold, so it is not asked).
     fn others(&self) -> Result<Vec<String>, String> {
-        let here = self.here();
+        let here = self.held().clone();
         let others: Vec<Member> = self
             .directory
             .members()
