@@ -163,8 +163,14 @@ pub fn imb_pieces(lines: &[GeneratedLine]) -> Vec<Barcode> {
         .collect()
 }
 
-pub fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
+pub fn wait_for(what: &str, done: impl FnMut() -> bool) {
+    wait_within(what, Duration::from_secs(60), done);
+}
+
+/// Waits until `done`, failing the test after `limit`: for what must happen within a bound
+/// the product promises (a failover's), not a speed.
+pub fn wait_within(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
     while !done() {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(50));

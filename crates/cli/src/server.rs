@@ -147,8 +147,8 @@ pub(crate) fn serve(
         let scheme = if server.is_tls() { "https" } else { "http" };
         let base = format!("{scheme}://{}", server.local_addr());
         #[cfg(feature = "kafka")]
-        if let Some(peers) = crate::cluster::join(&args.kafka, &engine, &node_stop, &base)? {
-            server = server.route_through(peers);
+        if let Some((peers, key)) = crate::cluster::join(&args.kafka, &engine, &node_stop, &base)? {
+            server = server.route_through(peers, key);
         }
         eprintln!("imbtrack: serving {base}/ from {}", data.display());
         if !server.requires_tokens() {

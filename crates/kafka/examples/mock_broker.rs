@@ -1,5 +1,6 @@
 //! A Kafka broker for trying imbtrack's scale-out on one machine without a Kafka install:
-//! librdkafka's mock cluster, listening on 127.0.0.1, with a scans topic.
+//! librdkafka's mock cluster, listening on 127.0.0.1, with a scans topic and its members topic
+//! (the mock cluster lets no client create topics).
 //!
 //!     cargo run -p imbtrack-kafka --example mock_broker -- [TOPIC] [PARTITIONS]
 //!
@@ -16,8 +17,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let partitions: i32 = args.next().map_or(Ok(4), |p| p.parse())?;
     let cluster = MockCluster::new(1)?;
     cluster.create_topic(&topic, partitions, 1)?;
+    cluster.create_topic(&imbtrack_kafka::members_topic(&topic), 1, 1)?;
     println!("{}", cluster.bootstrap_servers());
-    eprintln!("mock broker: topic {topic} with {partitions} partitions; Ctrl-C stops it");
+    eprintln!(
+        "mock broker: topic {topic} with {partitions} partitions, and {topic}-members; \
+         Ctrl-C stops it"
+    );
     loop {
         std::thread::sleep(Duration::from_secs(3600));
     }

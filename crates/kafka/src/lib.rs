@@ -41,7 +41,10 @@ mod node;
 mod produce;
 pub mod wire;
 
-pub use crate::directory::{members_topic, Directory, Member, MemberPublisher, Owner, MEMBER_TTL};
+pub use crate::directory::{
+    ensure_members_topic, members_topic, members_topic_command, sign_member, verify_member,
+    Directory, Member, MemberPublisher, Owner, MEMBER_TTL,
+};
 pub use crate::node::{source_name, Node, NodeConfig, NodeStats};
 pub use crate::produce::ScanProducer;
 pub use crate::wire::partition_for;
@@ -53,6 +56,19 @@ pub enum KafkaNodeError {
     /// librdkafka reported an error.
     #[error("kafka: {0}")]
     Kafka(#[from] rdkafka::error::KafkaError),
+    /// The members topic is missing and could not be created.
+    #[error(
+        "kafka: the members topic {topic:?} is missing and could not be created ({why}); \
+         create it: {command}"
+    )]
+    NoMembersTopic {
+        /// Its name.
+        topic: String,
+        /// What the broker said.
+        why: String,
+        /// How to create it.
+        command: String,
+    },
     /// The topic does not exist (or has no partitions).
     #[error("kafka: topic {0:?} does not exist; create it with the deployment's partition count")]
     NoTopic(String),

@@ -18,7 +18,7 @@ use rdkafka::message::Message;
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
-use crate::directory::MemberPublisher;
+use crate::directory::{standby_partitions, Directory, MemberPublisher};
 use crate::wire;
 use crate::KafkaNodeError;
 
@@ -38,6 +38,8 @@ pub struct NodeConfig {
     /// This node's HTTP base address, published with its assignment on the members topic so
     /// other nodes can route lookups here; `None` publishes nothing.
     pub advertise: Option<String>,
+    /// The cluster secret members entries are signed with (see [`crate::sign_member`]).
+    pub secret: Vec<u8>,
 }
 
 impl NodeConfig {
@@ -50,6 +52,7 @@ impl NodeConfig {
             batch_max: 50_000,
             batch_wait: Duration::from_millis(100),
             advertise: None,
+            secret: Vec::new(),
         }
     }
 }
@@ -69,6 +72,53 @@ pub struct NodeStats {
     pub batches: u64,
     /// Messages Kafka had deleted (retention) before this node could read them.
     pub lost: u64,
+    /// Messages read for standbys (partitions other nodes own).
+    pub standby_messages: u64,
+    /// New scans stored for standbys.
+    pub standby_accepted: u64,
+}
+
+/// Messages read and decoded, to be appended together with the positions they reach.
+#[derive(Default)]
+struct Batch {
+    symbols: SymbolTable,
+    events: Vec<imbtrack_feed::ScanEvent>,
+    /// Per partition, the offset after the last message taken.
+    next: BTreeMap<i32, i64>,
+    taken: usize,
+    undecodable: u64,
+}
+
+impl Batch {
+    /// A batch ends at `most` messages or scans (a frame holds thousands).
+    fn is_full(&self, most: usize) -> bool {
+        self.taken >= most || self.events.len() >= most
+    }
+
+    /// Decodes a message into the batch. One that is no scan (damaged, another version, no
+    /// value) is logged and counted, and its offset passes like any other: it never stops the
+    /// partition.
+    fn add<M: Message>(&mut self, message: &M) {
+        self.taken += 1;
+        let decoded = message
+            .payload()
+            .map(|v| wire::decode_message(v, &mut self.symbols, &mut self.events));
+        if !matches!(decoded, Some(Ok(_))) {
+            self.undecodable += 1;
+            metrics::counter!("imbtrack_kafka_rejected_messages_total").increment(1);
+            tracing::warn!(
+                "kafka: {}/{} offset {}: rejected: {}",
+                message.topic(),
+                message.partition(),
+                message.offset(),
+                match decoded {
+                    Some(Err(e)) => e.to_string(),
+                    _ => "no value".to_string(),
+                }
+            );
+        }
+        self.next.insert(message.partition(), message.offset() + 1);
+    }
 }
 
 /// The source name under which a partition's position is kept in the store.
@@ -162,11 +212,25 @@ pub struct Node {
     /// What it last said, and how far each assigned partition must be read.
     announced: Mutex<Announced>,
     partition_count: i32,
+    standbys: Option<Standbys>,
+}
+
+/// What a node keeping standbys follows them with: a consumer outside the group, assigned the
+/// partitions by hand.
+struct Standbys {
+    consumer: BaseConsumer,
+    directory: Arc<Directory>,
+    replicas: usize,
+    /// The partitions it follows now.
+    following: Mutex<Vec<i32>>,
+    /// As [`NodeContext::expected`], for the standby partitions.
+    expected: Mutex<BTreeMap<i32, i64>>,
 }
 
 /// What a node last published, and per assigned partition the offset it must reach before it
 /// claims the partition (the partition's end when it was assigned).
 struct Announced {
+    assigned: Vec<i32>,
     partitions: Vec<i32>,
     at: Instant,
     catch_up_to: BTreeMap<i32, i64>,
@@ -207,7 +271,11 @@ impl Node {
             .find(|t| t.name() == config.topic)
             .map_or(0, |t| t.partitions().len() as i32);
         let publisher = match &config.advertise {
-            Some(_) => Some(MemberPublisher::connect(&config.brokers, &config.topic)?),
+            Some(_) => Some(MemberPublisher::connect(
+                &config.brokers,
+                &config.topic,
+                &config.secret,
+            )?),
             None => None,
         };
         Ok(Node {
@@ -217,12 +285,55 @@ impl Node {
             stats: Mutex::new(NodeStats::default()),
             publisher,
             announced: Mutex::new(Announced {
+                assigned: Vec::new(),
                 partitions: Vec::new(),
                 at: Instant::now(),
                 catch_up_to: BTreeMap::new(),
             }),
             partition_count,
+            standbys: None,
         })
+    }
+
+    /// Makes this node also follow, as standbys, the partitions of the `replicas` members
+    /// before it on the ring of live members in `directory` ([`standby_partitions`]). Their
+    /// scans go into this node's store with their positions, as its own partitions' do, but it
+    /// answers for none of them until the group gives it the partition: then it resumes at the
+    /// standby's position instead of the partition's start, and claims the partition as soon
+    /// as it has read the little that was left. Needs an advertised address (its place on the
+    /// ring).
+    pub fn keep_standbys(
+        mut self,
+        directory: Arc<Directory>,
+        replicas: usize,
+    ) -> Result<Node, KafkaNodeError> {
+        if replicas == 0 || self.config.advertise.is_none() {
+            return Ok(self);
+        }
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &self.config.brokers)
+            // Assigned by hand, never joining: the group id only names its fetches.
+            .set("group.id", format!("{}-standby", self.config.group))
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .create()?;
+        self.standbys = Some(Standbys {
+            consumer,
+            directory,
+            replicas,
+            following: Mutex::new(Vec::new()),
+            expected: Mutex::new(BTreeMap::new()),
+        });
+        Ok(self)
+    }
+
+    /// The partitions this node follows as standbys now.
+    pub fn standbys(&self) -> Vec<i32> {
+        self.standbys
+            .as_ref()
+            .and_then(|s| s.following.lock().ok().map(|f| f.clone()))
+            .unwrap_or_default()
     }
 
     /// The partitions this node holds now.
@@ -289,15 +400,20 @@ impl Node {
         let (Some(publisher), Some(http)) = (&self.publisher, &self.config.advertise) else {
             return;
         };
-        if announced.partitions != ready || announced.at.elapsed() >= REPUBLISH_EVERY {
-            publisher.publish(http, &ready, self.partition_count);
+        if announced.partitions != ready
+            || announced.assigned != assigned
+            || announced.at.elapsed() >= REPUBLISH_EVERY
+        {
+            publisher.publish(http, &assigned, &ready, self.partition_count);
             announced.partitions = ready;
+            announced.assigned = assigned;
             announced.at = Instant::now();
         }
     }
 
     /// Reads one batch (up to `batch_max` messages or `batch_wait`) and makes it durable with
-    /// its positions; returns the messages taken.
+    /// its positions; returns the messages taken. Then, on a node keeping standbys, does the
+    /// same for the partitions it follows ([`Node::keep_standbys`]).
     ///
     /// Rebalance callbacks run inside `poll`, so one can come in the middle of a batch. The new
     /// assignment starts each partition at the store's position, which does not include the
@@ -308,91 +424,144 @@ impl Node {
         let started = Instant::now();
         let rebalances = &self.consumer.context().rebalances;
         let mut generation = rebalances.load(Ordering::SeqCst);
-        let mut symbols = SymbolTable::new();
-        let mut events = Vec::new();
-        let mut next: BTreeMap<i32, i64> = BTreeMap::new();
-        let mut taken = 0usize;
-        let mut undecodable = 0u64;
-        // A batch ends at `batch_max` messages or scans (a frame holds thousands).
-        while taken < self.config.batch_max && events.len() < self.config.batch_max {
+        let mut batch = Batch::default();
+        while !batch.is_full(self.config.batch_max) {
             let left = self.config.batch_wait.saturating_sub(started.elapsed());
             let polled = self.consumer.poll(left);
             let now = rebalances.load(Ordering::SeqCst);
             if now != generation {
                 generation = now;
-                symbols = SymbolTable::new();
-                events.clear();
-                next.clear();
-                taken = 0;
-                undecodable = 0;
+                batch = Batch::default();
             }
             let Some(message) = polled else {
                 break;
             };
             let message = message?;
-            taken += 1;
-            let decoded = message
-                .payload()
-                .map(|v| wire::decode_message(v, &mut symbols, &mut events));
-            if !matches!(decoded, Some(Ok(_))) {
-                // Never stops the partition: its offset passes like any other.
-                undecodable += 1;
-                metrics::counter!("imbtrack_kafka_rejected_messages_total").increment(1);
-                tracing::warn!(
-                    "kafka: {}/{} offset {}: rejected: {}",
-                    message.topic(),
-                    message.partition(),
-                    message.offset(),
-                    match decoded {
-                        Some(Err(e)) => e.to_string(),
-                        _ => "no value".to_string(),
-                    }
-                );
-            }
-            self.note_gap(message.partition(), message.offset());
-            next.insert(message.partition(), message.offset() + 1);
+            self.note_gap(
+                &self.consumer.context().expected,
+                message.partition(),
+                message.offset(),
+            );
+            batch.add(&message);
             if left.is_zero() {
                 break;
             }
         }
-        if taken == 0 {
-            return Ok(0);
+        let taken = batch.taken;
+        if taken > 0 {
+            let report = self.store(&batch, "owned")?;
+            // For Kafka's lag tools only: where to resume is the store's position, not this.
+            let mut committed = TopicPartitionList::new();
+            for (&partition, &offset) in &batch.next {
+                committed.add_partition_offset(
+                    &self.config.topic,
+                    partition,
+                    Offset::Offset(offset),
+                )?;
+            }
+            if let Err(e) = self.consumer.commit(&committed, CommitMode::Async) {
+                tracing::debug!("kafka: commit: {e}");
+            }
+            if let Ok(mut stats) = self.stats.lock() {
+                stats.messages += taken as u64;
+                stats.accepted += report.accepted;
+                stats.duplicates += report.duplicates;
+                stats.undecodable += batch.undecodable;
+                stats.batches += 1;
+            }
         }
-        let positions: Vec<(String, i64)> = next
+        if let Some(standbys) = &self.standbys {
+            self.step_standbys(standbys)?;
+        }
+        Ok(taken)
+    }
+
+    /// Appends a batch with its partitions' positions; `role` labels the metrics.
+    fn store(
+        &self,
+        batch: &Batch,
+        role: &'static str,
+    ) -> Result<imbtrack_store::AppendReport, KafkaNodeError> {
+        let positions: Vec<(String, i64)> = batch
+            .next
             .iter()
             .map(|(&partition, &offset)| (source_name(&self.config.topic, partition), offset))
             .collect();
         let report = self
             .engine
-            .append_at(&events, &symbols, &positions)
+            .append_at(&batch.events, &batch.symbols, &positions)
             .map_err(KafkaNodeError::Store)?;
-        metrics::counter!("imbtrack_kafka_messages_total").increment(taken as u64);
+        metrics::counter!("imbtrack_kafka_messages_total", "role" => role)
+            .increment(batch.taken as u64);
+        metrics::counter!("imbtrack_kafka_scans_total", "role" => role)
+            .increment(batch.events.len() as u64);
         metrics::counter!("imbtrack_ingested_scans_total").increment(report.accepted);
-        // For Kafka's lag tools only: where to resume is the store's position, not this.
-        let mut committed = TopicPartitionList::new();
-        for (&partition, &offset) in &next {
-            committed.add_partition_offset(
-                &self.config.topic,
-                partition,
-                Offset::Offset(offset),
-            )?;
+        Ok(report)
+    }
+
+    /// Follows the partitions this node keeps standbys of: those of the members before it on
+    /// the ring ([`standby_partitions`]) that the group has not given this node. Runs on the
+    /// node's one thread, between two group batches, so a partition the group has just given
+    /// this node is dropped here before its owned reading starts at the store's position, and
+    /// never read by both.
+    fn step_standbys(&self, standbys: &Standbys) -> Result<(), KafkaNodeError> {
+        let assigned = self.assigned();
+        let Some(http) = &self.config.advertise else {
+            return Ok(());
+        };
+        let mut wanted = standby_partitions(http, standbys.replicas, &standbys.directory.members());
+        wanted.retain(|p| !assigned.contains(p));
+        let mut following = standbys.following.lock().unwrap_or_else(|e| e.into_inner());
+        if *following != wanted {
+            let positions = self.engine.positions();
+            let mut list = TopicPartitionList::new();
+            let mut expected = standbys.expected.lock().unwrap_or_else(|e| e.into_inner());
+            expected.clear();
+            for &partition in &wanted {
+                let known = positions
+                    .get(&source_name(&self.config.topic, partition))
+                    .copied();
+                expected.insert(partition, known.unwrap_or(0));
+                list.add_partition_offset(
+                    &self.config.topic,
+                    partition,
+                    known.map_or(Offset::Beginning, Offset::Offset),
+                )?;
+            }
+            standbys.consumer.assign(&list)?;
+            tracing::info!("kafka: keeping standbys of partitions {wanted:?}");
+            following.clone_from(&wanted);
         }
-        if let Err(e) = self.consumer.commit(&committed, CommitMode::Async) {
-            tracing::debug!("kafka: commit: {e}");
+        if following.is_empty() {
+            return Ok(());
         }
-        if let Ok(mut stats) = self.stats.lock() {
-            stats.messages += taken as u64;
-            stats.accepted += report.accepted;
-            stats.duplicates += report.duplicates;
-            stats.undecodable += undecodable;
-            stats.batches += 1;
+        let mut batch = Batch::default();
+        while !batch.is_full(self.config.batch_max) {
+            let Some(message) = standbys.consumer.poll(Duration::ZERO) else {
+                break;
+            };
+            let message = message?;
+            // A message fetched before the assignment changed.
+            if !following.contains(&message.partition()) {
+                continue;
+            }
+            self.note_gap(&standbys.expected, message.partition(), message.offset());
+            batch.add(&message);
         }
-        Ok(taken)
+        if batch.taken > 0 {
+            let report = self.store(&batch, "standby")?;
+            if let Ok(mut stats) = self.stats.lock() {
+                stats.standby_messages += batch.taken as u64;
+                stats.standby_accepted += report.accepted;
+                stats.undecodable += batch.undecodable;
+            }
+        }
+        Ok(())
     }
 
     /// Logs and counts messages that were deleted from Kafka before this node read them.
-    fn note_gap(&self, partition: i32, offset: i64) {
-        let Ok(mut expected) = self.consumer.context().expected.lock() else {
+    fn note_gap(&self, expected: &Mutex<BTreeMap<i32, i64>>, partition: i32, offset: i64) {
+        let Ok(mut expected) = expected.lock() else {
             return;
         };
         if let Some(next) = expected.get(&partition).copied() {

@@ -149,3 +149,23 @@ fn frames_carry_thousands_of_scans_and_a_damaged_one_stops_nothing() {
         parsed.events.len()
     );
 }
+
+#[test]
+fn a_members_topic_that_cannot_be_made_stops_the_node_saying_how_to_make_it() {
+    // librdkafka's mock cluster takes no CreateTopics request, as a broker that does not let
+    // clients create topics: the node must not limp on without the topic.
+    let (cluster, brokers) = cluster();
+    let error = imbtrack_kafka::ensure_members_topic(&brokers, TOPIC)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("\"scans-members\" is missing")
+            && error.contains(&imbtrack_kafka::members_topic_command(TOPIC)),
+        "{error}"
+    );
+    // Made by the operator: nothing to do.
+    cluster
+        .create_topic(&imbtrack_kafka::members_topic(TOPIC), 1, 1)
+        .unwrap();
+    imbtrack_kafka::ensure_members_topic(&brokers, TOPIC).unwrap();
+}

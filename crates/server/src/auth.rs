@@ -78,8 +78,10 @@ pub fn parse_mailer_id(text: &str) -> Result<u32, String> {
     })
 }
 
-/// Who is asking, once their token checked out.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Who is asking, once their token checked out (or a node vouched for them,
+/// [`crate::cluster`]: hence the serde derives, which only a voucher's checked claims use).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Caller {
     /// The token's id (`local` when the server runs without tokens).
     pub id: String,
@@ -186,16 +188,20 @@ pub(crate) fn to_hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// The 32 bytes written as 64 hex digits in `hex`, if that is what it is.
-pub(crate) fn bytes32_from_hex(hex: &str) -> Option<[u8; 32]> {
-    if hex.len() != 64 || !hex.is_ascii() {
+/// The bytes written as hex digits in `hex`, if that is what it is.
+pub(crate) fn from_hex(hex: &str) -> Option<Vec<u8>> {
+    if !hex.len().is_multiple_of(2) || !hex.is_ascii() {
         return None;
     }
-    let mut bytes = [0u8; 32];
-    for (i, byte) in bytes.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok()?;
-    }
-    Some(bytes)
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).ok())
+        .collect()
+}
+
+/// The 32 bytes written as 64 hex digits in `hex`, if that is what it is.
+pub(crate) fn bytes32_from_hex(hex: &str) -> Option<[u8; 32]> {
+    from_hex(hex)?.try_into().ok()
 }
 
 fn parse_hash(id: &str, hex: &str) -> Result<[u8; 32], TokensError> {

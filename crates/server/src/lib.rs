@@ -40,6 +40,7 @@ server.run(async { let _ = tokio::signal::ctrl_c().await; }).await?;
 mod api;
 pub mod audit;
 pub mod auth;
+pub mod cluster;
 pub mod spool;
 
 use std::future::Future;
@@ -60,6 +61,7 @@ use tokio::sync::Semaphore;
 pub use crate::api::Peers;
 pub use crate::audit::{AuditEntry, AuditKey, AuditLog};
 pub use crate::auth::{token_hash_hex, Caller, Scope, Tokens, TokensError};
+pub use crate::cluster::ClusterKey;
 
 /// Sizes and times a server holds requests to.
 #[derive(Debug, Clone)]
@@ -277,6 +279,7 @@ impl Server {
             limits: config.limits.clone(),
             metrics: prometheus(),
             peers: None,
+            cluster: None,
             client: api::peer_client(),
             tls: tls.is_some(),
             pushes: tokio::sync::Semaphore::new(config.limits.concurrent_pushes.max(1)),
@@ -296,10 +299,12 @@ impl Server {
     }
 
     /// Routes piece lookups to the nodes `peers` names (one store of many, on Kafka): a lookup
-    /// of a piece held elsewhere is forwarded there, with the caller's credentials.
-    pub fn route_through(mut self, peers: Arc<dyn Peers>) -> Server {
+    /// of a piece held elsewhere is forwarded there, the caller vouched for with `cluster`; and
+    /// takes requests other nodes forward only when `cluster` vouches for their callers.
+    pub fn route_through(mut self, peers: Arc<dyn Peers>, cluster: ClusterKey) -> Server {
         if let Some(state) = Arc::get_mut(&mut self.state) {
             state.peers = Some(peers);
+            state.cluster = Some(cluster);
         }
         self
     }

@@ -193,7 +193,7 @@ pub(super) async fn mailer_summary(
         "/v1/mailers/{mid_text}/summary?{}",
         query.as_deref().unwrap_or("")
     );
-    for share in ask_others(&state, &headers, &path).await? {
+    for share in ask_others(&state, &caller, &headers, &path).await? {
         merge_summary(&mut summary, &share);
     }
     let count = summary["pieces"].as_u64().unwrap_or(0);

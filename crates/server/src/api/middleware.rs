@@ -14,7 +14,8 @@ use imbtrack_engine::Clock;
 use imbtrack_feed::time::format_utc;
 
 use super::error::ApiError;
-use super::{AuditNote, Shared};
+use super::peers::FORWARDED;
+use super::{AppState, AuditNote, Shared};
 use crate::audit::AuditEntry;
 use crate::auth::{AuthFailure, Caller};
 
@@ -142,6 +143,46 @@ pub(super) async fn name_route(request: Request, next: Next) -> Response {
     next.run(request).await
 }
 
+/// Who sent `request`: the caller another node of the cluster vouches for (a forwarded
+/// request), or the caller its bearer token stands for (anyone, without tokens); `Err(why)`
+/// otherwise.
+fn authenticate(state: &AppState, request: &Request) -> Result<Caller, String> {
+    let headers = request.headers();
+    if let Some(voucher) = headers.get(FORWARDED) {
+        let Some(key) = &state.cluster else {
+            return Err(
+                "this server is no node of a cluster: it takes no forwarded requests".into(),
+            );
+        };
+        let target = request.uri().path_and_query().map_or("/", |t| t.as_str());
+        return key
+            .check(
+                voucher.as_bytes(),
+                request.method().as_str(),
+                target,
+                Clock::System.now_ms(),
+            )
+            .map_err(|e| e.to_string());
+    }
+    let Some(tokens) = &state.tokens else {
+        return Ok(Caller::local());
+    };
+    tokens
+        .load()
+        .authenticate(
+            headers
+                .get(header::AUTHORIZATION)
+                .map(HeaderValue::as_bytes),
+        )
+        .map_err(|failure| {
+            match failure {
+                AuthFailure::Missing => "send a token as Authorization: Bearer <token>",
+                AuthFailure::Unknown => "the token is not known",
+            }
+            .to_string()
+        })
+}
+
 /// Every request under `/v1`, whatever its route, method or fate (refused, timed out,
 /// unmatched), is authenticated here and gets one audit line, written after the answer: time,
 /// client address, token id, method, route, status, what was asked and the keyed hashes of the
@@ -159,15 +200,7 @@ pub(super) async fn audited(State(state): Shared, mut request: Request, next: Ne
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map_or_else(|| "-".to_string(), |info| info.0.ip().to_string());
-    let caller = match &state.tokens {
-        None => Ok(Caller::local()),
-        Some(tokens) => tokens.load().authenticate(
-            request
-                .headers()
-                .get(header::AUTHORIZATION)
-                .map(HeaderValue::as_bytes),
-        ),
-    };
+    let caller = authenticate(&state, &request);
     let (token, response) = match caller {
         Ok(caller) => {
             let id = caller.id.clone();
@@ -189,12 +222,8 @@ pub(super) async fn audited(State(state): Shared, mut request: Request, next: Ne
                 }
             }
         }
-        Err(failure) => {
-            let message = match failure {
-                AuthFailure::Missing => "send a token as Authorization: Bearer <token>",
-                AuthFailure::Unknown => "the token is not known",
-            };
-            let error = ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message);
+        Err(why) => {
+            let error = ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", why);
             ("-".to_string(), error.into_response())
         }
     };

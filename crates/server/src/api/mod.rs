@@ -36,6 +36,7 @@ use self::push::push_scans;
 use self::zips::zip_pieces;
 use crate::audit::{AuditKey, AuditLog};
 use crate::auth::{Caller, Tokens};
+use crate::cluster::ClusterKey;
 use crate::Limits;
 
 pub(crate) use peers::peer_client;
@@ -50,6 +51,8 @@ pub(crate) struct AppState {
     pub limits: Limits,
     pub metrics: PrometheusHandle,
     pub peers: Option<Arc<dyn Peers>>,
+    /// The secret nodes vouch for forwarded callers with (set with `peers`).
+    pub cluster: Option<ClusterKey>,
     pub client: PeerClient,
     /// Whether it serves HTTPS (then responses carry HSTS).
     pub tls: bool,

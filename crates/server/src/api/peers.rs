@@ -3,12 +3,14 @@
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::http::{header, StatusCode};
+use axum::http::StatusCode;
 use axum::response::Response;
 use imbtrack_barcode::BarcodeKey;
+use imbtrack_engine::Clock;
 
 use super::error::ApiError;
 use super::AppState;
+use crate::auth::Caller;
 
 /// Where pieces live when this store is one of many (nodes on Kafka).
 pub trait Peers: Send + Sync {
@@ -36,7 +38,8 @@ pub(crate) fn peer_client() -> PeerClient {
     hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http()
 }
 
-/// Marks a forwarded request, so it is answered where it lands and never forwarded again.
+/// Carries a forwarded request's voucher ([`crate::cluster`]); a request with one is answered
+/// where it lands and never forwarded again.
 pub(super) const FORWARDED: &str = "x-imbtrack-forwarded";
 
 /// When this store is one of many (and the request was not forwarded here), the answers of
@@ -44,6 +47,7 @@ pub(super) const FORWARDED: &str = "x-imbtrack-forwarded";
 /// `partial_result` when a partition has no node or a node does not answer, never short.
 pub(super) async fn ask_others(
     state: &AppState,
+    caller: &Caller,
     headers: &axum::http::HeaderMap,
     path: &str,
 ) -> Result<Vec<serde_json::Value>, ApiError> {
@@ -58,7 +62,7 @@ pub(super) async fn ask_others(
     };
     let mut answers = Vec::new();
     for base in peers.others().map_err(partial)? {
-        let response = forward(state, &base, path, headers).await?;
+        let response = forward(state, &base, path, caller).await?;
         if response.status() != StatusCode::OK {
             return Err(partial(format!(
                 "{base} answered {} for its share",
@@ -73,20 +77,22 @@ pub(super) async fn ask_others(
     Ok(answers)
 }
 
-/// Asks the node at `base` for `path` with the caller's credentials; its answer is ours.
+/// Asks the node at `base` for `path` (path and query) on behalf of `caller`, vouched for with
+/// the cluster secret (never the caller's own token); its answer is ours.
 pub(super) async fn forward(
     state: &AppState,
     base: &str,
     path: &str,
-    headers: &axum::http::HeaderMap,
+    caller: &Caller,
 ) -> Result<Response, ApiError> {
     let unavailable =
         |why: String| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "owner_unavailable", why);
-    let mut request = axum::http::Request::get(format!("{base}{path}")).header(FORWARDED, "1");
-    if let Some(auth) = headers.get(header::AUTHORIZATION) {
-        request = request.header(header::AUTHORIZATION, auth);
-    }
-    let request = request
+    let key = state.cluster.as_ref().ok_or_else(|| {
+        unavailable("this node has no cluster secret to vouch for the caller with".into())
+    })?;
+    let voucher = key.vouch("GET", path, caller, Clock::System.now_ms());
+    let request = axum::http::Request::get(format!("{base}{path}"))
+        .header(FORWARDED, voucher)
         .body(http_body_util::Empty::<Bytes>::new())
         .map_err(|e| unavailable(format!("the owner {base} is not a usable address: {e}")))?;
     let response = tokio::time::timeout(

@@ -48,7 +48,7 @@ async fn find_piece(
             Ok(None) => {}
             Ok(Some(base)) => {
                 let response =
-                    forward(state, &base, &format!("/v1/pieces/{barcode}"), headers).await?;
+                    forward(state, &base, &format!("/v1/pieces/{barcode}"), caller).await?;
                 return match response.status() {
                     StatusCode::OK => {
                         let body = axum::body::to_bytes(response.into_body(), usize::MAX)

@@ -36,12 +36,13 @@ pub(super) async fn zip_pieces(
     let after = parse_cursor(&params)?;
     let engine = state.engine.clone();
     let peers = state.peers.clone();
+    let asker = caller.clone();
     let (local, local_more) = tokio::task::spawn_blocking(move || {
         let found: Vec<DayPiece> = engine
             .day_pieces_by_zip(zip, day)
             .into_iter()
             .filter(|piece| after.is_none_or(|after| piece.key.as_u128() > after))
-            .filter(|piece| caller.sees(piece.key.to_barcode().mailer_id()))
+            .filter(|piece| asker.sees(piece.key.to_barcode().mailer_id()))
             .filter(|piece| owned_here(peers.as_ref(), piece.key))
             .take(limit + 1)
             .collect();
@@ -62,7 +63,7 @@ pub(super) async fn zip_pieces(
         "/v1/zips/{zip_text}/pieces?{}",
         query.as_deref().unwrap_or("")
     );
-    for page in ask_others(&state, &headers, &path).await? {
+    for page in ask_others(&state, &caller, &headers, &path).await? {
         more |= !page["next_cursor"].is_null();
         for piece in page["pieces"].as_array().into_iter().flatten() {
             let key = piece["barcode"]
