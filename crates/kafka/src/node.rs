@@ -87,6 +87,8 @@ struct Batch {
     next: BTreeMap<i32, i64>,
     taken: usize,
     undecodable: u64,
+    /// The messages that were no scan: partition, offset, why.
+    rejected: Vec<(i32, i64, String)>,
 }
 
 impl Batch {
@@ -105,17 +107,19 @@ impl Batch {
             .map(|v| wire::decode_message(v, &mut self.symbols, &mut self.events));
         if !matches!(decoded, Some(Ok(_))) {
             self.undecodable += 1;
+            let why = match decoded {
+                Some(Err(e)) => e.to_string(),
+                _ => "no value".to_string(),
+            };
             metrics::counter!("imbtrack_kafka_rejected_messages_total").increment(1);
             tracing::warn!(
-                "kafka: {}/{} offset {}: rejected: {}",
+                "kafka: {}/{} offset {}: rejected: {why}",
                 message.topic(),
                 message.partition(),
                 message.offset(),
-                match decoded {
-                    Some(Err(e)) => e.to_string(),
-                    _ => "no value".to_string(),
-                }
             );
+            self.rejected
+                .push((message.partition(), message.offset(), why));
         }
         self.next.insert(message.partition(), message.offset() + 1);
     }
@@ -496,7 +500,39 @@ impl Node {
         metrics::counter!("imbtrack_kafka_scans_total", "role" => role)
             .increment(batch.events.len() as u64);
         metrics::counter!("imbtrack_ingested_scans_total").increment(report.accepted);
+        if !batch.rejected.is_empty() {
+            if let Err(e) = self.record_rejects(&batch.rejected) {
+                tracing::error!("kafka: recording rejected messages: {e}");
+            }
+        }
         Ok(report)
+    }
+
+    /// Appends one JSON line per rejected message to `rejects/kafka-<topic>.jsonl` in the
+    /// store's directory: its partition, offset and why. The message itself stays in Kafka at
+    /// that offset (for as long as the topic keeps it), so the line holds no scan data; the
+    /// file is dated now, and expires as the other rejects files do.
+    fn record_rejects(&self, rejected: &[(i32, i64, String)]) -> std::io::Result<()> {
+        use std::io::Write;
+        let dir = self.engine.rejects_dir();
+        std::fs::create_dir_all(&dir)?;
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join(format!("kafka-{}.jsonl", self.config.topic)))?;
+        let mut lines = Vec::new();
+        for (partition, offset, why) in rejected {
+            let line = serde_json::json!({
+                "source": source_name(&self.config.topic, *partition),
+                "partition": partition,
+                "offset": offset,
+                "reason": why,
+            });
+            lines.extend_from_slice(line.to_string().as_bytes());
+            lines.push(b'\n');
+        }
+        file.write_all(&lines)?;
+        imbtrack_engine::date_copy(&file, self.engine.now_ms())
     }
 
     /// Follows the partitions this node keeps standbys of: those of the members before it on

@@ -140,8 +140,19 @@ fn frames_carry_thousands_of_scans_and_a_damaged_one_stops_nothing() {
         a.engine.stats().scans == reference.stats().scans && a.node.stats().undecodable == 1
     });
     check_owners(&[&a], &reference, &parsed);
-    let (_, stats) = a.stop();
+    let (engine, stats) = a.stop();
     assert_eq!(stats.undecodable, 1, "{stats:?}");
+    // Recorded where rejects go, with where it is in Kafka.
+    let recorded =
+        std::fs::read_to_string(engine.rejects_dir().join(format!("kafka-{TOPIC}.jsonl"))).unwrap();
+    let line: serde_json::Value = serde_json::from_str(recorded.trim()).unwrap();
+    assert_eq!(line["partition"], 0);
+    assert_eq!(line["source"], "kafka:scans/0");
+    assert!(line["offset"].as_i64().is_some(), "{line}");
+    assert!(
+        line["reason"].as_str().unwrap().contains("checksum"),
+        "{line}"
+    );
     assert!(
         stats.messages < parsed.events.len() as u64 / 100,
         "{} messages for {} scans",
