@@ -1,18 +1,27 @@
 //! Intelligent Mail package barcodes (IMpb, GS1-128 `420`+ZIP + tracking number) and the bare
-//! 20–34 digit USPS package tracking numbers, with their Mod 10 check digit.
+//! USPS package tracking numbers, with their Mod 10 check digit.
+//!
+//! A tracking number has one of the lengths USPS package barcodes have
+//! ([`TRACKING_LENGTHS`]): 22 or 26 digits starting with a channel application identifier
+//! 91–95, or 20 digits (the legacy Publication 109 form, no channel); with `420` and a 5- or
+//! 9-digit ZIP before it, 30, 34 or 38 digits in all. Any other length is
+//! [`ErrorKind::PackageLength`], whatever its check digit says.
 
 use std::fmt;
 
 use crate::error::{Error, ErrorKind};
 
 const MIN_TRACKING: usize = 20;
+/// The longest tracking number a key holds (keys of older stores may hold any length up to it).
 const MAX_TRACKING: usize = 34;
+/// The lengths of USPS package tracking numbers: legacy (no channel), and with a channel 91–95.
+pub const TRACKING_LENGTHS: [usize; 3] = [20, 22, 26];
 /// The GS1 application identifier of the destination ZIP.
 const POSTAL_AI: &[u8] = b"420";
 /// ASCII group separator, how scanners transmit FNC1.
 const FNC1: char = '\u{1d}';
 
-/// A package barcode: its tracking number (20–34 digits, check digit last) and, when the
+/// A package barcode: its tracking number (20, 22 or 26 digits, check digit last) and, when the
 /// barcode carried `420`+ZIP, the 5- or 9-digit destination ZIP.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Impb {
@@ -36,9 +45,9 @@ pub fn mod10_check_digit(data: impl DoubleEndedIterator<Item = u8>) -> u8 {
 /// A candidate split of a `420` barcode without FNC1 (or a bare number) into ZIP and tracking.
 fn checked(digits: &[u8], zip: &[u8], require_channel: bool) -> Result<Impb, Error> {
     let len = digits.len();
-    if !(MIN_TRACKING..=MAX_TRACKING).contains(&len) {
+    if !TRACKING_LENGTHS.contains(&len) || (len == 20 && !zip.is_empty()) {
         return Err(Error::new(ErrorKind::PackageLength {
-            len: len + zip.len(),
+            len: len + zip.len() + if zip.is_empty() { 0 } else { POSTAL_AI.len() },
         }));
     }
     let channel = (digits[0] - b'0') * 10 + (digits[1] - b'0');
@@ -69,7 +78,7 @@ fn checked(digits: &[u8], zip: &[u8], require_channel: bool) -> Result<Impb, Err
 
 impl Impb {
     /// Parses a package barcode: `420` + ZIP5/ZIP9 + tracking number (FNC1 as ASCII 29 or
-    /// GS1 parentheses, or no separator at all), or a bare 20–34 digit tracking number.
+    /// GS1 parentheses, or no separator at all), or a bare 20, 22 or 26-digit tracking number.
     /// Whitespace is ignored.
     pub fn parse(input: &str) -> Result<Impb, Error> {
         let bytes = input.as_bytes();
@@ -307,6 +316,56 @@ mod tests {
             (Some("612"), Some("898787"), Some("0031763379"))
         );
         assert_eq!(six.check_digit(), 5);
+    }
+
+    /// `digits` with its Mod 10 check digit appended.
+    fn with_check(digits: &str) -> String {
+        let check = mod10_check_digit(digits.bytes());
+        format!("{digits}{check}")
+    }
+
+    #[test]
+    fn only_the_lengths_usps_package_barcodes_have_are_taken() {
+        // A 21-digit number starting 92 passes Mod 10 but is no USPS package barcode.
+        for data in [
+            "92000123456789012345",
+            "9200012345678901234567",
+            "92000123456789012345678",
+            "920001234567890123456789012",
+            "9200012345678901234567890123456",
+        ] {
+            let number = with_check(data);
+            assert_eq!(
+                Impb::parse(&number).unwrap_err().kind(),
+                &ErrorKind::PackageLength { len: number.len() },
+                "{number}"
+            );
+        }
+        // 22 and 26 digits, bare and behind 420 + ZIP5 or ZIP9 (30 to 38 digits in all).
+        for tracking in [
+            with_check("920001234567890123456"),
+            with_check("9200012345678901234567890"),
+        ] {
+            for zip in ["", "42010023", "420100233424"] {
+                let input = format!("{zip}{tracking}");
+                let impb = Impb::parse(&input).unwrap_or_else(|e| panic!("{input}: {e}"));
+                assert_eq!(impb.tracking(), tracking, "{input}");
+            }
+        }
+        // The legacy 20-digit form has no channel and never comes behind 420 + ZIP.
+        assert!(Impb::parse("71969010756003077385").is_ok());
+        assert_eq!(
+            Impb::parse("4201002371969010756003077385")
+                .unwrap_err()
+                .kind(),
+            &ErrorKind::PackageLength { len: 28 }
+        );
+        // A channel outside 91–95 on a 22-digit number.
+        let no_channel = with_check("880001234567890123456");
+        assert_eq!(
+            Impb::parse(&no_channel).unwrap_err().kind(),
+            &ErrorKind::PackageChannel { found: 88 }
+        );
     }
 
     #[test]

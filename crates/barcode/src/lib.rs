@@ -10,7 +10,7 @@ Encodes, decodes and repairs USPS Intelligent Mail barcodes, parses package (IMp
   CRC-11, codeword ranges, routing ranges), recognises upside-down reads, and on request repairs
   exactly one damaged bar, reporting it in [`DecodedImb::repair`].
 - [`Impb`] is a package barcode (`420`+ZIP + tracking number with its Mod 10 check digit) or a bare
-  20–34 digit tracking number; [`Imcb`] a container barcode (`99M` + Mailer ID + serial).
+  20, 22 or 26-digit tracking number; [`Imcb`] a container barcode (`99M` + Mailer ID + serial).
 - [`Barcode`] is any of the three, recognised from its form by [`Barcode::parse`];
   [`Barcode::key`] packs it into a [`BarcodeKey`], a `u128` that converts back losslessly.
 - Every failure is an [`Error`] whose [`ErrorKind`] says what was wrong and where.
@@ -60,5 +60,5 @@ pub use crate::imb::{
     decode, decode_exact, frame_check_sequence, BarRepair, Bars, DecodedImb, Imb, Orientation,
 };
 pub use crate::imcb::Imcb;
-pub use crate::impb::{mod10_check_digit, Impb};
+pub use crate::impb::{mod10_check_digit, Impb, TRACKING_LENGTHS};
 pub use crate::key::{parse_mailer_id, Barcode, BarcodeKey, BarcodeKind};
