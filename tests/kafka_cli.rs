@@ -47,8 +47,10 @@ struct Deployment {
 
 /// Where the topics live.
 enum Broker {
-    /// librdkafka's mock cluster, in this process.
-    Mock(MockCluster<'static, DefaultProducerContext>),
+    /// librdkafka's mock cluster, in this process (held so that it keeps running).
+    Mock {
+        _cluster: MockCluster<'static, DefaultProducerContext>,
+    },
     /// A tansu broker process (a real Kafka-compatible broker), killed when dropped.
     Tansu(std::process::Child),
 }
@@ -69,7 +71,7 @@ impl Deployment {
         cluster.create_topic("scans", 4, 1).unwrap();
         cluster.create_topic("scans-members", 1, 1).unwrap();
         let brokers = cluster.bootstrap_servers();
-        Deployment::with(Broker::Mock(cluster), brokers, pieces)
+        Deployment::with(Broker::Mock { _cluster: cluster }, brokers, pieces)
     }
 
     /// On a tansu broker (`$TANSU`, or `tansu` on the PATH) started on a free port, keeping
