@@ -419,3 +419,66 @@ fn stdin_gzip_json_and_legacy_with_a_default_offset() {
     assert_eq!(piece["events"][0]["time"], "2012-02-17T12:29:00Z");
     assert_eq!(piece["events"][0]["code"], "919");
 }
+
+/// `--op-codes FILE`: the operator's op-code list (the USPS list's columns, any order, extra
+/// columns ignored) decides what mail codes mean; a bad list stops the run at start, naming
+/// its row.
+#[test]
+fn an_operator_op_code_list_replaces_the_shipped_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let feed_path = dir.path().join("feed.psv");
+    std::fs::write(
+        &feed_path,
+        "imb|scanDatetime|scanEventCode|scanFacilityZip|handlingEventType\n\
+         0027012345678912345612345678901|2025-01-15T10:00:00-05:00|918|94110|A\n\
+         0027012345678912345612345678901|2025-01-15T12:00:00-05:00|271|94110|AA\n",
+    )
+    .unwrap();
+    json(&imbtrack(
+        &data,
+        &["--now", NOW, "ingest", feed_path.to_str().unwrap()],
+    ));
+    let query = |extra: &[&str]| {
+        let mut args = vec!["--now", NOW];
+        args.extend_from_slice(extra);
+        args.extend(["query", "0027012345678912345612345678901"]);
+        imbtrack(&data, &args)
+    };
+    // The shipped table: 918 sorts, 271 is not known.
+    let shipped = json(&query(&[]));
+    assert_eq!(shipped["status"], "SORTED_FOR_DELIVERY");
+    assert_eq!(shipped["events"][0]["status"], "UNKNOWN");
+    assert_eq!(shipped["events"][0]["scan_type"], "AA");
+
+    let list = dir.path().join("opcodes.csv");
+    std::fs::write(
+        &list,
+        "# version: PostalPro 2026-11\n\
+         Sort Order,Machine Type,OPERATION CODE,Equipment Description,Stop the Clock Scan,Mail Level,Mail Phase,Process Description\n\
+         1,DBCS,918,DBCS,Y,DPS 1st Pass,Phase 3c - Destination Sequenced Carrier Sortation,DPS first pass\n\
+         2,DBCS,271,DBCS,N,Incoming Secondary,Phase 3a - Destination Secondary,Incoming secondary\n",
+    )
+    .unwrap();
+    let own = json(&query(&["--op-codes", list.to_str().unwrap()]));
+    assert_eq!(own["status"], "SORTED_FOR_DELIVERY");
+    assert_eq!(own["events"][0]["status"], "DESTINATION_PROCESSED");
+    assert_eq!(own["events"][0]["description"], "Incoming secondary");
+    assert_eq!(own["events"][1]["stop_the_clock"], true);
+    // 918 at 10:00 New York time... at a facility whose state the feed did not give: UTC,
+    // 15:00, after 10:00: the next day.
+    assert_eq!(own["expected_delivery"], "2025-01-16");
+
+    std::fs::write(
+        &list,
+        "# version: x\nOperation Code,Mail Phase\n918,Phase 3c - Destination Sequenced Carrier Sortation\n271,Phase 7\n",
+    )
+    .unwrap();
+    let refused = query(&["--op-codes", list.to_str().unwrap()]);
+    assert_eq!(refused.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("mail_opcodes line 4: mail phase \"Phase 7\" is not one of USPS's 16"),
+        "{stderr}"
+    );
+}

@@ -167,6 +167,22 @@ async fn typing_a_barcode_shows_its_status_and_scans() {
             .await
             .unwrap();
         assert_eq!(first_time.as_deref(), times[0].as_str());
+        // Assumed and logical scans are marked as such; the expected delivery day is shown.
+        let marked = client
+            .find_all(Locator::Css("#events li.event .scan-type"))
+            .await
+            .unwrap()
+            .len();
+        let not_actual = expected_events
+            .iter()
+            .filter(|e| matches!(e["scan_type"].as_str(), Some("AA" | "L")))
+            .count();
+        assert_eq!(marked, not_actual);
+        let day = text_when(&client, "expected", |t| !t.is_empty()).await;
+        match expected["expected_delivery"].as_str() {
+            Some(expected_day) => assert!(day.starts_with(expected_day), "{day}"),
+            None => assert_eq!(day, "—"),
+        }
     }
 
     // A barcode with no scans says so.

@@ -46,6 +46,10 @@ pub(crate) struct Cli {
     /// replays; default: the system clock.
     #[arg(long, global = true)]
     now: Option<String>,
+    /// The USPS Operation Code List (CSV with the list's own column names and a `# version:`
+    /// first line) to read mail op codes by, instead of the shipped table.
+    #[arg(long, global = true)]
+    op_codes: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -95,6 +99,9 @@ pub(crate) enum Outcome {
 
 fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<Outcome> {
     let now_ms = shared::now_ms(cli.now.as_deref())?;
+    if let Some(path) = &cli.op_codes {
+        shared::load_op_codes(path)?;
+    }
     // A fixed --now holds for the whole run; otherwise a server follows the system clock.
     let clock = if cli.now.is_some() {
         imbtrack_engine::Clock::Fixed(now_ms)

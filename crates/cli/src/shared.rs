@@ -34,6 +34,9 @@ pub(crate) fn open_engine(
     let mut options = EngineOptions::with_clock(clock);
     options.feed.format = feed_format;
     options.feed.default_offset_minutes = default_offset;
+    if let Some(codes) = OP_CODES.get() {
+        options.codes = codes.clone();
+    }
     let (engine, report) = Engine::open(data, options)
         .with_context(|| format!("opening the store in {}", data.display()))?;
     for (path, why) in &report.quarantined {
@@ -53,6 +56,25 @@ pub(crate) fn open_engine(
         );
     }
     Ok(engine)
+}
+
+/// The code tables `--op-codes` gave, loaded and checked once at start ([`load_op_codes`]);
+/// every engine the run opens reads codes by them.
+static OP_CODES: std::sync::OnceLock<imbtrack_feed::CodeTables> = std::sync::OnceLock::new();
+
+/// Loads the mail op-code list of `--op-codes` (failing the run at start, naming the bad row,
+/// when it is not a valid list) for every engine this run opens.
+pub(crate) fn load_op_codes(path: &Path) -> anyhow::Result<()> {
+    let codes = imbtrack_feed::CodeTables::with_mail_list(path)
+        .with_context(|| format!("reading the op-code list {}", path.display()))?;
+    eprintln!(
+        "imbtrack: mail op codes from {} (version {}, {} codes)",
+        path.display(),
+        codes.mail_version,
+        codes.len().0
+    );
+    let _ = OP_CODES.set(codes);
+    Ok(())
 }
 
 /// All of standard input (a feed given as `-`).

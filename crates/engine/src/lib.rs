@@ -37,12 +37,13 @@ assert_eq!(summary.accepted, 1);
 let barcode = Barcode::parse("0027012345678912345612345678901")?;
 let piece = engine.piece(&barcode).unwrap();
 assert_eq!(piece.status, imbtrack_feed::Status::SortedForDelivery);
-assert_eq!(piece.events[0].description, "DBCS/DIOSS BCS DPS, 1st pass");
+assert_eq!(piece.events[0].phase.as_deref(), Some("Phase 3c - Destination Sequenced Carrier Sortation"));
 # Ok::<(), Box<dyn std::error::Error>>(())
 ```
 */
 #![deny(missing_docs)]
 
+mod delivery;
 mod status;
 
 /// The data directory's rejects directory ([`Engine::rejects_dir`]).
@@ -71,7 +72,8 @@ use imbtrack_store::{
 use rayon::prelude::*;
 use serde::Serialize;
 
-pub use crate::status::{piece_status, EventView, PieceStatus};
+pub use crate::delivery::expected_delivery_day;
+pub use crate::status::{format_date, piece_status, EventView, PieceStatus};
 
 /// Bytes of feed per parse chunk: big enough that a chunk's WAL fsync is amortised over ~50,000
 /// records, small enough that a window of chunks stays a few hundred MB at most.
@@ -134,6 +136,8 @@ pub struct EngineOptions {
     pub feed: FeedOptions,
     /// Parser threads (rayon's pool size by default).
     pub threads: usize,
+    /// What scan codes mean ([`CodeTables::builtin`] by default).
+    pub codes: CodeTables,
 }
 
 impl EngineOptions {
@@ -149,6 +153,7 @@ impl EngineOptions {
             store: StoreOptions::default(),
             feed: FeedOptions::at(clock.now_ms()),
             threads: rayon::current_num_threads(),
+            codes: CodeTables::builtin(),
         }
     }
 }
@@ -219,7 +224,7 @@ pub struct Engine {
 }
 
 impl Engine {
-    /// Opens the store in `dir` (recovering it as [`Store::open`] does) with the shipped code
+    /// Opens the store in `dir` (recovering it as [`Store::open`] does) with the options' code
     /// tables.
     pub fn open(
         dir: &Path,
@@ -229,7 +234,7 @@ impl Engine {
         Ok((
             Engine {
                 store,
-                codes: CodeTables::builtin(),
+                codes: options.codes.clone(),
                 options,
             },
             report,

@@ -3,20 +3,23 @@
 //! their JSON form, the API's, is written straight from them by their `Serialize` impls.
 
 use imbtrack_barcode::BarcodeKey;
-use imbtrack_feed::time::format_utc;
-use imbtrack_feed::{CodeInfo, CodeTables, MailClass, Status, Zip};
+use imbtrack_feed::time::{civil_from_days, format_utc};
+use imbtrack_feed::{CodeInfo, CodeTables, HandlingEventType, MailClass, Status, Zip};
 use imbtrack_store::StoredScan;
 use serde::ser::{Serialize, SerializeStruct, Serializer};
 
+use crate::delivery::expected_delivery_day;
+
 /// Mail statuses in the order a piece moves through them; the furthest reached is the piece's
-/// status (scan-feeds.md §2.1: `max(phase rank)`, stop-the-clock terminal).
-const MAIL_ORDER: [Status; 6] = [
+/// status (scan-feeds.md §2.1: `max(phase rank)`).
+const MAIL_ORDER: [Status; 7] = [
     Status::Accepted,
     Status::OriginProcessed,
     Status::InTransit,
     Status::DestinationProcessed,
     Status::SortedForDelivery,
-    Status::DeliveredEstimated,
+    Status::OutForDelivery,
+    Status::Delivered,
 ];
 
 /// One scan as a tracking frontend shows it: the stored scan and what its code means.
@@ -32,6 +35,8 @@ pub struct EventView {
     pub phase: Option<String>,
     /// Whether the scan stops the service clock (mail only, when known).
     pub stop_the_clock: Option<bool>,
+    /// A Logical Delivery Event's code (mail only).
+    pub logical_delivery: bool,
 }
 
 /// A piece's current status and history.
@@ -47,18 +52,25 @@ pub struct PieceStatus {
     pub status: Status,
     /// When the current status was reached, ms since the epoch.
     pub status_time_ms: i64,
+    /// A `DELIVERED` status that comes from a logical event (a Logical Delivery Event, or a
+    /// scan of the logical type), not from a carrier's scan.
+    pub logical: bool,
+    /// The day the piece is expected to be delivered, days since the epoch: mail with a
+    /// stop-the-clock scan ([`crate::expected_delivery_day`]); an estimate.
+    pub expected_delivery: Option<i64>,
     /// Every scan, newest first.
     pub events: Vec<EventView>,
 }
 
 /// JSON: `time` (RFC 3339 UTC), `code`, `description`, `status`, `phase` and `stop_the_clock`
 /// (mail codes the tables know), `facility_zip`, `facility_name`, `facility_city`,
-/// `facility_state`, `handling_event_type`, `machine`.
+/// `facility_state`, `handling_event_type`, `scan_type` (`A` actual, `AA` assumed, `L`
+/// logical; absent when the feed did not say), `machine`.
 impl Serialize for EventView {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let scan = &self.scan;
         let facility = scan.facility();
-        let mut out = serializer.serialize_struct("EventView", 12)?;
+        let mut out = serializer.serialize_struct("EventView", 13)?;
         out.serialize_field("time", &format_utc(scan.time_ms))?;
         out.serialize_field("code", scan.code.as_str())?;
         out.serialize_field("description", &self.description)?;
@@ -76,83 +88,124 @@ impl Serialize for EventView {
         out.serialize_field("facility_city", facility.city)?;
         out.serialize_field("facility_state", facility.state)?;
         out.serialize_field("handling_event_type", scan.handling.as_str())?;
+        match scan.handling.code() {
+            "" => out.skip_field("scan_type")?,
+            code => out.serialize_field("scan_type", code)?,
+        }
         out.serialize_field("machine", &*scan.machine)?;
         out.end()
     }
 }
 
 /// JSON: `barcode` (canonical digits: IMb `TRACKING-ROUTING`, IMpb tracking number), `class`,
-/// `routing_zip`, `status`, `status_time` (RFC 3339 UTC) and `events`, newest first.
+/// `routing_zip`, `status`, `logical` (with `DELIVERED` only), `status_time` (RFC 3339 UTC),
+/// `expected_delivery` (`YYYY-MM-DD` or null) and `events`, newest first.
 impl Serialize for PieceStatus {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut out = serializer.serialize_struct("PieceStatus", 6)?;
+        let mut out = serializer.serialize_struct("PieceStatus", 8)?;
         out.serialize_field("barcode", &self.barcode.to_barcode().to_string())?;
         out.serialize_field("class", self.class.as_str())?;
         out.serialize_field("routing_zip", &self.routing.to_string())?;
         out.serialize_field("status", self.status.as_str())?;
+        if self.status == Status::Delivered {
+            out.serialize_field("logical", &self.logical)?;
+        } else {
+            out.skip_field("logical")?;
+        }
         out.serialize_field("status_time", &format_utc(self.status_time_ms))?;
+        out.serialize_field(
+            "expected_delivery",
+            &self.expected_delivery.map(format_date),
+        )?;
         out.serialize_field("events", &self.events)?;
         out.end()
     }
 }
 
+/// `YYYY-MM-DD` of a day since the epoch.
+pub fn format_date(days: i64) -> String {
+    let (year, month, day) = civil_from_days(days);
+    format!("{year:04}-{month:02}-{day:02}")
+}
+
 fn view(scan: &StoredScan, codes: &CodeTables) -> EventView {
-    let (description, status, phase, stop_the_clock) = match codes.lookup(scan.class, scan.code) {
-        CodeInfo::Mail(entry) => {
-            let status = if entry.stop_the_clock {
-                Status::DeliveredEstimated
-            } else {
-                entry.status
-            };
-            (
-                entry.description.clone(),
-                status,
-                Some(entry.phase.clone()),
-                Some(entry.stop_the_clock),
-            )
-        }
-        CodeInfo::Package(entry) => (entry.description.clone(), entry.status, None, None),
-        CodeInfo::Unknown => (String::new(), Status::Unknown, None, None),
-    };
-    EventView {
+    let mut view = EventView {
         scan: scan.clone(),
-        description,
-        status,
-        phase,
-        stop_the_clock,
+        description: String::new(),
+        status: Status::Unknown,
+        phase: None,
+        stop_the_clock: None,
+        logical_delivery: false,
+    };
+    match codes.lookup(scan.class, scan.code) {
+        CodeInfo::Mail(entry) => {
+            view.description.clone_from(&entry.description);
+            view.status = entry.status;
+            view.phase = Some(entry.phase.clone()).filter(|p| !p.is_empty());
+            view.stop_the_clock = Some(entry.stop_the_clock);
+            view.logical_delivery = entry.logical_delivery;
+        }
+        CodeInfo::Package(entry) => {
+            view.description.clone_from(&entry.description);
+            view.status = entry.status;
+        }
+        CodeInfo::Unknown => {}
     }
+    view
 }
 
 /// The status of a piece from its scans (oldest first, as the store returns them); `None`
-/// without scans. Mail: the furthest status reached (a stop-the-clock scan ends it); packages:
-/// the newest scan with a known code, since a package's status can go back (an attempt after
-/// out-for-delivery). A piece whose codes are all unknown is `UNKNOWN` as of its newest scan.
+/// without scans. `UNKNOWN` only when no scan's code is known, as of the newest scan.
+///
+/// Mail: the furthest status reached along [`MAIL_ORDER`], from the first scan that reached it;
+/// unless a newer known scan says something off that path (forwarded, returned, an
+/// exception), which then is the status. Packages: the newest scan with a known code, since a
+/// package's status can go back (an attempt after out-for-delivery).
 pub fn piece_status(scans: &[StoredScan], codes: &CodeTables) -> Option<PieceStatus> {
     let first = scans.first()?;
     let newest = scans.last()?;
     let views: Vec<EventView> = scans.iter().map(|s| view(s, codes)).collect();
     let known = |v: &&EventView| v.status != Status::Unknown;
-    let rank = |v: &EventView| MAIL_ORDER.iter().position(|s| *s == v.status).unwrap_or(0);
+    let newest_known = views.iter().rev().find(known);
     let current = match first.class {
-        // The first scan (oldest) at the furthest status: when that status was reached.
-        MailClass::Mail => views
-            .iter()
-            .filter(known)
-            .map(rank)
-            .max()
-            .and_then(|top| views.iter().filter(known).find(|v| rank(v) == top)),
-        MailClass::Package => views.iter().rev().find(known),
+        MailClass::Mail => {
+            let rank = |v: &EventView| MAIL_ORDER.iter().position(|s| *s == v.status);
+            let furthest = views.iter().filter_map(rank).max();
+            // The first (oldest) scan at the furthest status: when that status was reached.
+            let on_path = furthest.and_then(|top| views.iter().find(|v| rank(v) == Some(top)));
+            match (on_path, newest_known) {
+                (Some(path), Some(off))
+                    if rank(off).is_none() && off.scan.time_ms > path.scan.time_ms =>
+                {
+                    Some(off)
+                }
+                (Some(path), _) => Some(path),
+                (None, off) => off,
+            }
+        }
+        MailClass::Package => newest_known,
     };
-    let (status, status_time_ms) = match current {
-        Some(v) => (v.status, v.scan.time_ms),
-        None => (Status::Unknown, newest.time_ms),
+    let (status, status_time_ms, logical) = match current {
+        Some(v) => (
+            v.status,
+            v.scan.time_ms,
+            v.status == Status::Delivered
+                && (v.logical_delivery || v.scan.handling == HandlingEventType::Logical),
+        ),
+        None => (Status::Unknown, newest.time_ms, false),
     };
+    let expected_delivery = views
+        .iter()
+        .find(|v| v.stop_the_clock == Some(true))
+        .map(|v| expected_delivery_day(v.scan.time_ms, v.scan.facility().state));
     Some(PieceStatus {
         barcode: first.barcode,
         class: first.class,
         routing: newest.routing,
         status,
         status_time_ms,
+        logical,
+        expected_delivery,
         events: views.into_iter().rev().collect(),
     })
 }
@@ -184,28 +237,43 @@ mod tests {
         }
     }
 
+    /// Wednesday 2025-01-15 at `hour`:00 UTC.
+    fn wednesday(hour: i64) -> i64 {
+        imbtrack_feed::time::days_from_civil(2025, 1, 15) * 86_400_000 + hour * 3_600_000
+    }
+
+    fn with_handling(mut scan: StoredScan, handling: HandlingEventType) -> StoredScan {
+        scan.handling = handling;
+        scan
+    }
+
     #[test]
     fn mail_status_is_the_furthest_reached_and_when() {
         let codes = CodeTables::builtin();
         let imb = Barcode::Imb(Imb::new("00270123456789123456", "").unwrap());
-        // 873 accepted, 918 sorted, 919 sorted again, then an unknown code: still sorted, since 918.
+        // 873 in transit (assumed), 918 sorted, 919 sorted again (stop-the-clock), then a code
+        // no table lists: still sorted, since 918.
         let scans = [
-            scan(&imb, 1_000, "873"),
-            scan(&imb, 2_000, "918"),
-            scan(&imb, 3_000, "919"),
-            scan(&imb, 4_000, "999"),
+            with_handling(scan(&imb, wednesday(1), "873"), HandlingEventType::Assumed),
+            scan(&imb, wednesday(2), "918"),
+            scan(&imb, wednesday(3), "919"),
+            scan(&imb, wednesday(4), "271"),
         ];
         let status = piece_status(&scans, &codes).unwrap();
         assert_eq!(status.status, Status::SortedForDelivery);
-        assert_eq!(status.status_time_ms, 2_000);
+        assert_eq!(status.status_time_ms, wednesday(2));
+        assert!(!status.logical);
+        // 919 at 03:00 UTC in California is Tuesday 19:00 local: Wednesday.
+        assert_eq!(
+            status.expected_delivery,
+            Some(imbtrack_feed::time::days_from_civil(2025, 1, 15))
+        );
         assert_eq!(status.events.len(), 4);
-        assert_eq!(status.events[0].scan.code.as_str(), "999");
+        assert_eq!(status.events[0].scan.code.as_str(), "271");
         assert_eq!(status.events[0].status, Status::Unknown);
         assert_eq!(status.events[0].description, "");
-        assert_eq!(
-            status.events[3].phase.as_deref(),
-            Some("Phase 0 - Acceptance")
-        );
+        assert_eq!(status.events[3].status, Status::InTransit);
+        assert_eq!(status.events[3].phase, None);
         assert_eq!(status.events[3].scan.facility().city, "SAN FRANCISCO");
         assert_eq!(status.class, MailClass::Mail);
         // The JSON the API serves, written straight from the typed result.
@@ -213,14 +281,69 @@ mod tests {
         assert_eq!(json["barcode"], "00270123456789123456");
         assert_eq!(json["class"], "mail");
         assert_eq!(json["status"], "SORTED_FOR_DELIVERY");
-        assert_eq!(json["status_time"], format_utc(2_000));
-        assert_eq!(json["events"][0]["code"], "999");
+        assert!(json.get("logical").is_none());
+        assert_eq!(json["status_time"], format_utc(wednesday(2)));
+        assert_eq!(json["expected_delivery"], "2025-01-15");
+        assert_eq!(json["events"][0]["code"], "271");
         assert_eq!(json["events"][0]["status"], "UNKNOWN");
         assert!(json["events"][0].get("phase").is_none());
+        assert_eq!(json["events"][0]["scan_type"], "A");
+        assert_eq!(json["events"][3]["scan_type"], "AA");
+        assert_eq!(json["events"][3]["handling_event_type"], "assumed");
         assert_eq!(json["events"][3]["facility_city"], "SAN FRANCISCO");
         assert_eq!(json["events"][3]["facility_zip"], "94110");
-        assert_eq!(json["events"][3]["handling_event_type"], "physical");
-        assert_eq!(json["events"][3]["stop_the_clock"], false);
+        assert_eq!(json["events"][2]["stop_the_clock"], false);
+        assert_eq!(json["events"][1]["stop_the_clock"], true);
+        assert_eq!(
+            json["events"][2]["phase"],
+            "Phase 3c - Destination Sequenced Carrier Sortation"
+        );
+    }
+
+    #[test]
+    fn a_logical_delivery_event_delivers_logically() {
+        let codes = CodeTables::builtin();
+        let imb = Barcode::Imb(Imb::new("00270123456789123456", "").unwrap());
+        let scans = [
+            scan(&imb, wednesday(2), "918"),
+            scan(&imb, wednesday(3), "146"),
+            with_handling(scan(&imb, wednesday(20), "517"), HandlingEventType::Logical),
+        ];
+        let status = piece_status(&scans, &codes).unwrap();
+        assert_eq!(
+            (status.status, status.status_time_ms),
+            (Status::Delivered, wednesday(20))
+        );
+        assert!(status.logical);
+        let json = serde_json::to_value(&status).unwrap();
+        assert_eq!(
+            (json["status"].as_str(), json["logical"].as_bool()),
+            (Some("DELIVERED"), Some(true))
+        );
+        assert_eq!(json["expected_delivery"], serde_json::Value::Null);
+        assert_eq!(json["events"][0]["scan_type"], "L");
+    }
+
+    #[test]
+    fn a_newer_scan_off_the_mail_path_is_the_status() {
+        let codes = CodeTables::builtin();
+        let imb = Barcode::Imb(Imb::new("00270123456789123456", "").unwrap());
+        let sorted_then_exception = [
+            scan(&imb, wednesday(2), "918"),
+            scan(&imb, wednesday(5), "999"),
+        ];
+        let status = piece_status(&sorted_then_exception, &codes).unwrap();
+        assert_eq!(
+            (status.status, status.status_time_ms),
+            (Status::Exception, wednesday(5))
+        );
+        // An exception older than the furthest progress does not hold it back.
+        let exception_then_sorted = [
+            scan(&imb, wednesday(2), "999"),
+            scan(&imb, wednesday(5), "918"),
+        ];
+        let status = piece_status(&exception_then_sorted, &codes).unwrap();
+        assert_eq!(status.status, Status::SortedForDelivery);
     }
 
     #[test]
@@ -238,6 +361,16 @@ mod tests {
             (Status::Attempted, 2_000)
         );
         assert_eq!(status.events[1].description, "Attempted / Notice Left");
+        let forwarded = [scan(&impb, 1_000, "10"), scan(&impb, 2_000, "06")];
+        assert_eq!(
+            piece_status(&forwarded, &codes).unwrap().status,
+            Status::Forwarded
+        );
+        let returned = [scan(&impb, 1_000, "10"), scan(&impb, 2_000, "21")];
+        assert_eq!(
+            piece_status(&returned, &codes).unwrap().status,
+            Status::Returned
+        );
     }
 
     #[test]
@@ -249,6 +382,7 @@ mod tests {
             (status.status, status.status_time_ms),
             (Status::Unknown, 5_000)
         );
+        assert_eq!(status.expected_delivery, None);
         assert!(piece_status(&[], &codes).is_none());
     }
 }

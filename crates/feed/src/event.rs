@@ -37,29 +37,38 @@ impl MailClass {
     }
 }
 
-/// IV-MTR's handling event kinds. The feeds carry a code of up to two characters; the known
-/// kinds are physical, assumed and logical, and the one letter seen in the wild is `A` (assumed),
-/// so a code is read by its first letter (`P`, `A`, `L`) or by its description.
+/// IV-MTR's scan type (`handlingEventType`): whether the piece itself was scanned, or the scan
+/// was assumed from its container's, or made by the system. The data dictionary's codes are `A`
+/// actual, `AA` assumed actual, `L` logical and `AL` assumed logical (op-codes.md §1); an
+/// assumed logical scan is logical here (stored files keep four kinds in two bits). Descriptions
+/// (`Actual`, `Physical`, `Assumed`, `Logical`) are read too.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u8)]
 pub enum HandlingEventType {
     /// Not given, or not recognised.
     Unknown = 0,
-    /// The piece itself was scanned.
+    /// Actual: the piece itself was scanned (`A`).
     Physical = 1,
-    /// Inherited from a tray, pallet or truck scan through eDoc nesting.
+    /// Assumed actual: inherited from a tray, pallet or truck scan through eDoc nesting (`AA`).
     Assumed = 2,
-    /// System-generated, such as a Logical Delivery Event.
+    /// Logical: system-made, such as a Logical Delivery Event (`L`, and `AL`).
     Logical = 3,
 }
 
 impl HandlingEventType {
-    /// Reads a feed's handling event type code or description.
+    /// Reads a feed's scan type code or description.
     pub fn parse(text: &[u8]) -> HandlingEventType {
-        match text.first().map(u8::to_ascii_uppercase) {
-            Some(b'P') => HandlingEventType::Physical,
-            Some(b'A') => HandlingEventType::Assumed,
-            Some(b'L') => HandlingEventType::Logical,
+        let text = text.trim_ascii();
+        let starts = |prefix: &[u8]| {
+            text.len() >= prefix.len() && text[..prefix.len()].eq_ignore_ascii_case(prefix)
+        };
+        match text.to_ascii_uppercase().as_slice() {
+            b"A" | b"P" => HandlingEventType::Physical,
+            b"AA" => HandlingEventType::Assumed,
+            b"L" | b"AL" => HandlingEventType::Logical,
+            _ if starts(b"ASSUMED LOGICAL") || starts(b"LOGICAL") => HandlingEventType::Logical,
+            _ if starts(b"ASSUMED") => HandlingEventType::Assumed,
+            _ if starts(b"ACTUAL") || starts(b"PHYSICAL") => HandlingEventType::Physical,
             _ => HandlingEventType::Unknown,
         }
     }
@@ -85,12 +94,13 @@ impl HandlingEventType {
         }
     }
 
-    /// The one-letter code the generator writes (empty for unknown).
+    /// The data dictionary's scan type code: `A`, `AA`, `L`, or empty for unknown (what the
+    /// generator writes and the API shows as `scan_type`).
     pub fn code(self) -> &'static str {
         match self {
             HandlingEventType::Unknown => "",
-            HandlingEventType::Physical => "P",
-            HandlingEventType::Assumed => "A",
+            HandlingEventType::Physical => "A",
+            HandlingEventType::Assumed => "AA",
             HandlingEventType::Logical => "L",
         }
     }
@@ -513,6 +523,35 @@ impl SymbolTable {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The data dictionary's scan type codes (op-codes.md §1) and the descriptions feeds carry.
+    #[test]
+    fn scan_types_by_code_and_description() {
+        use HandlingEventType::*;
+        for (text, kind) in [
+            ("A", Physical),
+            ("a", Physical),
+            ("P", Physical),
+            ("Actual", Physical),
+            ("Physical Scan", Physical),
+            ("AA", Assumed),
+            ("Assumed Actual", Assumed),
+            ("L", Logical),
+            ("AL", Logical),
+            ("Assumed Logical", Logical),
+            ("logical", Logical),
+            (" AA ", Assumed),
+            ("", Unknown),
+            ("X", Unknown),
+            ("AAA", Unknown),
+        ] {
+            assert_eq!(HandlingEventType::parse(text.as_bytes()), kind, "{text:?}");
+        }
+        for kind in [Physical, Assumed, Logical] {
+            assert_eq!(HandlingEventType::parse(kind.code().as_bytes()), kind);
+            assert_eq!(HandlingEventType::from_byte(kind as u8), Some(kind));
+        }
+    }
 
     #[test]
     fn zip_forms() {

@@ -240,6 +240,7 @@ mod tests {
             status: Status::parse(status).unwrap(),
             phase: None,
             stop_the_clock: None,
+            logical_delivery: false,
         }
     }
 
@@ -251,6 +252,8 @@ mod tests {
             routing: Zip::parse(b"94110").unwrap(),
             status: Status::parse(status).unwrap(),
             status_time_ms: events[0].scan.time_ms,
+            logical: false,
+            expected_delivery: None,
             events,
         }
     }
@@ -271,12 +274,8 @@ mod tests {
             // Delivered long ago: never stale.
             piece(
                 2,
-                "DELIVERED_ESTIMATED",
-                vec![event(
-                    "2025-01-11T10:00:00Z",
-                    "60607",
-                    "DELIVERED_ESTIMATED",
-                )],
+                "DELIVERED",
+                vec![event("2025-01-11T10:00:00Z", "60607", "DELIVERED")],
             ),
             // Recent: not stale.
             piece(
@@ -291,7 +290,7 @@ mod tests {
         assert_eq!(summary["pieces"], 3);
         assert_eq!(
             summary["by_status"],
-            json!({"IN_TRANSIT": 2, "DELIVERED_ESTIMATED": 1})
+            json!({"IN_TRANSIT": 2, "DELIVERED": 1})
         );
         assert_eq!(
             summary["by_facility"],

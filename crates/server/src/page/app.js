@@ -27,12 +27,18 @@ function place(event) {
   return where ? `${where} (${event.facility_zip})` : event.facility_zip;
 }
 
+// Scans not of the piece itself: inherited from its container, or made by the system.
+const SCAN_TYPES = { AA: "assumed: its container was scanned", L: "logical: made by the system" };
+
 function draw(piece) {
-  $("status").textContent = words(piece.status);
+  $("status").textContent = words(piece.status) + (piece.logical ? " (logical delivery event)" : "");
   $("piece-barcode").textContent = piece.barcode;
   $("piece-class").textContent = piece.class;
   $("status-time").textContent = when(piece.status_time);
   $("routing-zip").textContent = piece.routing_zip || "—";
+  $("expected").textContent = piece.expected_delivery
+    ? `${piece.expected_delivery} (estimate from a stop-the-clock scan)`
+    : "—";
   const list = $("events");
   list.replaceChildren();
   for (const event of piece.events) {
@@ -50,6 +56,14 @@ function draw(piece) {
     where.className = "where";
     where.textContent = place(event);
     item.append(time, what, code, where);
+    const kind = SCAN_TYPES[event.scan_type];
+    if (kind) {
+      item.classList.add(event.scan_type === "L" ? "logical" : "assumed");
+      const note = document.createElement("span");
+      note.className = "scan-type";
+      note.textContent = kind;
+      item.append(note);
+    }
     list.append(item);
   }
   $("result").hidden = false;
