@@ -50,6 +50,17 @@ fn every_route_answers_as_the_cli_does() {
     }
     let zip = zips.iter().max_by_key(|(_, n)| **n).unwrap().0.clone();
     let from_cli = imbtrack(&data, &["query", "--zip", &zip, "--date", DAY]);
+    let mid_text = format!("{:06}", piece.mailer_id().unwrap());
+    let exported_by_cli = ["csv", "jsonl"].map(|format| {
+        let out = imbtrack(
+            &data,
+            &[
+                "export", "--mailer", &mid_text, "--date", DAY, "--format", format,
+            ],
+        );
+        assert!(out.status.success(), "{out:?}");
+        out.stdout
+    });
     let wall_ms = || {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -163,7 +174,6 @@ fn every_route_answers_as_the_cli_does() {
 
     // A mailer's summary counts its pieces of the day.
     let mid = piece.mailer_id().unwrap();
-    let mid_text = format!("{mid:06}");
     let (status, summary) = get(
         &server.url(&format!(
             "/v1/mailers/{mid_text}/summary?date={DAY}&stale_hours=1"
@@ -189,6 +199,68 @@ fn every_route_answers_as_the_cli_does() {
         .map(|(_, n)| n.as_u64().unwrap())
         .sum::<u64>();
     assert_eq!(summary["stale"]["count"].as_u64().unwrap(), undelivered);
+
+    // The mailer's raw scans of the day: what the CLI exports, byte for byte; a feed holding
+    // exactly the feed's scans of that Mailer ID on that day.
+    for (format, cli_bytes) in ["csv", "jsonl"].iter().zip(&exported_by_cli) {
+        let response = common::agent()
+            .get(server.url(&format!(
+                "/v1/mailers/{mid_text}/scans?date={DAY}&format={format}"
+            )))
+            .call()
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 200);
+        let body = response.into_body().read_to_vec().unwrap();
+        assert_eq!(&body, cli_bytes, "{format}");
+    }
+    let day_ms = imbtrack_feed::time::parse_date(DAY).unwrap() * 86_400_000;
+    let mut expected_scans: Vec<(String, i64, String)> = lines
+        .iter()
+        .filter(|l| l.kind == imbtrack_feed::LineKind::Good)
+        .filter(|l| l.barcode.to_barcode().mailer_id() == Some(mid))
+        .filter(|l| (day_ms..day_ms + 86_400_000).contains(&l.time_ms))
+        .map(|l| {
+            (
+                l.barcode.to_barcode().to_string(),
+                l.time_ms,
+                l.code.to_string(),
+            )
+        })
+        .collect();
+    expected_scans.sort();
+    expected_scans.dedup();
+    let now_ms = parse_timestamp(common::NOW.as_bytes(), None).unwrap();
+    let exported = imbtrack_feed::parse_feed(
+        "export",
+        &exported_by_cli[0],
+        &imbtrack_feed::FeedOptions::at(now_ms),
+        &mut imbtrack_feed::RejectList::default(),
+    )
+    .unwrap();
+    let mut exported_scans: Vec<(String, i64, String)> = exported
+        .events
+        .iter()
+        .map(|e| {
+            (
+                e.barcode.to_barcode().to_string(),
+                e.time_ms,
+                e.code.to_string(),
+            )
+        })
+        .collect();
+    exported_scans.sort();
+    assert!(!expected_scans.is_empty());
+    assert_eq!(exported_scans, expected_scans);
+    let bad = get(
+        &server.url(&format!(
+            "/v1/mailers/{mid_text}/scans?date={DAY}&format=xml"
+        )),
+        None,
+    );
+    assert_eq!(
+        (bad.0, bad.1["error"]["code"].as_str()),
+        (400, Some("bad_query"))
+    );
 
     // Health, metrics, the page.
     assert_eq!(
@@ -355,6 +427,20 @@ fn mailer_tokens_see_only_their_own_mailer_ids() {
             .unwrap()
             .replace(&invented.to_string(), "X"),
     );
+    // A mailer exports its own Mailer ID's scans, never another's.
+    let export = |mid: u32, token| {
+        get(
+            &server.url(&format!(
+                "/v1/mailers/{mid:06}/scans?date={DAY}&format=jsonl"
+            )),
+            token,
+        )
+        .0
+    };
+    assert_eq!(export(our_mid, acme), 200);
+    assert_eq!(export(their_mid, acme), 404);
+    assert_eq!(export(their_mid, admin), 200);
+    assert_eq!(export(our_mid, plant), 403);
     // Batch and ZIP listings leave foreign pieces out.
     let batch = json!({"barcodes": [ours.to_string(), theirs.to_string()]}).to_string();
     let (_, body) = post(

@@ -7,7 +7,7 @@ use std::path::Path;
 use anyhow::Context;
 use clap::Args;
 use imbtrack_barcode::Barcode;
-use imbtrack_engine::{Clock, IngestProgress, IngestSummary, PieceStatus};
+use imbtrack_engine::{Clock, ExportFormat, IngestProgress, IngestSummary, PieceStatus};
 use imbtrack_feed::time::DAY_MS;
 use imbtrack_feed::{generate, GenFormat, GenOptions, Zip};
 use serde_json::json;
@@ -65,6 +65,47 @@ pub(crate) fn ingest(
     report["checkpoint_scans"] = json!(checkpoint.map_or(0, |c| c.scans));
     report["rejects_file"] = json!(rejects_file.map(|p| p.display().to_string()));
     writeln!(out, "{report}")?;
+    Ok(Outcome::AllGood)
+}
+
+#[derive(Args)]
+pub(crate) struct ExportArgs {
+    /// The Mailer ID (6 digits, or 9 starting with 9).
+    #[arg(long)]
+    mailer: String,
+    /// The day (YYYY-MM-DD, UTC).
+    #[arg(long)]
+    date: String,
+    /// `csv` (a header row, the columns of an IV-MTR delimited feed) or `jsonl`.
+    #[arg(long, default_value = "csv")]
+    format: String,
+}
+
+/// Writes a Mailer ID's scans of a day to `out`, as `GET /v1/mailers/{mid}/scans` does.
+pub(crate) fn export(
+    data: &Path,
+    now_ms: i64,
+    args: ExportArgs,
+    out: &mut dyn Write,
+) -> anyhow::Result<Outcome> {
+    let mid = imbtrack_barcode::parse_mailer_id(&args.mailer).with_context(|| {
+        format!(
+            "--mailer {:?} is not a Mailer ID (6 digits, or 9 starting with 9)",
+            args.mailer
+        )
+    })?;
+    let day = parse_date(&args.date)?;
+    let format = ExportFormat::parse(&args.format)
+        .with_context(|| format!("--format {:?} is not csv or jsonl", args.format))?;
+    let engine = open_engine(data, Clock::Fixed(now_ms), None, None)?;
+    let pieces = engine.day_pieces_by_mailer(mid, day);
+    let scans = engine.export_day(&pieces, day, format, out)?;
+    eprintln!(
+        "export: {scans} scans of {} pieces of Mailer ID {} on {}",
+        pieces.len(),
+        args.mailer,
+        args.date
+    );
     Ok(Outcome::AllGood)
 }
 

@@ -67,6 +67,8 @@ enum Command {
     /// Status and scan history of one piece (any IMb form, 65 bars, IMpb), or with --zip and
     /// --date the pieces routed to a ZIP on a day, one JSON line each. Exit 3 when not found.
     Query(data::QueryArgs),
+    /// A Mailer ID's raw scans of a day, as CSV (an IV-MTR delimited feed) or JSON lines.
+    Export(data::ExportArgs),
     /// Remove buckets whose whole day is past its retention window.
     Expire,
     /// Buckets, scans, pieces, bytes and bytes per scan of the store.
@@ -113,6 +115,7 @@ fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<Outcome> {
         Command::Gen(args) => gen::run(args, out).map(|()| Outcome::AllGood),
         Command::Ingest(args) => data::ingest(&cli.data, now_ms, args, out),
         Command::Query(args) => data::query(&cli.data, now_ms, args, out),
+        Command::Export(args) => data::export(&cli.data, now_ms, args, out),
         Command::Expire => data::expire(&cli.data, now_ms, out),
         Command::Stats => data::stats(&cli.data, now_ms, out),
         Command::Demo(args) => data::demo(&cli.data, now_ms, clock, args, out),

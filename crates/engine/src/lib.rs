@@ -37,13 +37,15 @@ assert_eq!(summary.accepted, 1);
 let barcode = Barcode::parse("0027012345678912345612345678901")?;
 let piece = engine.piece(&barcode).unwrap();
 assert_eq!(piece.status, imbtrack_feed::Status::SortedForDelivery);
-assert_eq!(piece.events[0].phase.as_deref(), Some("Phase 3c - Destination Sequenced Carrier Sortation"));
+let phase = piece.events[0].phase.as_deref();
+assert_eq!(phase, Some("Phase 3c - Destination Sequenced Carrier Sortation"));
 # Ok::<(), Box<dyn std::error::Error>>(())
 ```
 */
 #![deny(missing_docs)]
 
 mod delivery;
+mod export;
 mod status;
 
 /// The data directory's rejects directory ([`Engine::rejects_dir`]).
@@ -73,6 +75,7 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 pub use crate::delivery::expected_delivery_day;
+pub use crate::export::ExportFormat;
 pub use crate::status::{format_date, piece_status, EventView, PieceStatus};
 
 /// Bytes of feed per parse chunk: big enough that a chunk's WAL fsync is amortised over ~50,000

@@ -1,9 +1,10 @@
-//! The routes: lookups ([`pieces`], [`zips`], [`mailers`]), push ingest ([`push`]), health,
-//! metrics and the tracking page ([`ops`]); with the errors they answer ([`error`]), the
+//! The routes: lookups ([`pieces`], [`zips`], [`mailers`], [`export`]), push ingest
+//! ([`push`]), health, metrics and the tracking page ([`ops`]); with the errors they answer ([`error`]), the
 //! checks every request goes through ([`middleware`]), query-string parsing ([`params`]) and
 //! the other nodes of a scaled-out deployment ([`peers`]).
 
 mod error;
+mod export;
 mod mailers;
 mod middleware;
 mod ops;
@@ -27,6 +28,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Serialize;
 
 use self::error::{no_route, wrong_method, ApiError};
+use self::export::mailer_scans;
 use self::mailers::mailer_summary;
 use self::middleware::{audited, deadline, local_only, name_route, security_headers};
 use self::ops::{healthz, metrics_text, page_css, page_html, page_js};
@@ -98,6 +100,7 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .route("/v1/pieces:batch", post(batch_pieces))
         .route("/v1/zips/{zip}/pieces", get(zip_pieces))
         .route("/v1/mailers/{mid}/summary", get(mailer_summary))
+        .route("/v1/mailers/{mid}/scans", get(mailer_scans))
         .route("/v1/scans", post(push_scans))
         .route_layer(from_fn(name_route));
     Router::new()

@@ -43,16 +43,32 @@ pub(crate) fn peer_client() -> PeerClient {
 pub(super) const FORWARDED: &str = "x-imbtrack-forwarded";
 
 /// When this store is one of many (and the request was not forwarded here), the answers of
-/// every other node to `path`: their shares of a query over all pieces. Refused with 503
-/// `partial_result` when a partition has no node or a node does not answer, never short.
+/// every other node to `path`: their shares of a query over all pieces, as JSON. Refused with
+/// 503 `partial_result` when a partition has no node or a node does not answer, never short.
 pub(super) async fn ask_others(
     state: &AppState,
     caller: &Caller,
     headers: &axum::http::HeaderMap,
     path: &str,
 ) -> Result<Vec<serde_json::Value>, ApiError> {
-    let partial =
-        |why: String| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "partial_result", why);
+    let mut answers = Vec::new();
+    for (base, body) in ask_others_raw(state, caller, headers, path).await? {
+        answers.push(serde_json::from_slice(&body).map_err(|e| partial(format!("{base}: {e}")))?);
+    }
+    Ok(answers)
+}
+
+fn partial(why: String) -> ApiError {
+    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "partial_result", why)
+}
+
+/// [`ask_others`]'s answers as each node sent them (its base address, the body).
+pub(super) async fn ask_others_raw(
+    state: &AppState,
+    caller: &Caller,
+    headers: &axum::http::HeaderMap,
+    path: &str,
+) -> Result<Vec<(String, Bytes)>, ApiError> {
     let Some(peers) = state
         .peers
         .as_ref()
@@ -72,7 +88,7 @@ pub(super) async fn ask_others(
         let body = axum::body::to_bytes(response.into_body(), usize::MAX)
             .await
             .map_err(|e| partial(format!("{base}: {e}")))?;
-        answers.push(serde_json::from_slice(&body).map_err(|e| partial(format!("{base}: {e}")))?);
+        answers.push((base, body));
     }
     Ok(answers)
 }
