@@ -47,6 +47,7 @@ assert_eq!(phase, Some("Phase 3c - Destination Sequenced Carrier Sortation"));
 mod delivery;
 mod export;
 mod status;
+mod watch;
 
 /// The data directory's rejects directory ([`Engine::rejects_dir`]).
 pub const REJECTS_DIR: &str = "rejects";
@@ -77,6 +78,7 @@ use serde::Serialize;
 pub use crate::delivery::expected_delivery_day;
 pub use crate::export::ExportFormat;
 pub use crate::status::{format_date, piece_status, EventView, PieceStatus};
+pub use crate::watch::{StatusChange, StatusWatch};
 
 /// Bytes of feed per parse chunk: big enough that a chunk's WAL fsync is amortised over ~50,000
 /// records, small enough that a window of chunks stays a few hundred MB at most.
@@ -224,6 +226,10 @@ pub struct Engine {
     store: Store,
     codes: CodeTables,
     options: EngineOptions,
+    /// Who hears of status changes ([`Engine::watch`]).
+    watch: std::sync::RwLock<Option<std::sync::Arc<dyn StatusWatch>>>,
+    /// Held by appends that touch watched pieces, from the statuses before to those after.
+    watched_appends: std::sync::Mutex<()>,
 }
 
 impl Engine {
@@ -239,6 +245,8 @@ impl Engine {
                 store,
                 codes: options.codes.clone(),
                 options,
+                watch: std::sync::RwLock::new(None),
+                watched_appends: std::sync::Mutex::new(()),
             },
             report,
         ))
@@ -317,7 +325,34 @@ impl Engine {
     /// durable together (see [`Store::append_at`]).
     /// Scans already past their retention window at "now" are not stored at all (counted as
     /// `expired`): the window is the most the data may be kept, from the scan on.
+    ///
+    /// Pieces of watched Mailer IDs ([`Engine::watch`]) whose status the append changed are
+    /// told to the watch before this returns.
     pub fn append_at(
+        &self,
+        events: &[ScanEvent],
+        symbols: &SymbolTable,
+        positions: &[(String, i64)],
+    ) -> Result<AppendReport, StoreError> {
+        let Some((watch, pieces)) = self.watched_pieces(events) else {
+            return self.append_unwatched(events, symbols, positions);
+        };
+        let _one_at_a_time = self
+            .watched_appends
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let before = self.statuses_of(&pieces);
+        let report = self.append_unwatched(events, symbols, positions)?;
+        let changes = watch::changes(before, self.statuses_of(&pieces));
+        if !changes.is_empty() {
+            watch.changed(changes);
+        }
+        Ok(report)
+    }
+
+    /// [`Engine::append_at`] without telling the watch: for copies of scans that are told where
+    /// they are owned (a Kafka node's standbys).
+    pub fn append_unwatched(
         &self,
         events: &[ScanEvent],
         symbols: &SymbolTable,

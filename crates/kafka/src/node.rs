@@ -78,6 +78,25 @@ pub struct NodeStats {
     pub standby_accepted: u64,
 }
 
+/// Why a node holds a partition's scans.
+#[derive(Clone, Copy)]
+enum Role {
+    /// The group assigned it the partition: it answers for it.
+    Owned,
+    /// It keeps a standby copy ([`Node::keep_standbys`]).
+    Standby,
+}
+
+impl Role {
+    /// The metrics' label.
+    fn as_str(self) -> &'static str {
+        match self {
+            Role::Owned => "owned",
+            Role::Standby => "standby",
+        }
+    }
+}
+
 /// Messages read and decoded, to be appended together with the positions they reach.
 #[derive(Default)]
 struct Batch {
@@ -453,7 +472,7 @@ impl Node {
         }
         let taken = batch.taken;
         if taken > 0 {
-            let report = self.store(&batch, "owned")?;
+            let report = self.store(&batch, Role::Owned)?;
             // For Kafka's lag tools only: where to resume is the store's position, not this.
             let mut committed = TopicPartitionList::new();
             for (&partition, &offset) in &batch.next {
@@ -480,24 +499,31 @@ impl Node {
         Ok(taken)
     }
 
-    /// Appends a batch with its partitions' positions; `role` labels the metrics.
+    /// Appends a batch with its partitions' positions.
     fn store(
         &self,
         batch: &Batch,
-        role: &'static str,
+        role: Role,
     ) -> Result<imbtrack_store::AppendReport, KafkaNodeError> {
         let positions: Vec<(String, i64)> = batch
             .next
             .iter()
             .map(|(&partition, &offset)| (source_name(&self.config.topic, partition), offset))
             .collect();
-        let report = self
-            .engine
-            .append_at(&batch.events, &batch.symbols, &positions)
-            .map_err(KafkaNodeError::Store)?;
-        metrics::counter!("imbtrack_kafka_messages_total", "role" => role)
+        // A standby's copy is told of where the partition is owned, not here too.
+        let appended = match role {
+            Role::Standby => {
+                self.engine
+                    .append_unwatched(&batch.events, &batch.symbols, &positions)
+            }
+            Role::Owned => self
+                .engine
+                .append_at(&batch.events, &batch.symbols, &positions),
+        };
+        let report = appended.map_err(KafkaNodeError::Store)?;
+        metrics::counter!("imbtrack_kafka_messages_total", "role" => role.as_str())
             .increment(batch.taken as u64);
-        metrics::counter!("imbtrack_kafka_scans_total", "role" => role)
+        metrics::counter!("imbtrack_kafka_scans_total", "role" => role.as_str())
             .increment(batch.events.len() as u64);
         metrics::counter!("imbtrack_ingested_scans_total").increment(report.accepted);
         if !batch.rejected.is_empty() {
@@ -585,7 +611,7 @@ impl Node {
             batch.add(&message);
         }
         if batch.taken > 0 {
-            let report = self.store(&batch, "standby")?;
+            let report = self.store(&batch, Role::Standby)?;
             if let Ok(mut stats) = self.stats.lock() {
                 stats.standby_messages += batch.taken as u64;
                 stats.standby_accepted += report.accepted;
