@@ -55,6 +55,16 @@ pub(crate) struct ServeArgs {
     /// Seconds a request may take, its body's upload included.
     #[arg(long, default_value_t = 30.0)]
     request_timeout: f64,
+    /// A host (or host:port) webhook subscriptions may deliver to; repeat for more. Without
+    /// one no subscription can be made (no request to hosts the operator did not name).
+    #[arg(long = "webhook-allow", value_name = "HOST[:PORT]")]
+    webhook_allow: Vec<String>,
+    /// Seconds a webhook delivery is retried before it is set aside as a failure.
+    #[arg(long, default_value_t = 86_400)]
+    webhook_give_up: u64,
+    /// Longest wait, in seconds, between two attempts of a webhook delivery.
+    #[arg(long, default_value_t = 300)]
+    webhook_max_backoff: u64,
     #[cfg(feature = "kafka")]
     #[command(flatten)]
     kafka: crate::cluster::NodeArgs,
@@ -79,6 +89,10 @@ impl ServeArgs {
         config.maintenance_every = Duration::from_secs(self.maintenance_every.max(1));
         config.limits.header_timeout = seconds(self.header_timeout);
         config.limits.request_timeout = seconds(self.request_timeout);
+        config.webhooks.dir = data.join("webhooks");
+        config.webhooks.allow.clone_from(&self.webhook_allow);
+        config.webhooks.give_up_after = Duration::from_secs(self.webhook_give_up);
+        config.webhooks.max_backoff = Duration::from_secs(self.webhook_max_backoff.max(1));
         config
     }
 
@@ -97,6 +111,9 @@ impl ServeArgs {
             maintenance_every: 60,
             header_timeout: 10.0,
             request_timeout: 30.0,
+            webhook_allow: Vec::new(),
+            webhook_give_up: 86_400,
+            webhook_max_backoff: 300,
             #[cfg(feature = "kafka")]
             kafka: crate::cluster::NodeArgs::default(),
         }

@@ -42,6 +42,7 @@ pub mod audit;
 pub mod auth;
 pub mod cluster;
 pub mod spool;
+pub mod webhooks;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -127,12 +128,15 @@ pub struct ServerConfig {
     pub insecure_http: bool,
     /// Limits.
     pub limits: Limits,
+    /// Status-change subscriptions: where they are kept, which destinations are allowed.
+    pub webhooks: webhooks::WebhookConfig,
 }
 
 impl ServerConfig {
     /// Defaults for `listen`, auditing to `audit`: no tokens, no spool, no TLS, maintenance
     /// every minute.
     pub fn new(listen: SocketAddr, audit: PathBuf) -> ServerConfig {
+        let audit_dir = audit.parent().map(PathBuf::from).unwrap_or_default();
         ServerConfig {
             listen,
             tokens: None,
@@ -145,6 +149,7 @@ impl ServerConfig {
             tls: None,
             insecure_http: false,
             limits: Limits::default(),
+            webhooks: webhooks::WebhookConfig::new(audit_dir.join("webhooks")),
         }
     }
 }
@@ -269,13 +274,28 @@ impl Server {
             "reading or making the audit key {}",
             config.audit_key.display()
         )))?;
+        let audit = Arc::new(audit);
+        let webhooks = Arc::new(
+            webhooks::Webhooks::open(
+                config.webhooks.clone(),
+                audit.clone(),
+                audit_key.clone(),
+                engine.longest_window_ms(),
+            )
+            .map_err(io_error(format!(
+                "opening the webhook subscriptions in {}",
+                config.webhooks.dir.display()
+            )))?,
+        );
+        engine.watch(webhooks.clone());
         let listener = TcpListener::bind(config.listen)
             .await
             .map_err(io_error(format!("binding {}", config.listen)))?;
         let state = Arc::new(api::AppState {
             engine,
             tokens: tokens.map(arc_swap::ArcSwap::from_pointee),
-            audit: Arc::new(audit),
+            audit,
+            webhooks,
             limits: config.limits.clone(),
             metrics: prometheus(),
             peers: None,
@@ -349,6 +369,7 @@ impl Server {
                 .spawn(move || spool::watch(engine, spool, every, keep, stop))
                 .map_err(io_error("starting the spool watcher"))?;
         }
+        self.state.webhooks.start_all();
         let maintenance = tokio::spawn(maintain(self.state.clone(), self.config.maintenance_every));
         let reloads = self
             .config

@@ -12,6 +12,7 @@ mod params;
 mod peers;
 mod pieces;
 mod push;
+mod subscriptions;
 mod zips;
 
 use std::sync::Arc;
@@ -20,7 +21,7 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{from_fn, from_fn_with_state};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::Router;
 use imbtrack_barcode::BarcodeKey;
 use imbtrack_engine::Engine;
@@ -35,6 +36,10 @@ use self::ops::{healthz, metrics_text, page_css, page_html, page_js};
 use self::peers::PeerClient;
 use self::pieces::{batch_pieces, get_piece};
 use self::push::push_scans;
+use self::subscriptions::{
+    create_subscription, delete_subscription, list_subscriptions, subscription_failures,
+    test_subscription,
+};
 use self::zips::zip_pieces;
 use crate::audit::{AuditKey, AuditLog};
 use crate::auth::{Caller, Tokens};
@@ -62,6 +67,8 @@ pub(crate) struct AppState {
     pub pushes: tokio::sync::Semaphore,
     /// The key barcodes are hashed with in the audit log.
     pub audit_key: AuditKey,
+    /// Status-change subscriptions.
+    pub webhooks: Arc<crate::webhooks::Webhooks>,
 }
 
 type Shared = State<Arc<AppState>>;
@@ -102,6 +109,18 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .route("/v1/mailers/{mid}/summary", get(mailer_summary))
         .route("/v1/mailers/{mid}/scans", get(mailer_scans))
         .route("/v1/scans", post(push_scans))
+        .route(
+            "/v1/subscriptions",
+            post(create_subscription).get(list_subscriptions),
+        )
+        .route(
+            "/v1/subscriptions/{id}",
+            delete(delete_subscription).post(test_subscription),
+        )
+        .route(
+            "/v1/subscriptions/{id}/failures",
+            get(subscription_failures),
+        )
         .route_layer(from_fn(name_route));
     Router::new()
         .merge(api)
