@@ -1,10 +1,14 @@
-//! Any bytes as a feed of every format: every record accepted or rejected, never a panic.
+//! Any bytes as a feed of every format: every record accepted or rejected, never a panic; and
+//! as an operator's op-code list (`--op-codes`): read or refused, never a panic.
 #![no_main]
 
-use imbtrack_feed::{parse_feed, FeedOptions, Format, RejectList};
+use imbtrack_feed::{parse_feed, CodeTables, FeedOptions, Format, RejectList};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
+    if let Ok(text) = std::str::from_utf8(data) {
+        let _ = CodeTables::with_mail_csv(text);
+    }
     for format in [
         None,
         Some(Format::Delimited),

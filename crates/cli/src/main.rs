@@ -77,7 +77,7 @@ enum Command {
     /// on 127.0.0.1:8080.
     Demo(data::DemoArgs),
     /// Serve the HTTP API and tracking page, ingesting pushes and the spool directory.
-    Serve(server::ServeArgs),
+    Serve(Box<server::ServeArgs>),
     /// Parse feed files and publish every valid scan to Kafka, keyed and partitioned by piece
     /// (cargo feature `kafka`).
     #[cfg(feature = "kafka")]
@@ -119,7 +119,7 @@ fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<Outcome> {
         Command::Expire => data::expire(&cli.data, now_ms, out),
         Command::Stats => data::stats(&cli.data, now_ms, out),
         Command::Demo(args) => data::demo(&cli.data, now_ms, clock, args, out),
-        Command::Serve(args) => server::serve(&cli.data, clock, args, |_| {}),
+        Command::Serve(args) => server::serve(&cli.data, clock, *args, |_| {}),
         Command::Token(command) => token::run(command, out),
         Command::Audit(command) => audit::run(&cli.data, command, out),
         #[cfg(feature = "kafka")]

@@ -362,7 +362,12 @@ impl CodeTables {
             path: path.display().to_string(),
             source,
         })?;
-        CodeTables::parse(&text, BUILTIN_PACKAGE)
+        CodeTables::with_mail_csv(&text)
+    }
+
+    /// [`CodeTables::with_mail_list`] from the list's text.
+    pub fn with_mail_csv(text: &str) -> Result<CodeTables, CodeTablesError> {
+        CodeTables::parse(text, BUILTIN_PACKAGE)
     }
 
     /// Parses both tables from their text. Each starts with a `# version: …` line and a header
