@@ -416,3 +416,85 @@ fn deliveries_that_keep_failing_are_set_aside_and_listed() {
     assert!(left.is_empty(), "{left:?}");
     assert!(receiver.deliveries().is_empty());
 }
+
+/// A subscription delivers only what its owner's token sees now: when a tokens reload
+/// (SIGHUP) takes the Mailer ID away, its deliveries stop.
+#[test]
+fn a_scope_taken_away_stops_deliveries() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let receiver = Receiver::start();
+    let (tokens_path, tokens) = tokens_file(
+        dir.path(),
+        &[("plant", "ingest"), ("acme", "mailer:123456")],
+    );
+    let (plant, acme) = (Some(tokens[0].as_str()), Some(tokens[1].as_str()));
+    let allow = format!("127.0.0.1:{}", receiver.port);
+    let server = Served::start(
+        &data,
+        &[
+            "--tokens",
+            tokens_path.to_str().unwrap(),
+            "--webhook-allow",
+            &allow,
+        ],
+    );
+    let request = json!({
+        "url": format!("http://127.0.0.1:{}/hook", receiver.port),
+        "secret": SECRET,
+        "mailer_ids": [123456],
+    });
+    let (status, made) = post(
+        &server.url("/v1/subscriptions"),
+        acme,
+        request.to_string().as_bytes(),
+        false,
+    );
+    assert_eq!(status, 201, "{made}");
+    let scan = |code: &str, hour: u32| {
+        format!(
+            "imb|scanDatetime|scanEventCode|scanFacilityZip\n\
+             0027012345678912345612345678901|2025-01-15T{hour:02}:00:00Z|{code}|94110\n"
+        )
+    };
+    assert_eq!(
+        post(
+            &server.url("/v1/scans"),
+            plant,
+            scan("893", 8).as_bytes(),
+            false
+        )
+        .0,
+        200
+    );
+    wait_for("the first change", || receiver.deliveries().len() == 1);
+    // acme now sees another Mailer ID only.
+    let text = std::fs::read_to_string(&tokens_path)
+        .unwrap()
+        .replace("mailer:123456", "mailer:654321");
+    std::fs::write(&tokens_path, text).unwrap();
+    let hup = Command::new("kill")
+        .args(["-HUP", &server.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(hup.success());
+    wait_for("the reload", || {
+        get(
+            &server.url("/v1/pieces/0027012345678912345612345678901"),
+            acme,
+        )
+        .0 == 404
+    });
+    assert_eq!(
+        post(
+            &server.url("/v1/scans"),
+            plant,
+            scan("918", 9).as_bytes(),
+            false
+        )
+        .0,
+        200
+    );
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    assert_eq!(receiver.deliveries().len(), 1);
+}

@@ -167,6 +167,7 @@ struct TokenEntry {
     scopes: Vec<String>,
 }
 
+#[derive(Clone)]
 struct Token {
     hash: [u8; 32],
     caller: Caller,
@@ -174,6 +175,7 @@ struct Token {
 
 /// The tokens a server accepts: SHA-256 hashes (tokens are random, so a fast hash is enough;
 /// the file never holds a usable secret), each with its caller.
+#[derive(Clone)]
 pub struct Tokens {
     tokens: Vec<Token>,
 }
@@ -282,6 +284,14 @@ impl Tokens {
     /// Whether there are none.
     pub fn is_empty(&self) -> bool {
         self.tokens.is_empty()
+    }
+
+    /// The caller of the token with this id, if the file has it.
+    pub fn caller(&self, id: &str) -> Option<&Caller> {
+        self.tokens
+            .iter()
+            .map(|t| &t.caller)
+            .find(|caller| caller.id == id)
     }
 
     /// The caller a bearer token stands for. Every entry is compared, in constant time, so the

@@ -287,6 +287,7 @@ impl Server {
                 config.webhooks.dir.display()
             )))?,
         );
+        webhooks.set_tokens(tokens.as_ref().map(|t| Arc::new(t.clone())));
         engine.watch(webhooks.clone());
         let listener = TcpListener::bind(config.listen)
             .await
@@ -497,7 +498,9 @@ async fn reload_tokens_on_hangup(state: Arc<api::AppState>, path: PathBuf) {
         match Tokens::load(&path) {
             Ok(loaded) => {
                 let count = loaded.len();
-                tokens.store(Arc::new(loaded));
+                let loaded = Arc::new(loaded);
+                state.webhooks.set_tokens(Some(loaded.clone()));
+                tokens.store(loaded);
                 metrics::counter!("imbtrack_token_reloads_total").increment(1);
                 tracing::info!("tokens reloaded from {}: {count} tokens", path.display());
             }

@@ -31,7 +31,7 @@ use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
 use crate::audit::{AuditEntry, AuditKey, AuditLog};
-use crate::auth::to_hex;
+use crate::auth::{to_hex, Tokens};
 
 /// How webhooks run.
 #[derive(Debug, Clone)]
@@ -237,6 +237,10 @@ pub struct Webhooks {
     audit_key: AuditKey,
     /// Drops pieces past their window from set-aside failures.
     longest_window_ms: i64,
+    /// The server's tokens (`None` without tokens: every caller is trusted): a subscription
+    /// delivers only the Mailer IDs its owner's token sees now, so a scope taken away by a
+    /// tokens reload stops its deliveries at once.
+    tokens: RwLock<Option<Arc<Tokens>>>,
 }
 
 type WebhookClient = hyper_util::client::legacy::Client<
@@ -270,6 +274,7 @@ impl Webhooks {
             audit,
             audit_key,
             longest_window_ms,
+            tokens: RwLock::new(None),
         };
         let mut active = Vec::new();
         for subscription in listed {
@@ -326,11 +331,34 @@ impl Webhooks {
         })
     }
 
+    /// Whether `subscription`'s owner may see `mailer_id` now.
+    fn owner_sees(&self, subscription: &Subscription, mailer_id: u32) -> bool {
+        let tokens = self.tokens.read().unwrap_or_else(|e| e.into_inner());
+        tokens.as_ref().is_none_or(|tokens| {
+            tokens
+                .caller(&subscription.owner)
+                .is_some_and(|caller| caller.sees(Some(mailer_id)))
+        })
+    }
+
+    /// Takes the server's tokens as they are now (at start, and at each reload).
+    pub fn set_tokens(&self, tokens: Option<Arc<Tokens>>) {
+        *self.tokens.write().unwrap_or_else(|e| e.into_inner()) = tokens;
+        self.refresh_wanted();
+    }
+
     fn refresh_wanted(&self) {
         let active = self.active.read().unwrap_or_else(|e| e.into_inner());
         let wanted = active
             .iter()
-            .flat_map(|a| a.subscription.mailer_ids.iter().copied())
+            .flat_map(|a| {
+                let subscription = &a.subscription;
+                subscription
+                    .mailer_ids
+                    .iter()
+                    .copied()
+                    .filter(|&mid| self.owner_sees(subscription, mid))
+            })
             .collect();
         *self.wanted.write().unwrap_or_else(|e| e.into_inner()) = wanted;
     }
@@ -746,7 +774,9 @@ impl StatusWatch for Webhooks {
                 let Some(mid) = change.piece.barcode.to_barcode().mailer_id() else {
                     continue;
                 };
-                if !target.subscription.mailer_ids.contains(&mid) {
+                if !target.subscription.mailer_ids.contains(&mid)
+                    || !self.owner_sees(&target.subscription, mid)
+                {
                     continue;
                 }
                 let Ok(delivery_id) = random_id() else {
