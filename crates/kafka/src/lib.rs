@@ -36,20 +36,27 @@ node.run(&AtomicBool::new(false));
 */
 #![deny(missing_docs)]
 
+#[cfg(feature = "client")]
 mod directory;
+#[cfg(feature = "client")]
 mod node;
+#[cfg(feature = "client")]
 mod produce;
 pub mod wire;
 
+#[cfg(feature = "client")]
 pub use crate::directory::{
     ensure_members_topic, members_topic, members_topic_command, sign_member, verify_member,
     Directory, Member, MemberPublisher, Owner, MEMBER_TTL,
 };
+#[cfg(feature = "client")]
 pub use crate::node::{source_name, Node, NodeConfig, NodeStats};
+#[cfg(feature = "client")]
 pub use crate::produce::ScanProducer;
 pub use crate::wire::partition_for;
 
 /// A Kafka operation that failed.
+#[cfg(feature = "client")]
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum KafkaNodeError {
