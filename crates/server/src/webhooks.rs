@@ -413,7 +413,12 @@ impl Webhooks {
         let Some(removed) = removed else {
             return Ok(false);
         };
-        removed.deleted.store(true, Ordering::SeqCst);
+        {
+            // Under the outbox's lock: a delivery finishing now either wrote its mark before
+            // the files go, or sees the subscription deleted and writes nothing.
+            let _outbox = removed.outbox.lock().unwrap_or_else(|e| e.into_inner());
+            removed.deleted.store(true, Ordering::SeqCst);
+        }
         removed.wake.notify_one();
         self.save_list()?;
         self.refresh_wanted();
@@ -568,7 +573,7 @@ impl Webhooks {
                          attempts: {why}",
                         delivery.delivery_id
                     );
-                    if let Err(e) = self.set_aside(&id, &delivery, attempts, &why) {
+                    if let Err(e) = self.set_aside(&target, &delivery, attempts, &why) {
                         tracing::error!("webhooks: recording a failed delivery: {e}");
                     }
                 }
@@ -666,6 +671,10 @@ impl Webhooks {
     fn mark_done(&self, target: &Active, seq: u64) -> io::Result<()> {
         let id = &target.subscription.id;
         let mut outbox = target.outbox.lock().unwrap_or_else(|e| e.into_inner());
+        // Deleted while this delivery was under way: its files are gone and stay gone.
+        if target.deleted.load(Ordering::SeqCst) {
+            return Ok(());
+        }
         if outbox.pending.front().is_some_and(|d| d.seq == seq) {
             outbox.pending.pop_front();
         }
@@ -680,8 +689,19 @@ impl Webhooks {
 
     /// Keeps a delivery set aside (at most the newest 1,000 a subscription, none of them about
     /// a piece past its retention window).
-    fn set_aside(&self, id: &str, delivery: &Delivery, attempts: u32, why: &str) -> io::Result<()> {
-        let path = self.path(id, "failures.jsonl");
+    fn set_aside(
+        &self,
+        target: &Active,
+        delivery: &Delivery,
+        attempts: u32,
+        why: &str,
+    ) -> io::Result<()> {
+        // As in `mark_done`: nothing is written for a subscription deleted meanwhile.
+        let _outbox = target.outbox.lock().unwrap_or_else(|e| e.into_inner());
+        if target.deleted.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        let path = self.path(&target.subscription.id, "failures.jsonl");
         let mut failures = read_failures(&path)?;
         let oldest = format_utc(Clock::System.now_ms() - self.longest_window_ms);
         failures.retain(|f| f.failed_at >= oldest);
