@@ -373,6 +373,32 @@ mod tests {
         );
     }
 
+    /// Every code of both shipped tables, alone on a piece: the piece has the code's status
+    /// (never UNKNOWN), a logical delivery only from 517, an expected day only from a
+    /// stop-the-clock code.
+    #[test]
+    fn every_code_class_gives_its_status() {
+        let codes = CodeTables::builtin();
+        let imb = Barcode::Imb(Imb::new("00270123456789123456", "").unwrap());
+        for (code, entry) in codes.mail_codes() {
+            let piece = piece_status(&[scan(&imb, wednesday(12), code.as_str())], &codes).unwrap();
+            assert_eq!(piece.status, entry.status, "mail {}", code.as_str());
+            assert_ne!(piece.status, Status::Unknown);
+            assert_eq!(
+                piece.logical,
+                code.as_str() == "517",
+                "mail {}",
+                code.as_str()
+            );
+            assert_eq!(piece.expected_delivery.is_some(), entry.stop_the_clock);
+        }
+        let impb = Barcode::Impb(Impb::parse("9405803699300124287899").unwrap());
+        for (code, entry) in codes.package_codes() {
+            let piece = piece_status(&[scan(&impb, wednesday(12), code.as_str())], &codes).unwrap();
+            assert_eq!(piece.status, entry.status, "package {}", code.as_str());
+        }
+    }
+
     #[test]
     fn unknown_codes_only_and_no_scans() {
         let codes = CodeTables::builtin();

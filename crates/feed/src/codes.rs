@@ -491,6 +491,16 @@ impl CodeTables {
         found.unwrap_or(CodeInfo::Unknown)
     }
 
+    /// Every mail op code with its entry (in no order).
+    pub fn mail_codes(&self) -> impl Iterator<Item = (EventCode, &MailOpCode)> {
+        self.mail.iter().map(|(code, entry)| (*code, entry))
+    }
+
+    /// Every package event code with its entry (in no order).
+    pub fn package_codes(&self) -> impl Iterator<Item = (EventCode, &PackageEvent)> {
+        self.package.iter().map(|(code, entry)| (*code, entry))
+    }
+
     /// Number of (mail, package) codes.
     pub fn len(&self) -> (usize, usize) {
         (self.mail.len(), self.package.len())
