@@ -58,18 +58,24 @@ pub enum HandlingEventType {
 impl HandlingEventType {
     /// Reads a feed's scan type code or description.
     pub fn parse(text: &[u8]) -> HandlingEventType {
+        // Asked for every record: compared in place, never copied.
         let text = text.trim_ascii();
+        let is = |code: &[u8]| text.eq_ignore_ascii_case(code);
         let starts = |prefix: &[u8]| {
             text.len() >= prefix.len() && text[..prefix.len()].eq_ignore_ascii_case(prefix)
         };
-        match text.to_ascii_uppercase().as_slice() {
-            b"A" | b"P" => HandlingEventType::Physical,
-            b"AA" => HandlingEventType::Assumed,
-            b"L" | b"AL" => HandlingEventType::Logical,
-            _ if starts(b"ASSUMED LOGICAL") || starts(b"LOGICAL") => HandlingEventType::Logical,
-            _ if starts(b"ASSUMED") => HandlingEventType::Assumed,
-            _ if starts(b"ACTUAL") || starts(b"PHYSICAL") => HandlingEventType::Physical,
-            _ => HandlingEventType::Unknown,
+        if is(b"A") || is(b"P") {
+            HandlingEventType::Physical
+        } else if is(b"AA") {
+            HandlingEventType::Assumed
+        } else if is(b"L") || is(b"AL") || starts(b"ASSUMED LOGICAL") || starts(b"LOGICAL") {
+            HandlingEventType::Logical
+        } else if starts(b"ASSUMED") {
+            HandlingEventType::Assumed
+        } else if starts(b"ACTUAL") || starts(b"PHYSICAL") {
+            HandlingEventType::Physical
+        } else {
+            HandlingEventType::Unknown
         }
     }
 
