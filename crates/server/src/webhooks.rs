@@ -125,13 +125,36 @@ pub fn check_destination(url: &str, allow: &[String]) -> Result<(), DestinationE
 }
 
 /// One delivery waiting in an outbox.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone)]
 struct Delivery {
     seq: u64,
     delivery_id: String,
-    /// The JSON body, as sent.
-    body: String,
     enqueued_ms: i64,
+    /// The JSON body, exactly as it is sent (and signed).
+    body: String,
+}
+
+/// A delivery as a line of its outbox file: the body kept as the JSON it is (not escaped into
+/// a string), so writing it costs a copy and reading it one parse.
+#[derive(Deserialize)]
+struct OutboxLine {
+    seq: u64,
+    delivery_id: String,
+    enqueued_ms: i64,
+    body: Box<serde_json::value::RawValue>,
+}
+
+impl Delivery {
+    /// Its outbox line, newline included. The id is ours (hex and digits), the body JSON we
+    /// wrote: neither needs escaping.
+    fn line(&self, out: &mut Vec<u8>) {
+        use std::io::Write as _;
+        let _ = write!(
+            out,
+            "{{\"seq\":{},\"delivery_id\":\"{}\",\"enqueued_ms\":{},\"body\":{}}}\n",
+            self.seq, self.delivery_id, self.enqueued_ms, self.body
+        );
+    }
 }
 
 /// A delivery set aside after a day of failed attempts.
@@ -237,6 +260,10 @@ pub struct Webhooks {
     audit_key: AuditKey,
     /// Drops pieces past their window from set-aside failures.
     longest_window_ms: i64,
+    /// Delivery ids are this random prefix (one a process) and a count: unique without a
+    /// system call each.
+    id_prefix: String,
+    next_delivery: AtomicU64,
     /// The server's tokens (`None` without tokens: every caller is trusted): a subscription
     /// delivers only the Mailer IDs its owner's token sees now, so a scope taken away by a
     /// tokens reload stops its deliveries at once.
@@ -274,6 +301,8 @@ impl Webhooks {
             audit,
             audit_key,
             longest_window_ms,
+            id_prefix: random_id()?,
+            next_delivery: AtomicU64::new(1),
             tokens: RwLock::new(None),
         };
         let mut active = Vec::new();
@@ -303,8 +332,14 @@ impl Webhooks {
         if let Ok(file) = File::open(&outbox_path) {
             for line in io::BufReader::new(file).lines() {
                 // A line torn by a crash mid-write is the last one: it was never acknowledged.
-                let Ok(delivery) = serde_json::from_str::<Delivery>(&line?) else {
+                let Ok(stored) = serde_json::from_str::<OutboxLine>(&line?) else {
                     continue;
+                };
+                let delivery = Delivery {
+                    seq: stored.seq,
+                    delivery_id: stored.delivery_id,
+                    enqueued_ms: stored.enqueued_ms,
+                    body: stored.body.get().to_string(),
                 };
                 next_seq = next_seq.max(delivery.seq + 1);
                 if delivery.seq > done {
@@ -455,7 +490,7 @@ impl Webhooks {
         let Some(target) = active.iter().find(|a| a.subscription.id == id) else {
             return Ok(None);
         };
-        let delivery_id = random_id()?;
+        let delivery_id = self.delivery_id();
         let body = serde_json::json!({
             "delivery_id": delivery_id,
             "test": true,
@@ -464,6 +499,12 @@ impl Webhooks {
         });
         self.enqueue(target, vec![(delivery_id.clone(), body.to_string())])?;
         Ok(Some(delivery_id))
+    }
+
+    /// A new delivery id.
+    fn delivery_id(&self) -> String {
+        let n = self.next_delivery.fetch_add(1, Ordering::Relaxed);
+        format!("{}-{n}", self.id_prefix)
     }
 
     /// The deliveries of `id` set aside.
@@ -487,8 +528,7 @@ impl Webhooks {
                 enqueued_ms: now,
             };
             outbox.next_seq += 1;
-            serde_json::to_writer(&mut lines, &delivery).map_err(io::Error::other)?;
-            lines.push(b'\n');
+            delivery.line(&mut lines);
             outbox.pending.push_back(delivery);
         }
         outbox.file.write_all(&lines)?;
@@ -724,20 +764,35 @@ impl Webhooks {
     /// The delivery body of a status change (see `docs/http-api.md`).
     fn body(delivery_id: &str, mailer_id: u32, change: &StatusChange) -> String {
         let piece = &change.piece;
-        serde_json::json!({
-            "delivery_id": delivery_id,
-            "barcode": piece.barcode.to_barcode().to_string(),
-            "mailer_id": mailer_id_text(mailer_id),
-            "class": piece.class.as_str(),
-            "status": piece.status.as_str(),
-            "logical": piece.logical,
-            "previous_status": change.previous.map(|s| s.as_str()),
-            "status_time": format_utc(piece.status_time_ms),
-            "expected_delivery": piece.expected_delivery.map(format_date),
-            "event": piece.events.first(),
-        })
-        .to_string()
+        let body = ChangeBody {
+            delivery_id,
+            barcode: piece.barcode.to_barcode().to_string(),
+            mailer_id: mailer_id_text(mailer_id),
+            class: piece.class.as_str(),
+            status: piece.status.as_str(),
+            logical: piece.logical,
+            previous_status: change.previous.map(|s| s.as_str()),
+            status_time: format_utc(piece.status_time_ms),
+            expected_delivery: piece.expected_delivery.map(format_date),
+            event: piece.events.first(),
+        };
+        serde_json::to_string(&body).unwrap_or_default()
     }
+}
+
+/// What a status change's delivery says, written straight to JSON.
+#[derive(Serialize)]
+struct ChangeBody<'a> {
+    delivery_id: &'a str,
+    barcode: String,
+    mailer_id: String,
+    class: &'static str,
+    status: &'static str,
+    logical: bool,
+    previous_status: Option<&'static str>,
+    status_time: String,
+    expected_delivery: Option<String>,
+    event: Option<&'a imbtrack_engine::EventView>,
 }
 
 fn view(active: &Active) -> SubscriptionView {
@@ -799,9 +854,7 @@ impl StatusWatch for Webhooks {
                 {
                     continue;
                 }
-                let Ok(delivery_id) = random_id() else {
-                    continue;
-                };
+                let delivery_id = self.delivery_id();
                 let body = Webhooks::body(&delivery_id, mid, change);
                 bodies.push((delivery_id, body));
             }
@@ -848,6 +901,25 @@ mod tests {
             assert!(error.contains(why), "{bad}: {error}");
         }
         assert!(check_destination("http://127.0.0.1:9000/", &[]).is_err());
+    }
+
+    #[test]
+    fn an_outbox_line_reads_back_to_its_delivery_byte_for_byte() {
+        let delivery = Delivery {
+            seq: 42,
+            delivery_id: "9c1e4b7a02d35f86-7".into(),
+            enqueued_ms: 1_700_000_000_000,
+            body: r#"{"barcode":"0027","event":{"facility_name":"A \"B\" \\ C"},"n":null}"#.into(),
+        };
+        let mut line = Vec::new();
+        delivery.line(&mut line);
+        assert_eq!(line.iter().filter(|&&b| b == b'\n').count(), 1);
+        let stored: OutboxLine = serde_json::from_slice(&line).unwrap();
+        assert_eq!(
+            (stored.seq, stored.delivery_id.as_str(), stored.enqueued_ms),
+            (42, "9c1e4b7a02d35f86-7", 1_700_000_000_000)
+        );
+        assert_eq!(stored.body.get(), delivery.body);
     }
 
     #[test]
