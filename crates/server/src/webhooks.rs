@@ -149,9 +149,9 @@ impl Delivery {
     /// wrote: neither needs escaping.
     fn line(&self, out: &mut Vec<u8>) {
         use std::io::Write as _;
-        let _ = write!(
+        let _ = writeln!(
             out,
-            "{{\"seq\":{},\"delivery_id\":\"{}\",\"enqueued_ms\":{},\"body\":{}}}\n",
+            "{{\"seq\":{},\"delivery_id\":\"{}\",\"enqueued_ms\":{},\"body\":{}}}",
             self.seq, self.delivery_id, self.enqueued_ms, self.body
         );
     }
