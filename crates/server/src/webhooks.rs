@@ -517,8 +517,9 @@ impl Webhooks {
     fn enqueue(&self, target: &Active, bodies: Vec<(String, String)>) -> io::Result<()> {
         let mut outbox = target.outbox.lock().unwrap_or_else(|e| e.into_inner());
         let room = self.config.max_pending.saturating_sub(outbox.pending.len());
-        let dropped = bodies.len().saturating_sub(room);
+        let full = bodies.len().saturating_sub(room);
         let mut lines = Vec::new();
+        let mut made = Vec::with_capacity(bodies.len().min(room));
         let now = Clock::System.now_ms();
         for (delivery_id, body) in bodies.into_iter().take(room) {
             let delivery = Delivery {
@@ -529,26 +530,35 @@ impl Webhooks {
             };
             outbox.next_seq += 1;
             delivery.line(&mut lines);
-            outbox.pending.push_back(delivery);
+            made.push(delivery);
         }
-        outbox.file.write_all(&lines)?;
-        outbox.file.sync_data()?;
+        // Only what is durable is queued: an outbox that cannot be written (a full disk) loses
+        // these deliveries, counted and logged like a full one's.
+        let written = outbox
+            .file
+            .write_all(&lines)
+            .and_then(|()| outbox.file.sync_data());
+        let unwritten = if written.is_ok() { 0 } else { made.len() };
+        if written.is_ok() {
+            outbox.pending.extend(made);
+        }
         let id = target.subscription.id.clone();
         metrics::gauge!("imbtrack_webhook_outbox_depth", "subscription" => id.clone())
             .set(outbox.pending.len() as f64);
+        let dropped = full + unwritten;
         if dropped > 0 {
             target.dropped.fetch_add(dropped as u64, Ordering::Relaxed);
             metrics::counter!("imbtrack_webhook_dropped_total", "subscription" => id.clone())
                 .increment(dropped as u64);
-            tracing::warn!(
-                "webhooks: subscription {id}'s outbox is full ({} waiting): {dropped} \
-                 deliveries dropped",
+            tracing::error!(
+                "webhooks: subscription {id}: {dropped} deliveries dropped ({full} for a full \
+                 outbox, {} waiting; {unwritten} for an outbox that could not be written)",
                 outbox.pending.len()
             );
         }
         drop(outbox);
         target.wake.notify_one();
-        Ok(())
+        written
     }
 
     /// Starts the delivery tasks of every subscription (on the current tokio runtime).
@@ -920,6 +930,34 @@ mod tests {
             (42, "9c1e4b7a02d35f86-7", 1_700_000_000_000)
         );
         assert_eq!(stored.body.get(), delivery.body);
+    }
+
+    /// A full disk refuses the outbox's write: the deliveries are counted dropped, and none
+    /// waits in memory as if it were durable.
+    #[test]
+    fn an_outbox_that_cannot_be_written_counts_its_deliveries_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let audit = Arc::new(AuditLog::open(&dir.path().join("audit.jsonl"), 30).unwrap());
+        let key = AuditKey::load_or_create(&dir.path().join("audit.key")).unwrap();
+        let config = WebhookConfig::new(dir.path().join("webhooks"));
+        let webhooks = Webhooks::open(config, audit, key, 30 * 86_400_000).unwrap();
+        let mut active = webhooks
+            .load(Subscription {
+                id: "s".into(),
+                url: "http://127.0.0.1:9/".into(),
+                secret: "0123456789abcdef".into(),
+                mailer_ids: vec![123456],
+                owner: "ops".into(),
+                created: String::new(),
+            })
+            .unwrap();
+        // A handle that refuses writes stands for the full disk.
+        active.outbox.get_mut().unwrap().file =
+            File::open(webhooks.path("s", "outbox.jsonl")).unwrap();
+        let bodies = vec![("d-1".to_string(), "{}".to_string()); 3];
+        assert!(webhooks.enqueue(&active, bodies).is_err());
+        assert_eq!(active.dropped.load(Ordering::Relaxed), 3);
+        assert!(active.outbox.lock().unwrap().pending.is_empty());
     }
 
     #[test]
