@@ -372,6 +372,29 @@ fn deliveries_that_keep_failing_are_set_aside_and_listed() {
     );
     assert_eq!(status, 201, "{made}");
     let id = made["id"].as_str().unwrap();
+    // A token holds at most 100 subscriptions.
+    for made in 1..=100 {
+        let (status, body) = post(
+            &server.url("/v1/subscriptions"),
+            admin,
+            request.to_string().as_bytes(),
+            false,
+        );
+        let expected = if made < 100 { 201 } else { 429 };
+        assert_eq!(status, expected, "{made}: {body}");
+    }
+    let too_many =
+        json!({"url": request["url"], "secret": SECRET, "mailer_ids": vec![123456; 1001]});
+    let refused = post(
+        &server.url("/v1/subscriptions"),
+        admin,
+        too_many.to_string().as_bytes(),
+        false,
+    );
+    assert_eq!(
+        (refused.0, refused.1["error"]["code"].as_str()),
+        (400, Some("bad_mailer_id"))
+    );
     let feed = b"imb|scanDatetime|scanEventCode|scanFacilityZip\n\
         0027012345678912345612345678901|2025-01-15T10:00:00-05:00|918|94110\n\
         0027012345678912345712345678901|2025-01-15T10:00:00-05:00|517|94110\n";

@@ -18,6 +18,11 @@ use crate::webhooks::{check_destination, Subscription, SubscriptionView};
 /// Shortest secret taken: deliveries are signed with it.
 const SECRET_MIN_LEN: usize = 16;
 
+/// Most subscriptions one token may hold, and most Mailer IDs one may name: each subscription
+/// is a task, files and a queue, so a token must not make them without bound.
+const SUBSCRIPTIONS_PER_OWNER: usize = 100;
+const MAILER_IDS_PER_SUBSCRIPTION: usize = 1_000;
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct NewSubscription {
@@ -70,10 +75,23 @@ pub(super) async fn create_subscription(
             format!("the secret must be at least {SECRET_MIN_LEN} characters"),
         ));
     }
-    if wanted.mailer_ids.is_empty() {
+    if wanted.mailer_ids.is_empty() || wanted.mailer_ids.len() > MAILER_IDS_PER_SUBSCRIPTION {
         return Err(ApiError::bad_request(
             "bad_mailer_id",
-            "mailer_ids must name at least one Mailer ID",
+            format!("mailer_ids must name 1 to {MAILER_IDS_PER_SUBSCRIPTION} Mailer IDs"),
+        ));
+    }
+    let held = state
+        .webhooks
+        .list()
+        .iter()
+        .filter(|(subscription, _)| subscription.owner == caller.id)
+        .count();
+    if held >= SUBSCRIPTIONS_PER_OWNER {
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_subscriptions",
+            format!("this token holds {held} subscriptions, the most it may; delete one first"),
         ));
     }
     let mut mids = Vec::new();
