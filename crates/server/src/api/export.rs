@@ -11,10 +11,10 @@ use axum::response::{IntoResponse, Response};
 use imbtrack_engine::ExportFormat;
 
 use super::error::{internal, ApiError};
-use super::params::{parse_day, query_params};
+use super::mailers::MailerDay;
 use super::peers::{ask_others_raw, owned_here};
 use super::{noted, require_lookups, AuditNote, Shared};
-use crate::auth::{parse_mailer_id, Caller};
+use crate::auth::Caller;
 
 /// Writes into the response body as it goes: each write is a chunk sent to the client, and
 /// a client that went away ends the export (the write fails).
@@ -41,29 +41,23 @@ pub(super) async fn mailer_scans(
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
     require_lookups(&caller)?;
-    let Path(mid_text) = path?;
-    let params = query_params(query.as_deref(), &["date", "format"])?;
-    let mid = parse_mailer_id(&mid_text).map_err(|e| ApiError::bad_request("bad_mailer_id", e))?;
-    let (day, date) = parse_day(&params)?;
-    let format_text = params.get("format").map_or("csv", String::as_str);
+    let asked = MailerDay::parse(path, query.as_deref(), &["format"])?;
+    let (mid, day) = (asked.mid, asked.day);
+    let format_text = asked.params.get("format").map_or("csv", String::as_str);
     let format = ExportFormat::parse(format_text).ok_or_else(|| {
         ApiError::bad_request(
             "bad_query",
             format!("format {format_text:?} is not csv or jsonl"),
         )
     })?;
-    let key = format!("mailer scans {mid_text} {date}");
-    if !caller.sees(Some(mid)) {
-        let error = ApiError::not_found(format!("no pieces of Mailer ID {mid_text} on {date}"));
-        let note = AuditNote {
-            key: Some(key),
-            ..AuditNote::default()
-        };
-        return Ok(noted(error.into_response(), note));
+    let key = format!("mailer scans {} {}", asked.mid_text, asked.date);
+    if let Some(refused) = asked.refused(&caller, &key) {
+        return Ok(refused);
     }
     // The other nodes' shares first: a missing one fails the request before a byte is sent.
     let path = format!(
-        "/v1/mailers/{mid_text}/scans?{}",
+        "/v1/mailers/{}/scans?{}",
+        asked.mid_text,
         query.as_deref().unwrap_or("")
     );
     let others = ask_others_raw(&state, &caller, &headers, &path).await?;

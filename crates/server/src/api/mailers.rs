@@ -153,6 +153,60 @@ fn merge_summary(into: &mut serde_json::Value, other: &serde_json::Value) {
     into["stale"]["listed"] = json!(listed);
 }
 
+/// A request about a Mailer ID's day (`/v1/mailers/{mid}/…?date=YYYY-MM-DD`), checked.
+pub(super) struct MailerDay {
+    pub mid: u32,
+    /// The Mailer ID as the path gave it.
+    pub mid_text: String,
+    /// Days since the epoch, and as the query gave it.
+    pub day: i64,
+    pub date: String,
+    /// Every query parameter (`date` and the route's `extra` ones).
+    pub params: BTreeMap<String, String>,
+}
+
+impl MailerDay {
+    /// Parses the Mailer ID and `date`, allowing the route's `extra` query parameters.
+    pub(super) fn parse(
+        path: Result<Path<String>, PathRejection>,
+        query: Option<&str>,
+        extra: &[&str],
+    ) -> Result<MailerDay, ApiError> {
+        let Path(mid_text) = path?;
+        let known: Vec<&str> = std::iter::once("date")
+            .chain(extra.iter().copied())
+            .collect();
+        let params = query_params(query, &known)?;
+        let mid =
+            parse_mailer_id(&mid_text).map_err(|e| ApiError::bad_request("bad_mailer_id", e))?;
+        let (day, date) = parse_day(&params)?;
+        Ok(MailerDay {
+            mid,
+            mid_text,
+            day,
+            date,
+            params,
+        })
+    }
+
+    /// For a caller who may not see this Mailer ID, the answer (404, exactly as for a Mailer ID
+    /// with no pieces that day), audited under `key`; `None` for one who may.
+    pub(super) fn refused(&self, caller: &Caller, key: &str) -> Option<Response> {
+        if caller.sees(Some(self.mid)) {
+            return None;
+        }
+        let error = ApiError::not_found(format!(
+            "no pieces of Mailer ID {} on {}",
+            self.mid_text, self.date
+        ));
+        let note = AuditNote {
+            key: Some(key.to_string()),
+            ..AuditNote::default()
+        };
+        Some(noted(error.into_response(), note))
+    }
+}
+
 pub(super) async fn mailer_summary(
     State(state): Shared,
     Extension(caller): Extension<Caller>,
@@ -161,19 +215,13 @@ pub(super) async fn mailer_summary(
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
     require_lookups(&caller)?;
-    let Path(mid_text) = path?;
-    let params = query_params(query.as_deref(), &["date", "stale_hours"])?;
-    let mid = parse_mailer_id(&mid_text).map_err(|e| ApiError::bad_request("bad_mailer_id", e))?;
-    let (day, date) = parse_day(&params)?;
-    let stale_hours = parse_count(&params, "stale_hours", 24, 24 * 90)?;
+    let asked = MailerDay::parse(path, query.as_deref(), &["stale_hours"])?;
+    let (mid, day) = (asked.mid, asked.day);
+    let (mid_text, date) = (&asked.mid_text, &asked.date);
+    let stale_hours = parse_count(&asked.params, "stale_hours", 24, 24 * 90)?;
     let key = format!("mailer {mid_text} {date}");
-    if !caller.sees(Some(mid)) {
-        let error = ApiError::not_found(format!("no pieces of Mailer ID {mid_text} on {date}"));
-        let note = AuditNote {
-            key: Some(key),
-            ..AuditNote::default()
-        };
-        return Ok(noted(error.into_response(), note));
+    if let Some(refused) = asked.refused(&caller, &key) {
+        return Ok(refused);
     }
     let engine = state.engine.clone();
     let peers = state.peers.clone();
