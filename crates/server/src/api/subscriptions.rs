@@ -1,6 +1,8 @@
 //! `/v1/subscriptions`: mailers' status-change webhooks ([`crate::webhooks`]). A mailer token
 //! subscribes only its own Mailer IDs and sees only its own subscriptions; an admin any.
 
+use std::sync::Arc;
+
 use axum::body::Bytes;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Extension, Path, State};
@@ -13,7 +15,7 @@ use super::error::{internal, ApiError};
 use super::params::parse_json;
 use super::{json_response, noted, require_lookups, AuditNote, Shared};
 use crate::auth::{parse_mailer_id, Caller};
-use crate::webhooks::{check_destination, Subscription, SubscriptionView};
+use crate::webhooks::{check_destination, Subscription, SubscriptionView, Webhooks};
 
 /// Shortest secret taken: deliveries are signed with it.
 const SECRET_MIN_LEN: usize = 16;
@@ -48,6 +50,18 @@ fn manages(caller: &Caller, subscription: &Subscription) -> bool {
 
 fn not_found(id: &str) -> ApiError {
     ApiError::not_found(format!("no subscription {id:?}"))
+}
+
+/// Runs `change` (it writes and fsyncs files) on the blocking pool, not on an async worker.
+async fn off_the_async_threads<T: Send + 'static>(
+    state: &super::AppState,
+    change: impl FnOnce(&Arc<Webhooks>) -> std::io::Result<T> + Send + 'static,
+) -> Result<T, ApiError> {
+    let webhooks = state.webhooks.clone();
+    tokio::task::spawn_blocking(move || change(&webhooks))
+        .await
+        .map_err(internal)?
+        .map_err(internal)
 }
 
 fn noted_key(response: Response, key: String) -> Response {
@@ -108,14 +122,11 @@ pub(super) async fn create_subscription(
             mids.push(mid);
         }
     }
-    let webhooks = state.webhooks.clone();
     let owner = caller.id.clone();
-    let made = tokio::task::spawn_blocking(move || {
+    let made = off_the_async_threads(&state, move |webhooks| {
         webhooks.subscribe(&wanted.url, &wanted.secret, mids, &owner)
     })
-    .await
-    .map_err(internal)?
-    .map_err(internal)?;
+    .await?;
     let view = state.webhooks.get(&made.id).map(|(_, view)| view);
     let key = format!("subscription {} created", made.id);
     let response = (StatusCode::CREATED, json_response(&view)).into_response();
@@ -159,11 +170,8 @@ pub(super) async fn delete_subscription(
     require_lookups(&caller)?;
     let Path(id) = path?;
     managed(&state, &caller, &id)?;
-    let (webhooks, gone) = (state.webhooks.clone(), id.clone());
-    tokio::task::spawn_blocking(move || webhooks.unsubscribe(&gone))
-        .await
-        .map_err(internal)?
-        .map_err(internal)?;
+    let gone = id.clone();
+    off_the_async_threads(&state, move |webhooks| webhooks.unsubscribe(&gone)).await?;
     Ok(noted_key(
         StatusCode::NO_CONTENT.into_response(),
         format!("subscription {id} deleted"),
@@ -184,11 +192,9 @@ pub(super) async fn test_subscription(
         )));
     };
     managed(&state, &caller, id)?;
-    let (webhooks, tested) = (state.webhooks.clone(), id.to_string());
-    let delivery_id = tokio::task::spawn_blocking(move || webhooks.test(&tested))
-        .await
-        .map_err(internal)?
-        .map_err(internal)?
+    let tested = id.to_string();
+    let delivery_id = off_the_async_threads(&state, move |webhooks| webhooks.test(&tested))
+        .await?
         .ok_or_else(|| not_found(id))?;
     let response = (
         StatusCode::ACCEPTED,
