@@ -76,6 +76,22 @@ pub fn parse_mailer_id(text: &str) -> Option<u32> {
     valid.then(|| text.parse().ok()).flatten()
 }
 
+/// How many digits a Mailer ID is written with: 9 for the 9-digit ones (from 900000000 up), 6
+/// for the others.
+pub fn mailer_id_digits(mailer_id: u32) -> usize {
+    if mailer_id >= 900_000_000 {
+        9
+    } else {
+        6
+    }
+}
+
+/// A Mailer ID as written: 6 digits, leading zeros kept, or 9 ([`parse_mailer_id`] reads it
+/// back).
+pub fn format_mailer_id(mailer_id: u32) -> String {
+    format!("{mailer_id:0width$}", width = mailer_id_digits(mailer_id))
+}
+
 impl Barcode {
     /// Recognises the form of `input` and parses it:
     /// - 65 bar letters → IMb (decoded as printed or upside down, never repaired);
@@ -255,7 +271,7 @@ impl BarcodeKey {
             KIND_IMCB => {
                 let mailer_id = body >> IMCB_SERIAL_BITS;
                 let mut text = [0u8; 18];
-                let mailer_id_len = if mailer_id >= 900_000_000 { 9 } else { 6 };
+                let mailer_id_len = mailer_id_digits(u32::try_from(mailer_id).ok()?);
                 write_decimal(&mut text[..mailer_id_len], mailer_id)?;
                 for (i, slot) in text[mailer_id_len..].iter_mut().enumerate() {
                     *slot = serial_char((body >> (6 * (11 - i)) & 0x3F) as u8)?;
@@ -394,5 +410,9 @@ mod tests {
         assert_eq!(parse_mailer_id("939744"), None);
         assert_eq!(parse_mailer_id("000839744"), None);
         assert_eq!(parse_mailer_id("83974"), None);
+        // Written back as read: leading zeros kept on 6 digits.
+        for text in ["000123", "839744", "901234567"] {
+            assert_eq!(format_mailer_id(parse_mailer_id(text).unwrap()), text);
+        }
     }
 }

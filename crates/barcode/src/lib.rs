@@ -61,4 +61,6 @@ pub use crate::imb::{
 };
 pub use crate::imcb::Imcb;
 pub use crate::impb::{mod10_check_digit, Impb, TRACKING_LENGTHS};
-pub use crate::key::{parse_mailer_id, Barcode, BarcodeKey, BarcodeKind};
+pub use crate::key::{
+    format_mailer_id, mailer_id_digits, parse_mailer_id, Barcode, BarcodeKey, BarcodeKind,
+};

@@ -23,6 +23,10 @@ pub struct StatusChange {
 
 /// Who hears of status changes.
 pub trait StatusWatch: Send + Sync {
+    /// Whether any Mailer ID's changes are wanted: when none is, an append reads no scan's
+    /// Mailer ID at all.
+    fn wants_any(&self) -> bool;
+
     /// Whether changes of this Mailer ID's pieces are wanted (asked for every scan appended:
     /// keep it cheap).
     fn wants(&self, mailer_id: u32) -> bool;
@@ -49,7 +53,8 @@ impl Engine {
             .watch
             .read()
             .unwrap_or_else(|e| e.into_inner())
-            .clone()?;
+            .clone()
+            .filter(|watch| watch.wants_any())?;
         let mut pieces: Vec<BarcodeKey> = Vec::new();
         let mut seen = std::collections::HashSet::new();
         for event in events {

@@ -167,7 +167,6 @@ struct TokenEntry {
     scopes: Vec<String>,
 }
 
-#[derive(Clone)]
 struct Token {
     hash: [u8; 32],
     caller: Caller,
@@ -175,7 +174,6 @@ struct Token {
 
 /// The tokens a server accepts: SHA-256 hashes (tokens are random, so a fast hash is enough;
 /// the file never holds a usable secret), each with its caller.
-#[derive(Clone)]
 pub struct Tokens {
     tokens: Vec<Token>,
 }

@@ -287,14 +287,15 @@ impl Server {
                 config.webhooks.dir.display()
             )))?,
         );
-        webhooks.set_tokens(tokens.as_ref().map(|t| Arc::new(t.clone())));
+        let tokens = tokens.map(Arc::new);
+        webhooks.set_tokens(tokens.clone());
         engine.watch(webhooks.clone());
         let listener = TcpListener::bind(config.listen)
             .await
             .map_err(io_error(format!("binding {}", config.listen)))?;
         let state = Arc::new(api::AppState {
             engine,
-            tokens: tokens.map(arc_swap::ArcSwap::from_pointee),
+            tokens: tokens.map(arc_swap::ArcSwap::new),
             audit,
             webhooks,
             limits: config.limits.clone(),

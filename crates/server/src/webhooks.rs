@@ -25,6 +25,7 @@ use std::time::Duration;
 
 use axum::body::Bytes;
 use hmac::{Hmac, Mac};
+use imbtrack_barcode::format_mailer_id;
 use imbtrack_engine::{format_date, Clock, StatusChange, StatusWatch};
 use imbtrack_feed::time::format_utc;
 use serde::{Deserialize, Serialize};
@@ -211,15 +212,6 @@ pub struct SubscriptionView {
     pub failed: u64,
     /// Deliveries dropped because the outbox was full, since the server started.
     pub dropped: u64,
-}
-
-/// The Mailer ID as written: 6 digits, or 9.
-fn mailer_id_text(mid: u32) -> String {
-    if mid >= 900_000_000 {
-        mid.to_string()
-    } else {
-        format!("{mid:06}")
-    }
 }
 
 /// A random id: 16 hex digits.
@@ -777,7 +769,7 @@ impl Webhooks {
         let body = ChangeBody {
             delivery_id,
             barcode: piece.barcode.to_barcode().to_string(),
-            mailer_id: mailer_id_text(mailer_id),
+            mailer_id: format_mailer_id(mailer_id),
             class: piece.class.as_str(),
             status: piece.status.as_str(),
             logical: piece.logical,
@@ -813,7 +805,7 @@ fn view(active: &Active) -> SubscriptionView {
         mailer_ids: subscription
             .mailer_ids
             .iter()
-            .map(|&m| mailer_id_text(m))
+            .map(|&m| format_mailer_id(m))
             .collect(),
         owner: subscription.owner.clone(),
         created: subscription.created.clone(),
@@ -840,6 +832,10 @@ fn read_failures(path: &Path) -> io::Result<Vec<Failure>> {
 }
 
 impl StatusWatch for Webhooks {
+    fn wants_any(&self) -> bool {
+        self.wanted.read().map(|w| !w.is_empty()).unwrap_or(false)
+    }
+
     fn wants(&self, mailer_id: u32) -> bool {
         self.wanted
             .read()
