@@ -17,10 +17,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{agent, answer, get, wait_for, wait_within, Served, NOW};
+use common::{agent, answer, generated_feed, get, wait_for, wait_within, Served, NOW};
 use imbtrack_barcode::BarcodeKey;
 use imbtrack_feed::time::{days_from_civil, parse_timestamp};
-use imbtrack_feed::{generate, parse_feed, FeedOptions, GenOptions, RejectList};
+use imbtrack_feed::GenOptions;
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::DefaultProducerContext;
 use serde_json::Value;
@@ -129,17 +129,8 @@ impl Deployment {
         let feed_path = dir.path().join("feed.psv");
         let mut options = GenOptions::new(pieces, days_from_civil(2025, 1, 10));
         (options.days, options.seed, options.bad_share) = (3, 9, 0.01);
-        let mut bytes = Vec::new();
-        generate(&options, &mut bytes, |_| {}).unwrap();
+        let (bytes, parsed) = generated_feed(&options);
         std::fs::write(&feed_path, &bytes).unwrap();
-        let now = parse_timestamp(NOW.as_bytes(), None).unwrap();
-        let parsed = parse_feed(
-            "f",
-            &bytes,
-            &FeedOptions::at(now),
-            &mut RejectList::default(),
-        )
-        .unwrap();
 
         let out = Command::new(env!("CARGO_BIN_EXE_imbtrack"))
             .arg("--data")

@@ -9,13 +9,14 @@ mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
 use common::{
-    answer, found_under, get, imb_pieces, imbtrack, post, store_with, wait_for, Served, DAY,
+    answer, found_under, get, imb_pieces, imbtrack, post, store_with, tokens_file, wait_for,
+    Served, DAY,
 };
 use imbtrack_barcode::Barcode;
 use imbtrack_feed::time::parse_timestamp;
@@ -338,28 +339,6 @@ fn audit_hash(data: &Path, barcode: &Barcode) -> String {
     let out = imbtrack(data, &["audit", "hash", &barcode.to_string()]);
     assert!(out.status.success(), "{out:?}");
     String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
-
-/// A tokens file made by `imbtrack token new --append`, and the tokens.
-fn tokens_file(dir: &Path, entries: &[(&str, &str)]) -> (PathBuf, Vec<String>) {
-    let path = dir.join("tokens.toml");
-    let mut tokens = Vec::new();
-    for (id, scope) in entries {
-        let out = Command::new(env!("CARGO_BIN_EXE_imbtrack"))
-            .args(["token", "new", "--id", id, "--scope", scope, "--append"])
-            .arg(&path)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{out:?}");
-        let made: Value = serde_json::from_slice(&out.stdout).unwrap();
-        tokens.push(made["token"].as_str().unwrap().to_string());
-    }
-    let text = std::fs::read_to_string(&path).unwrap();
-    assert!(
-        tokens.iter().all(|t| !text.contains(t.as_str())),
-        "the file must not hold tokens"
-    );
-    (path, tokens)
 }
 
 #[test]

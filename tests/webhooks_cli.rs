@@ -12,14 +12,13 @@ mod common;
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::{Arc, Mutex};
 
-use common::{get, post, wait_for, Served, NOW};
-use imbtrack_feed::time::{days_from_civil, format_utc, parse_timestamp};
-use imbtrack_feed::{generate, parse_feed, FeedOptions, GenOptions, RejectList, ScanEvent};
+use common::{generated_feed, get, post, tokens_file, wait_for, Served};
+use imbtrack_feed::time::{days_from_civil, format_utc};
+use imbtrack_feed::{GenOptions, ScanEvent};
 use serde_json::{json, Value};
 
 const SECRET: &str = "a-secret-of-the-mailers-own";
@@ -88,6 +87,20 @@ impl Receiver {
         }
     }
 
+    /// `imbtrack serve` on `data` with the tokens file and this receiver's address allowed as
+    /// a webhook destination, and `extra` options.
+    fn serve(&self, data: &std::path::Path, tokens: &std::path::Path, extra: &[&str]) -> Served {
+        let allow = format!("127.0.0.1:{}", self.port);
+        let mut args = vec![
+            "--tokens",
+            tokens.to_str().unwrap(),
+            "--webhook-allow",
+            &allow,
+        ];
+        args.extend_from_slice(extra);
+        Served::start(data, &args)
+    }
+
     /// What it accepted, each delivery once (a delivery may come again: at least once).
     fn deliveries(&self) -> Vec<Received> {
         let mut seen = std::collections::HashSet::new();
@@ -99,22 +112,6 @@ impl Receiver {
             .cloned()
             .collect()
     }
-}
-
-fn tokens_file(dir: &Path, entries: &[(&str, &str)]) -> (PathBuf, Vec<String>) {
-    let path = dir.join("tokens.toml");
-    let mut tokens = Vec::new();
-    for (id, scope) in entries {
-        let out = Command::new(env!("CARGO_BIN_EXE_imbtrack"))
-            .args(["token", "new", "--id", id, "--scope", scope, "--append"])
-            .arg(&path)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{out:?}");
-        let made: Value = serde_json::from_slice(&out.stdout).unwrap();
-        tokens.push(made["token"].as_str().unwrap().to_string());
-    }
-    (path, tokens)
 }
 
 /// A feed's scans as a delimited body.
@@ -145,16 +142,7 @@ fn status_changes_reach_the_subscriber_signed_in_order_across_an_outage_and_a_ki
     // A feed, its pieces' scans split in three parts by time.
     let mut options = GenOptions::new(300, days_from_civil(2025, 1, 14));
     (options.days, options.seed) = (3, 5);
-    let mut bytes = Vec::new();
-    generate(&options, &mut bytes, |_| {}).unwrap();
-    let now = parse_timestamp(NOW.as_bytes(), None).unwrap();
-    let parsed = parse_feed(
-        "f",
-        &bytes,
-        &FeedOptions::at(now),
-        &mut RejectList::default(),
-    )
-    .unwrap();
+    let (_, parsed) = generated_feed(&options);
     let mut events: Vec<&ScanEvent> = parsed.events.iter().collect();
     events.sort_by_key(|e| e.time_ms);
     let thirds: Vec<Vec<u8>> = events
@@ -170,13 +158,7 @@ fn status_changes_reach_the_subscriber_signed_in_order_across_an_outage_and_a_ki
     }
     let ours = *by_mid.iter().max_by_key(|(_, n)| **n).unwrap().0;
     let theirs = *by_mid.keys().find(|m| **m != ours).unwrap();
-    let text = |mid: u32| {
-        if mid >= 900_000_000 {
-            mid.to_string()
-        } else {
-            format!("{mid:06}")
-        }
-    };
+    let text = imbtrack_barcode::format_mailer_id;
 
     let (tokens_path, tokens) = tokens_file(
         dir.path(),
@@ -191,16 +173,8 @@ fn status_changes_reach_the_subscriber_signed_in_order_across_an_outage_and_a_ki
         Some(tokens[1].as_str()),
         Some(tokens[2].as_str()),
     );
-    let allow = format!("127.0.0.1:{}", receiver.port);
-    let serve_args = [
-        "--tokens",
-        tokens_path.to_str().unwrap(),
-        "--webhook-allow",
-        &allow,
-        "--webhook-max-backoff",
-        "1",
-    ];
-    let server = Served::start(&data, &serve_args);
+    let serve = || receiver.serve(&data, &tokens_path, &["--webhook-max-backoff", "1"]);
+    let server = serve();
     let hook = format!("http://127.0.0.1:{}/imbtrack", receiver.port);
     let subscribe = |server: &Served, token, url: &str, mid: u32| {
         let request = json!({"url": url, "secret": SECRET, "mailer_ids": [text(mid)]});
@@ -263,7 +237,7 @@ fn status_changes_reach_the_subscriber_signed_in_order_across_an_outage_and_a_ki
     );
     std::thread::sleep(std::time::Duration::from_secs(2));
     drop(server); // SIGKILL
-    let server = Served::start(&data, &serve_args);
+    let server = serve();
     receiver.status.store(200, Ordering::SeqCst);
     wait_for("every delivery after the outage and the kill", || {
         let (_, listed) = get(&server.url("/v1/subscriptions"), acme);
@@ -345,19 +319,10 @@ fn deliveries_that_keep_failing_are_set_aside_and_listed() {
     receiver.status.store(503, Ordering::SeqCst);
     let (tokens_path, tokens) = tokens_file(dir.path(), &[("ops", "admin"), ("plant", "ingest")]);
     let (admin, plant) = (Some(tokens[0].as_str()), Some(tokens[1].as_str()));
-    let allow = format!("127.0.0.1:{}", receiver.port);
-    let server = Served::start(
+    let server = receiver.serve(
         &data,
-        &[
-            "--tokens",
-            tokens_path.to_str().unwrap(),
-            "--webhook-allow",
-            &allow,
-            "--webhook-give-up",
-            "1",
-            "--webhook-max-backoff",
-            "1",
-        ],
+        &tokens_path,
+        &["--webhook-give-up", "1", "--webhook-max-backoff", "1"],
     );
     let request = json!({
         "url": format!("http://127.0.0.1:{}/hook", receiver.port),
@@ -452,16 +417,7 @@ fn a_scope_taken_away_stops_deliveries() {
         &[("plant", "ingest"), ("acme", "mailer:123456")],
     );
     let (plant, acme) = (Some(tokens[0].as_str()), Some(tokens[1].as_str()));
-    let allow = format!("127.0.0.1:{}", receiver.port);
-    let server = Served::start(
-        &data,
-        &[
-            "--tokens",
-            tokens_path.to_str().unwrap(),
-            "--webhook-allow",
-            &allow,
-        ],
-    );
+    let server = receiver.serve(&data, &tokens_path, &[]);
     let request = json!({
         "url": format!("http://127.0.0.1:{}/hook", receiver.port),
         "secret": SECRET,

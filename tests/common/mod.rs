@@ -5,15 +5,17 @@
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use imbtrack_barcode::Barcode;
-use imbtrack_feed::time::days_from_civil;
-use imbtrack_feed::{generate, GenOptions, GeneratedLine, LineKind};
+use imbtrack_feed::time::{days_from_civil, parse_timestamp};
+use imbtrack_feed::{
+    generate, parse_feed, FeedOptions, GenOptions, GeneratedLine, LineKind, ParsedFeed, RejectList,
+};
 use serde_json::Value;
 
 pub const NOW: &str = "2025-01-20T00:00:00Z";
@@ -161,6 +163,44 @@ pub fn imb_pieces(lines: &[GeneratedLine]) -> Vec<Barcode> {
         .map(|l| l.barcode.to_barcode())
         .filter(|b| matches!(b, Barcode::Imb(_)) && seen.insert(b.to_string()))
         .collect()
+}
+
+/// A tokens file made by `imbtrack token new --append`, and the tokens (which the file must not
+/// hold).
+pub fn tokens_file(dir: &Path, entries: &[(&str, &str)]) -> (PathBuf, Vec<String>) {
+    let path = dir.join("tokens.toml");
+    let mut tokens = Vec::new();
+    for (id, scope) in entries {
+        let out = Command::new(env!("CARGO_BIN_EXE_imbtrack"))
+            .args(["token", "new", "--id", id, "--scope", scope, "--append"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let made: Value = serde_json::from_slice(&out.stdout).unwrap();
+        tokens.push(made["token"].as_str().unwrap().to_string());
+    }
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(
+        tokens.iter().all(|t| !text.contains(t.as_str())),
+        "the file must not hold tokens"
+    );
+    (path, tokens)
+}
+
+/// A generated feed's bytes, and what they parse to at [`NOW`].
+pub fn generated_feed(options: &GenOptions) -> (Vec<u8>, ParsedFeed) {
+    let mut bytes = Vec::new();
+    generate(options, &mut bytes, |_| {}).unwrap();
+    let now = parse_timestamp(NOW.as_bytes(), None).unwrap();
+    let parsed = parse_feed(
+        "feed",
+        &bytes,
+        &FeedOptions::at(now),
+        &mut RejectList::default(),
+    )
+    .unwrap();
+    (bytes, parsed)
 }
 
 pub fn wait_for(what: &str, done: impl FnMut() -> bool) {
