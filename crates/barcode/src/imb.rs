@@ -22,6 +22,18 @@ const ROUTING_BASE_11: u64 = 1_000_100_001;
 /// One past the largest routing value (an 11-digit routing of all nines).
 pub(crate) const ROUTING_END: u64 = 101_000_100_001;
 
+/// The routing code's digit count and number for a routing value R (spec step 1), `(0, 0)` for
+/// no routing; `None` when R lies in no routing range.
+pub(crate) fn routing_of_value(routing_value: u64) -> Option<(usize, u64)> {
+    match routing_value {
+        0 => Some((0, 0)),
+        ROUTING_BASE_5..ROUTING_BASE_9 => Some((5, routing_value - ROUTING_BASE_5)),
+        ROUTING_BASE_9..ROUTING_BASE_11 => Some((9, routing_value - ROUTING_BASE_9)),
+        ROUTING_BASE_11..ROUTING_END => Some((11, routing_value - ROUTING_BASE_11)),
+        _ => None,
+    }
+}
+
 /// The data of one IMb: a 20-digit tracking code and a 0/5/9/11-digit routing code, every field
 /// kept as digits with its leading zeros.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
@@ -267,16 +279,10 @@ impl Imb {
     /// Builds the digits from the first two tracking digits as `head` = 5 × d0 + d1, the last
     /// 18 as a number, and the routing value R.
     fn from_split(head: u8, tail: u64, routing_value: u64) -> Result<Imb, Error> {
-        let (routing_len, routing) = match routing_value {
-            0 => (0, 0),
-            ROUTING_BASE_5..ROUTING_BASE_9 => (5, routing_value - ROUTING_BASE_5),
-            ROUTING_BASE_9..ROUTING_BASE_11 => (9, routing_value - ROUTING_BASE_9),
-            ROUTING_BASE_11..ROUTING_END => (11, routing_value - ROUTING_BASE_11),
-            _ => {
-                return error(ErrorKind::RoutingRange {
-                    value: routing_value,
-                })
-            }
+        let Some((routing_len, routing)) = routing_of_value(routing_value) else {
+            return error(ErrorKind::RoutingRange {
+                value: routing_value,
+            });
         };
         let mut digits = [b'0'; 31];
         digits[0] = b'0' + head / 5;

@@ -21,7 +21,7 @@ use std::fmt;
 use std::ops::Range;
 
 use crate::error::{Error, ErrorKind};
-use crate::imb::{decode, Bars, Imb, ROUTING_END, TRACKING_SPAN};
+use crate::imb::{decode, routing_of_value, Bars, Imb, ROUTING_END, TRACKING_SPAN};
 use crate::imcb::Imcb;
 use crate::impb::Impb;
 
@@ -244,6 +244,19 @@ impl BarcodeKey {
         BarcodeKey::barcode_of(self.0).expect("a BarcodeKey always holds a valid barcode")
     }
 
+    /// An IMb key's routing code as its digit count (5, 9 or 11) and number, read from the key's
+    /// bits without decoding the barcode; `None` for other kinds and for an IMb without routing.
+    pub fn imb_routing(self) -> Option<(u32, u64)> {
+        if self.0 >> KIND_SHIFT != KIND_IMB {
+            return None;
+        }
+        let routing_value = (self.0 & ((1 << IMB_ROUTING_BITS) - 1)) as u64;
+        match routing_of_value(routing_value)? {
+            (0, _) => None,
+            (len, number) => Some((len as u32, number)),
+        }
+    }
+
     /// Every IMb key with this tracking code, whatever the routing.
     pub fn imb_tracking_range(tracking: &str) -> Result<Range<BarcodeKey>, Error> {
         let start = Barcode::Imb(Imb::new(tracking, "")?).key().0;
@@ -292,6 +305,21 @@ impl fmt::Debug for BarcodeKey {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn imb_routing_is_read_from_the_key() {
+        for (routing, expected) in [
+            ("", None),
+            ("01234", Some((5, 1234))),
+            ("012345678", Some((9, 12_345_678))),
+            ("01234567891", Some((11, 1_234_567_891))),
+        ] {
+            let key = Barcode::Imb(Imb::new("01234567094987654321", routing).unwrap()).key();
+            assert_eq!(key.imb_routing(), expected, "{routing}");
+        }
+        let package = Barcode::parse("9400111899223197428497").unwrap().key();
+        assert_eq!(package.imb_routing(), None);
+    }
 
     #[test]
     fn forms_are_recognised() {

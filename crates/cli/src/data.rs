@@ -166,6 +166,25 @@ pub(crate) fn expire(data: &Path, now_ms: i64, out: &mut dyn Write) -> anyhow::R
     Ok(Outcome::AllGood)
 }
 
+#[derive(Args)]
+pub(crate) struct CompactArgs {
+    /// Also rewrite every day that has a bucket in an older format (v1) in the current one.
+    #[arg(long)]
+    upgrade: bool,
+}
+
+pub(crate) fn compact(
+    data: &Path,
+    now_ms: i64,
+    args: &CompactArgs,
+    out: &mut dyn Write,
+) -> anyhow::Result<Outcome> {
+    let engine = open_engine(data, Clock::Fixed(now_ms), None, None)?;
+    let report = engine.compact(args.upgrade).context("compacting buckets")?;
+    writeln!(out, "{}", serde_json::to_string(&report)?)?;
+    Ok(Outcome::AllGood)
+}
+
 pub(crate) fn stats(data: &Path, now_ms: i64, out: &mut dyn Write) -> anyhow::Result<Outcome> {
     let engine = open_engine(data, Clock::Fixed(now_ms), None, None)?;
     let stats = engine.stats();

@@ -71,6 +71,9 @@ enum Command {
     Export(data::ExportArgs),
     /// Remove buckets whose whole day is past its retention window.
     Expire,
+    /// Merge each sealed day's late-scan buckets into one; with --upgrade, also rewrite
+    /// buckets written in an older format. Print a JSON summary.
+    Compact(data::CompactArgs),
     /// Buckets, scans, pieces, bytes and bytes per scan of the store.
     Stats,
     /// Generate a day of scans, ingest them, print sample lookups, then serve the page and API
@@ -117,6 +120,7 @@ fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<Outcome> {
         Command::Query(args) => data::query(&cli.data, now_ms, args, out),
         Command::Export(args) => data::export(&cli.data, now_ms, args, out),
         Command::Expire => data::expire(&cli.data, now_ms, out),
+        Command::Compact(args) => data::compact(&cli.data, now_ms, &args, out),
         Command::Stats => data::stats(&cli.data, now_ms, out),
         Command::Demo(args) => data::demo(&cli.data, now_ms, clock, args, out),
         Command::Serve(args) => server::serve(&cli.data, clock, *args, |_| {}),

@@ -69,8 +69,8 @@ use imbtrack_feed::{
     ScanEvent, SymbolTable, Zip,
 };
 use imbtrack_store::{
-    AppendReport, CheckpointReport, DayPiece, ExpireReport, RecoveryReport, SealReport, Store,
-    StoreError, StoreOptions, StoreStats, StoredScan,
+    AppendReport, CheckpointReport, CompactReport, DayPiece, ExpireReport, RecoveryReport,
+    SealReport, Store, StoreError, StoreOptions, StoreStats, StoredScan,
 };
 use rayon::prelude::*;
 use serde::Serialize;
@@ -267,6 +267,12 @@ impl Engine {
     pub fn expire(&self) -> Result<ExpireReport, EngineError> {
         let now = self.now_ms();
         Ok(self.store.expire(now)?)
+    }
+
+    /// Merges sealed days' late-scan buckets into their base; with `upgrade`, also rewrites
+    /// days holding buckets of an older format (see [`Store::compact`]).
+    pub fn compact(&self, upgrade: bool) -> Result<CompactReport, EngineError> {
+        Ok(self.store.compact(upgrade)?)
     }
 
     /// Where `imbtrack ingest` writes rejects files by default: raw records, so kept no longer

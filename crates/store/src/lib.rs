@@ -55,12 +55,14 @@ mod wal;
 
 use std::path::{Path, PathBuf};
 
-pub use crate::bucket::{rechecksum, BloomProbe, BucketKind, SealedBucket, StoredScan};
+pub use crate::bucket::{
+    rechecksum, BloomProbe, BucketFormat, BucketKind, SealedBucket, StoredScan,
+};
 pub use crate::retention::{RetentionError, RetentionPolicy, DAY_MS};
 pub use crate::store::layout::{class_of, day_name, BucketId};
 pub use crate::store::{
-    AppendReport, CheckpointReport, DayPiece, ExpireReport, RecoveryReport, SealReport, Store,
-    StoreOptions, StoreStats,
+    AppendReport, CheckpointReport, CompactReport, DayPiece, ExpireReport, RecoveryReport,
+    SealReport, Store, StoreOptions, StoreStats,
 };
 pub use crate::wal::WalRepair;
 

@@ -13,7 +13,7 @@ use super::layout::{
     bucket_dir_id, bucket_dir_name, bucket_name, dir_name, remove_bucket_dir, write_bucket_dir,
     BucketId, QUARANTINE,
 };
-use super::{ExpireReport, SealReport, SealedDay, Store, Writer};
+use super::{CompactReport, ExpireReport, SealReport, SealedDay, Store, Writer};
 use crate::bucket::{self, BucketKind, SealedBucket};
 use crate::fsutil::disk_bytes;
 use crate::retention::DAY_MS;
@@ -90,7 +90,14 @@ impl Store {
             .map(|f| {
                 let mut events = f.head.events();
                 sort_scans(&mut events);
-                let bytes = bucket::encode(f.id.0, f.kind, f.id.1, &events, &symbols);
+                let bytes = bucket::encode(
+                    self.options.bucket_format,
+                    f.id.0,
+                    f.kind,
+                    f.id.1,
+                    &events,
+                    &symbols,
+                );
                 (f, events.len(), bytes)
             })
             .collect();
@@ -120,7 +127,7 @@ impl Store {
             report.sealed_buckets += 1;
             report.sealed_scans += scans as u64;
             if deltas > self.options.max_deltas {
-                self.compact_now(f.id)?;
+                self.compact_now(f.id, false, &mut CompactReport::default())?;
                 report.compacted_days += 1;
             }
         }
@@ -129,23 +136,38 @@ impl Store {
         Ok(report)
     }
 
-    /// Merges a sealed day's deltas into a new base, then removes the old files.
-    pub(super) fn compact_now(&self, id: BucketId) -> Result<(), StoreError> {
+    /// Merges a sealed day's deltas into a new base, then removes the old files. With
+    /// `upgrade`, a day whose buckets include one in an older format than the store writes is
+    /// rewritten too, deltas or not.
+    pub(super) fn compact_now(
+        &self,
+        id: BucketId,
+        upgrade: bool,
+        report: &mut CompactReport,
+    ) -> Result<(), StoreError> {
         let Some(day) = self.view.load().sealed.get(&id).cloned() else {
             return Ok(());
         };
-        if day.deltas.is_empty() {
+        let format = self.options.bucket_format;
+        let outdated = day.all().filter(|b| b.version() < format.version()).count() as u64;
+        if day.deltas.is_empty() && !(upgrade && outdated > 0) {
             return Ok(());
         }
         let mut symbols = SymbolTable::new();
         let mut events = Vec::new();
         for bucket in day.all() {
             bucket.all_events(&mut symbols, &mut events);
+            report.buckets_replaced += 1;
+            report.bytes_before += bucket.file_bytes();
         }
+        report.buckets_upgraded += outdated;
         sort_scans(&mut events);
         events.dedup_by_key(|e| e.identity());
+        report.days += 1;
+        report.scans += events.len() as u64;
         let old: Vec<String> = day.all().map(|b| dir_name(b.dir())).collect();
-        let bytes = bucket::encode(id.0, BucketKind::Base, id.1, &events, &symbols)?;
+        let bytes = bucket::encode(format, id.0, BucketKind::Base, id.1, &events, &symbols)?;
+        report.bytes_after += bytes.len() as u64;
         let name = self.writer().next_bucket_name(id, BucketKind::Base);
         let path = write_bucket_dir(&self.dir, &name, &bytes)?;
         let merged = Arc::new(SealedBucket::open(&path)?);

@@ -50,7 +50,7 @@ use arc_swap::ArcSwap;
 use imbtrack_feed::SymbolTable;
 use serde::Serialize;
 
-use crate::bucket::SealedBucket;
+use crate::bucket::{BucketFormat, SealedBucket};
 use crate::retention::{RetentionPolicy, DAY_MS};
 use crate::wal::{GroupCommit, Wal, WalRepair};
 use crate::StoreError;
@@ -73,6 +73,9 @@ pub struct StoreOptions {
     /// Scans appended since the last head checkpoint that make another one due
     /// ([`Store::checkpoint_due`]).
     pub checkpoint_scans: u64,
+    /// The format seals and compactions write (v2 unless a store must stay readable by a
+    /// release from before v2).
+    pub bucket_format: BucketFormat,
 }
 
 impl Default for StoreOptions {
@@ -83,6 +86,7 @@ impl Default for StoreOptions {
             wal_segment_bytes: 64 << 20,
             max_deltas: 4,
             checkpoint_scans: 1_000_000,
+            bucket_format: BucketFormat::default(),
         }
     }
 }
@@ -120,6 +124,23 @@ pub struct SealReport {
     pub sealed_scans: u64,
     /// Days whose deltas were merged into their base.
     pub compacted_days: u64,
+}
+
+/// What a compaction pass did.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
+pub struct CompactReport {
+    /// Days rewritten as one base bucket.
+    pub days: u64,
+    /// Bucket files those days had before (bases and deltas).
+    pub buckets_replaced: u64,
+    /// Of those, files in an older format than the store writes.
+    pub buckets_upgraded: u64,
+    /// Scans rewritten.
+    pub scans: u64,
+    /// Bytes of the files replaced, and of the files written.
+    pub bytes_before: u64,
+    /// See `bytes_before`.
+    pub bytes_after: u64,
 }
 
 /// What opening the store found and repaired.
@@ -164,6 +185,8 @@ pub struct StoreStats {
     pub head_scans: u64,
     /// Oldest and newest day with data, per class (`YYYY-MM-DD`).
     pub days: BTreeMap<&'static str, (String, String)>,
+    /// Sealed bucket files per format (`"v1"`, `"v2"`): older ones go with `compact --upgrade`.
+    pub formats: BTreeMap<String, u64>,
 }
 
 /// The sealed files of one day.
@@ -360,10 +383,19 @@ impl Store {
             }
     }
 
-    /// Merges a day's deltas into its base bucket.
-    pub fn compact(&self, id: BucketId) -> Result<(), StoreError> {
+    /// Merges every sealed day's deltas into its base bucket; with `upgrade`, also rewrites
+    /// every day that has a bucket in an older format than [`StoreOptions::bucket_format`].
+    /// Lookups and appends go on meanwhile; each day is swapped in once its new file is durable.
+    pub fn compact(&self, upgrade: bool) -> Result<CompactReport, StoreError> {
         let _maintenance = lock(&self.maintenance);
-        self.guarded(|| self.compact_now(id))
+        self.guarded(|| {
+            let mut report = CompactReport::default();
+            let days: Vec<BucketId> = self.view.load().sealed.keys().copied().collect();
+            for id in days {
+                self.compact_now(id, upgrade, &mut report)?;
+            }
+            Ok(report)
+        })
     }
 
     /// Drops every bucket whose whole day is past its class's retention window at `now_ms`.

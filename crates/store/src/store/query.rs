@@ -212,6 +212,10 @@ impl Store {
                 sealed_scans += bucket.scan_count();
                 stats.pieces += bucket.piece_count() as u64;
                 stats.sealed_bytes += bucket.file_bytes();
+                *stats
+                    .formats
+                    .entry(format!("v{}", bucket.version()))
+                    .or_default() += 1;
             }
             widen(class, day);
         }

@@ -1,0 +1,564 @@
+//! Format v2: pieces in blocks of 64 behind fence keys, keys delta-coded within a block, scans
+//! as fixed-width bit fields (time from the day's start, and a "site": one facility, event
+//! code, handling type and machine combination from a per-bucket table), the ZIP index
+//! delta-coded in blocks, the Mailer ID index as runs of pieces. Decoding one block costs well
+//! under a microsecond; every read is checked, since a forged file can hold anything.
+
+use std::ops::Range;
+use std::path::Path;
+
+use imbtrack_feed::{MailClass, ScanEvent, SymbolTable, Zip};
+
+use super::codec::{
+    bit_array_len, bits_for, get_bits, get_uint, get_varint, put_bits, put_uint, put_varint,
+};
+use super::{
+    bloom_section, corrupt, frame, implied_routing, mailer_id, partition_point, routing_key,
+    routing_key_matches, u128_at, u32_at, u64_at, BucketKind, Header, PieceEntry, ScanFields,
+    TableBuilder, Tables, SECTIONS_OFFSET, SECTION_ENTRY_LEN,
+};
+use crate::retention::DAY_MS;
+use crate::StoreError;
+
+pub(super) const VERSION: u32 = 2;
+pub(super) const SECTION_COUNT: usize = 12;
+
+// Section numbers, in file order (FORMAT.md describes each).
+const FENCES: usize = 0;
+const BLOCKS: usize = 1;
+const PIECES: usize = 2;
+const SCANS: usize = 3;
+const ZIP_FENCES: usize = 4;
+const ZIPS: usize = 5;
+const MAILER_RUNS: usize = 6;
+const BLOOM: usize = 7;
+const CODES: usize = 8;
+const FACILITIES: usize = 9;
+const MACHINES: usize = 10;
+const SITES: usize = 11;
+
+// Header fields, after the section table.
+const TIME_UNIT_OFFSET: usize = SECTIONS_OFFSET + SECTION_COUNT * SECTION_ENTRY_LEN;
+const TIME_BITS_OFFSET: usize = TIME_UNIT_OFFSET + 4;
+const SITE_BITS_OFFSET: usize = TIME_BITS_OFFSET + 1;
+const PIECE_BYTES_OFFSET: usize = SITE_BITS_OFFSET + 1;
+const FIELDS_END: usize = PIECE_BYTES_OFFSET + 2;
+
+/// Pieces a block holds (the last may hold fewer).
+pub(crate) const PIECES_PER_BLOCK: usize = 64;
+/// ZIP index entries a block holds (the last may hold fewer).
+const ZIPS_PER_BLOCK: usize = 64;
+/// A fence: the block's first key, u128.
+const FENCE_LEN: usize = 16;
+/// A block entry: byte offset of the block in the pieces section u32, its first scan u32.
+const BLOCK_FIRST_SCAN_OFFSET: usize = 4;
+const BLOCK_LEN: usize = BLOCK_FIRST_SCAN_OFFSET + 4;
+/// A ZIP fence: the block's first routing key u64, byte offset in the ZIP section u32, unused u32.
+const ZIP_FENCE_OFFSET_OFFSET: usize = 8;
+const ZIP_FENCE_LEN: usize = ZIP_FENCE_OFFSET_OFFSET + 8;
+/// A Mailer ID run: Mailer ID u32, first piece u32, piece count u32.
+const RUN_FIRST_OFFSET: usize = 4;
+const RUN_COUNT_OFFSET: usize = RUN_FIRST_OFFSET + 4;
+const RUN_LEN: usize = RUN_COUNT_OFFSET + 4;
+/// A site: facility index u32, code index u16 (handling type in the top two bits), machine u16.
+const SITE_CODE_OFFSET: usize = 4;
+const SITE_MACHINE_OFFSET: usize = SITE_CODE_OFFSET + 2;
+const SITE_LEN: usize = SITE_MACHINE_OFFSET + 2;
+/// A key is coded as its high part (key >> 37, delta-coded) and its low 37 bits (5 bytes): an
+/// IMb's routing value is exactly the low 37 bits, which sorting does not make small.
+const KEY_LOW_BITS: u32 = 37;
+const KEY_LOW_BYTES: usize = 5;
+const KEY_HIGH_LIMIT: u128 = 1 << (128 - KEY_LOW_BITS);
+
+/// A routing ZIP as one number: 0 for none, else the ZIP's number × 4 plus its length code
+/// (1: 5 digits, 2: 9, 3: 11).
+fn zip_word(zip: Zip) -> u64 {
+    let code = match zip.len() {
+        5 => 1,
+        9 => 2,
+        11 => 3,
+        _ => return 0,
+    };
+    zip.value() * 4 + code
+}
+
+fn zip_from_word(word: u64) -> Option<Zip> {
+    match word % 4 {
+        _ if word == 0 => Some(Zip::NONE),
+        1 => Zip::from_parts(word / 4, 5),
+        2 => Zip::from_parts(word / 4, 9),
+        3 => Zip::from_parts(word / 4, 11),
+        _ => None,
+    }
+}
+
+fn too_big(day: i64, what: &str) -> StoreError {
+    StoreError::Invariant(format!(
+        "bucket day {day}: {what} exceeds format v2's limits"
+    ))
+}
+
+/// Builds a v2 bucket file (see [`super::encode`]).
+pub(super) fn encode(
+    class: MailClass,
+    kind: BucketKind,
+    day: i64,
+    scans: &[ScanEvent],
+    symbols: &SymbolTable,
+) -> Result<Vec<u8>, StoreError> {
+    let day_start = day * DAY_MS;
+    let mut tables = TableBuilder::new();
+    let mut sites: Vec<ScanFields> = Vec::new();
+    let mut site_index: hashbrown::HashMap<ScanFields, u32> = hashbrown::HashMap::new();
+    let mut scan_values: Vec<(u32, u32)> = Vec::with_capacity(scans.len());
+    for scan in scans {
+        let offset = scan.time_ms - day_start;
+        if !(0..DAY_MS).contains(&offset) {
+            return Err(StoreError::Invariant(format!(
+                "scan at {} is outside bucket day {day}",
+                scan.time_ms
+            )));
+        }
+        let site = ScanFields {
+            offset_ms: 0,
+            ..tables.fields(scan, 0, day)?
+        };
+        let index = *site_index.entry(site).or_insert_with(|| {
+            sites.push(site);
+            sites.len() as u32 - 1
+        });
+        scan_values.push((offset as u32, index));
+    }
+    let time_unit: u32 = if scan_values.iter().all(|(t, _)| t % 1000 == 0) {
+        1000
+    } else {
+        1
+    };
+    let max_time = scan_values
+        .iter()
+        .map(|(t, _)| t / time_unit)
+        .max()
+        .unwrap_or(0);
+    let time_bits = bits_for(u64::from(max_time));
+    let site_bits = bits_for(sites.len().saturating_sub(1) as u64);
+    let width = time_bits + site_bits;
+    let mut scan_bits = vec![0u8; bit_array_len(scans.len(), width)];
+    for (i, (time, site)) in scan_values.iter().enumerate() {
+        let value = u64::from(time / time_unit) | u64::from(*site) << time_bits;
+        put_bits(&mut scan_bits, i, width, value);
+    }
+
+    let mut fences = Vec::new();
+    let mut blocks = Vec::new();
+    let mut pieces = Vec::new();
+    let mut keys = Vec::new();
+    let mut zips: Vec<(u64, u32)> = Vec::new();
+    let mut runs: Vec<[u32; 3]> = Vec::new();
+    let mut start = 0;
+    while start < scans.len() {
+        let key = scans[start].barcode;
+        let end = start
+            + scans[start..]
+                .iter()
+                .take_while(|s| s.barcode == key)
+                .count();
+        let piece = keys.len();
+        let raw = key.as_u128();
+        if piece % PIECES_PER_BLOCK == 0 {
+            fences.extend_from_slice(&raw.to_le_bytes());
+            let offset = u32::try_from(pieces.len()).map_err(|_| too_big(day, "piece bytes"))?;
+            blocks.extend_from_slice(&offset.to_le_bytes());
+            blocks.extend_from_slice(&(start as u32).to_le_bytes());
+        } else {
+            let previous: u128 = keys[piece - 1];
+            put_varint(
+                &mut pieces,
+                (raw >> KEY_LOW_BITS) - (previous >> KEY_LOW_BITS),
+            );
+            put_uint(
+                &mut pieces,
+                (raw as u64) & ((1 << KEY_LOW_BITS) - 1),
+                KEY_LOW_BYTES,
+            );
+        }
+        let routing = scans[start].routing;
+        let explicit = routing != implied_routing(key);
+        put_varint(
+            &mut pieces,
+            ((end - start) as u128) << 1 | u128::from(explicit),
+        );
+        if explicit {
+            put_varint(&mut pieces, u128::from(zip_word(routing)));
+        }
+        let piece = u32::try_from(piece).map_err(|_| too_big(day, "piece count"))?;
+        if !routing.is_empty() {
+            zips.push((routing_key(routing), piece));
+        }
+        if let Some(mid) = mailer_id(key) {
+            match runs.last_mut() {
+                Some([run_mid, first, count]) if *run_mid == mid && *first + *count == piece => {
+                    *count += 1
+                }
+                _ => runs.push([mid, piece, 1]),
+            }
+        }
+        keys.push(raw);
+        start = end;
+    }
+    u32::try_from(scans.len()).map_err(|_| too_big(day, "scan count"))?;
+    let piece_count = keys.len();
+    let piece_bytes = (bits_for(piece_count.saturating_sub(1) as u64).div_ceil(8)).max(1) as usize;
+
+    zips.sort_unstable();
+    let mut zip_fences = Vec::new();
+    let mut zip_bytes = Vec::new();
+    for (i, &(key, piece)) in zips.iter().enumerate() {
+        if i % ZIPS_PER_BLOCK == 0 {
+            let offset = u32::try_from(zip_bytes.len()).map_err(|_| too_big(day, "ZIP bytes"))?;
+            zip_fences.extend_from_slice(&key.to_le_bytes());
+            zip_fences.extend_from_slice(&offset.to_le_bytes());
+            zip_fences.extend_from_slice(&[0; 4]);
+        } else {
+            put_varint(&mut zip_bytes, u128::from(key - zips[i - 1].0));
+        }
+        put_uint(&mut zip_bytes, u64::from(piece), piece_bytes);
+    }
+    runs.sort_unstable();
+    let bloom = bloom_section(keys.iter().copied());
+    let [codes, facilities, machines] = tables.sections(symbols);
+    let site_bytes = sites
+        .iter()
+        .flat_map(|s| {
+            let mut site = [0u8; SITE_LEN];
+            site[..SITE_CODE_OFFSET].copy_from_slice(&s.facility.to_le_bytes());
+            site[SITE_CODE_OFFSET..SITE_MACHINE_OFFSET].copy_from_slice(&s.code.to_le_bytes());
+            site[SITE_MACHINE_OFFSET..].copy_from_slice(&s.machine.to_le_bytes());
+            site
+        })
+        .collect();
+
+    let mut fields = [0u8; FIELDS_END - TIME_UNIT_OFFSET];
+    fields[..4].copy_from_slice(&time_unit.to_le_bytes());
+    fields[TIME_BITS_OFFSET - TIME_UNIT_OFFSET] = time_bits as u8;
+    fields[SITE_BITS_OFFSET - TIME_UNIT_OFFSET] = site_bits as u8;
+    fields[PIECE_BYTES_OFFSET - TIME_UNIT_OFFSET] = piece_bytes as u8;
+    let sections = [
+        fences,
+        blocks,
+        pieces,
+        scan_bits,
+        zip_fences,
+        zip_bytes,
+        runs.iter()
+            .flat_map(|run| run.map(u32::to_le_bytes))
+            .flatten()
+            .collect(),
+        bloom,
+        codes,
+        facilities,
+        machines,
+        site_bytes,
+    ];
+    let header = Header {
+        version: VERSION,
+        class,
+        kind,
+        day,
+        scan_count: scans.len() as u64,
+        piece_count,
+    };
+    Ok(frame(&header, &sections, &fields))
+}
+
+/// The reader of a v2 file.
+pub(super) struct Layout {
+    sections: Vec<Range<usize>>,
+    piece_count: usize,
+    scan_count: usize,
+    time_unit: u32,
+    time_bits: u32,
+    site_bits: u32,
+    piece_bytes: usize,
+    sites: Vec<ScanFields>,
+}
+
+/// Where decoding stands inside a block of pieces.
+struct Cursor {
+    block: usize,
+    /// The piece the next [`Layout::next_piece`] decodes.
+    piece: usize,
+    /// Its bytes start here, in the pieces section.
+    at: usize,
+    /// The block's bytes end here.
+    end: usize,
+    /// The previous piece's key (the fence, before the first).
+    key: u128,
+    /// The next piece's first scan.
+    first_scan: usize,
+}
+
+impl Layout {
+    /// Checks the header fields, that the sections agree with the counts, the block tables, and
+    /// the small tables. What lies inside blocks is checked as it is read.
+    pub(super) fn open(
+        map: &[u8],
+        header: &Header,
+        sections: &[Range<usize>],
+        path: &Path,
+    ) -> Result<(Layout, Tables, Range<usize>), StoreError> {
+        let bad = |what: &str| corrupt(path, what.to_string());
+        let time_unit = u32_at(map, TIME_UNIT_OFFSET);
+        let (time_bits, site_bits) = (
+            u32::from(map[TIME_BITS_OFFSET]),
+            u32::from(map[SITE_BITS_OFFSET]),
+        );
+        let piece_bytes = usize::from(map[PIECE_BYTES_OFFSET]);
+        if !matches!(time_unit, 1 | 1000) || time_bits > 32 || site_bits > 32 {
+            return Err(bad("bad scan field widths"));
+        }
+        let piece_count = header.piece_count;
+        if !(1..=4).contains(&piece_bytes) || (piece_count as u64) > 1 << (8 * piece_bytes) {
+            return Err(bad("bad piece number width"));
+        }
+        let scan_count = usize::try_from(header.scan_count).map_err(|_| bad("scan count"))?;
+        let len = |s: usize| sections[s].len();
+        let blocks = piece_count.div_ceil(PIECES_PER_BLOCK);
+        let sizes_agree = scan_count < 1 << 32
+            && len(FENCES) == blocks * FENCE_LEN
+            && len(BLOCKS) == blocks * BLOCK_LEN
+            && len(SCANS) == bit_array_len(scan_count, time_bits + site_bits)
+            && len(ZIP_FENCES) % ZIP_FENCE_LEN == 0
+            && (len(ZIP_FENCES) == 0) == (len(ZIPS) == 0)
+            && len(MAILER_RUNS) % RUN_LEN == 0
+            && len(SITES) % SITE_LEN == 0
+            && (scan_count == 0 || len(SITES) > 0);
+        if !sizes_agree {
+            return Err(bad("section sizes disagree with the counts"));
+        }
+        let section = |s: usize| &map[sections[s].clone()];
+        let tables = Tables::read(section(CODES), section(FACILITIES), section(MACHINES), path)?;
+        let sites: Vec<ScanFields> = section(SITES)
+            .chunks_exact(SITE_LEN)
+            .map(|s| ScanFields {
+                offset_ms: 0,
+                facility: u32_at(s, 0),
+                code: u16::from_le_bytes([s[SITE_CODE_OFFSET], s[SITE_CODE_OFFSET + 1]]),
+                machine: u16::from_le_bytes([s[SITE_MACHINE_OFFSET], s[SITE_MACHINE_OFFSET + 1]]),
+            })
+            .collect();
+        if !sites.iter().all(|s| tables.admits(s)) {
+            return Err(bad("a site refers past a table"));
+        }
+        // Block offsets and first scans only grow, from zero, within their sections.
+        let block_table = section(BLOCKS);
+        let mut previous = (0, 0);
+        for b in 0..blocks {
+            let at = b * BLOCK_LEN;
+            let entry = (
+                u32_at(block_table, at) as usize,
+                u32_at(block_table, at + BLOCK_FIRST_SCAN_OFFSET) as usize,
+            );
+            let first_ok = b > 0 || entry == (0, 0);
+            if !first_ok || entry < previous || entry.0 >= len(PIECES) || entry.1 >= scan_count {
+                return Err(bad("block table out of order or out of bounds"));
+            }
+            previous = entry;
+        }
+        let zip_fences = section(ZIP_FENCES);
+        let mut previous = 0;
+        for f in 0..len(ZIP_FENCES) / ZIP_FENCE_LEN {
+            let offset = u32_at(zip_fences, f * ZIP_FENCE_LEN + ZIP_FENCE_OFFSET_OFFSET) as usize;
+            if (f == 0 && offset != 0) || offset < previous || offset >= len(ZIPS) {
+                return Err(bad("ZIP block table out of order or out of bounds"));
+            }
+            previous = offset;
+        }
+        let layout = Layout {
+            sections: sections.to_vec(),
+            piece_count,
+            scan_count,
+            time_unit,
+            time_bits,
+            site_bits,
+            piece_bytes,
+            sites,
+        };
+        Ok((layout, tables, sections[BLOOM].clone()))
+    }
+
+    fn section<'m>(&self, map: &'m [u8], section: usize) -> &'m [u8] {
+        &map[self.sections[section].clone()]
+    }
+
+    fn blocks(&self) -> usize {
+        self.piece_count.div_ceil(PIECES_PER_BLOCK)
+    }
+
+    /// A cursor at the first piece of `block` (which must exist).
+    fn block_start(&self, map: &[u8], block: usize) -> Cursor {
+        let table = self.section(map, BLOCKS);
+        let at = u32_at(table, block * BLOCK_LEN) as usize;
+        let end = if block + 1 < self.blocks() {
+            u32_at(table, (block + 1) * BLOCK_LEN) as usize
+        } else {
+            self.sections[PIECES].len()
+        };
+        Cursor {
+            block,
+            piece: block * PIECES_PER_BLOCK,
+            at,
+            end,
+            key: u128_at(self.section(map, FENCES), block * FENCE_LEN),
+            first_scan: u32_at(table, block * BLOCK_LEN + BLOCK_FIRST_SCAN_OFFSET) as usize,
+        }
+    }
+
+    /// Decodes the cursor's piece and moves to the next; `None` past the block or on bytes
+    /// that do not decode.
+    fn next_piece(&self, map: &[u8], cursor: &mut Cursor) -> Option<PieceEntry> {
+        let block_end = ((cursor.block + 1) * PIECES_PER_BLOCK).min(self.piece_count);
+        if cursor.piece >= block_end {
+            return None;
+        }
+        let bytes = self.section(map, PIECES).get(..cursor.end)?;
+        let at = &mut cursor.at;
+        if !cursor.piece.is_multiple_of(PIECES_PER_BLOCK) {
+            let high = (cursor.key >> KEY_LOW_BITS).checked_add(get_varint(bytes, at)?)?;
+            let low = get_uint(bytes, at, KEY_LOW_BYTES)?;
+            if high >= KEY_HIGH_LIMIT || low >> KEY_LOW_BITS != 0 {
+                return None;
+            }
+            cursor.key = high << KEY_LOW_BITS | u128::from(low);
+        }
+        let tag = u64::try_from(get_varint(bytes, at)?).ok()?;
+        let routing = if tag & 1 == 1 {
+            Some(zip_from_word(u64::try_from(get_varint(bytes, at)?).ok()?)?)
+        } else {
+            None
+        };
+        let entry = PieceEntry {
+            key: cursor.key,
+            routing,
+            first_scan: cursor.first_scan,
+            scans: usize::try_from(tag >> 1).ok()?,
+        };
+        cursor.first_scan = cursor.first_scan.checked_add(entry.scans)?;
+        cursor.piece += 1;
+        Some(entry)
+    }
+
+    pub(super) fn find(&self, map: &[u8], target: u128) -> Option<PieceEntry> {
+        let fences = self.section(map, FENCES);
+        let after = partition_point(self.blocks(), |b| u128_at(fences, b * FENCE_LEN) <= target);
+        let mut cursor = self.block_start(map, after.checked_sub(1)?);
+        while let Some(entry) = self.next_piece(map, &mut cursor) {
+            if entry.key >= target {
+                return (entry.key == target).then_some(entry);
+            }
+        }
+        None
+    }
+
+    pub(super) fn visit(
+        &self,
+        map: &[u8],
+        pieces: &[usize],
+        f: &mut dyn FnMut(usize, &PieceEntry),
+    ) {
+        let mut cursor: Option<Cursor> = None;
+        for &piece in pieces.iter().filter(|&&p| p < self.piece_count) {
+            let block = piece / PIECES_PER_BLOCK;
+            let reusable = cursor
+                .as_ref()
+                .is_some_and(|c| c.block == block && c.piece <= piece);
+            if !reusable {
+                cursor = Some(self.block_start(map, block));
+            }
+            let Some(c) = cursor.as_mut() else { continue };
+            while c.piece < piece {
+                if self.next_piece(map, c).is_none() {
+                    break;
+                }
+            }
+            if c.piece == piece {
+                if let Some(entry) = self.next_piece(map, c) {
+                    f(piece, &entry);
+                    continue;
+                }
+            }
+            // Bytes that do not decode: nothing more from this block.
+            cursor = None;
+        }
+    }
+
+    pub(super) fn scan(&self, map: &[u8], index: usize) -> Option<ScanFields> {
+        if index >= self.scan_count {
+            return None;
+        }
+        let value = get_bits(
+            self.section(map, SCANS),
+            index,
+            self.time_bits + self.site_bits,
+        )?;
+        let time = (value & ((1 << self.time_bits) - 1)) * u64::from(self.time_unit);
+        let site = self
+            .sites
+            .get(usize::try_from(value >> self.time_bits).ok()?)?;
+        Some(ScanFields {
+            offset_ms: u32::try_from(time).ok()?,
+            ..*site
+        })
+    }
+
+    pub(super) fn pieces_by_routing(&self, map: &[u8], range: &Range<u64>, out: &mut Vec<usize>) {
+        let fences = self.section(map, ZIP_FENCES);
+        let bytes = self.section(map, ZIPS);
+        let count = fences.len() / ZIP_FENCE_LEN;
+        let first = partition_point(count, |f| u64_at(fences, f * ZIP_FENCE_LEN) < range.start);
+        for block in first.saturating_sub(1)..count {
+            let fence = block * ZIP_FENCE_LEN;
+            let mut key = u64_at(fences, fence);
+            let mut at = u32_at(fences, fence + ZIP_FENCE_OFFSET_OFFSET) as usize;
+            let end = if block + 1 < count {
+                u32_at(fences, fence + ZIP_FENCE_LEN + ZIP_FENCE_OFFSET_OFFSET) as usize
+            } else {
+                bytes.len()
+            };
+            let Some(block_bytes) = bytes.get(..end) else {
+                return;
+            };
+            let mut first_entry = true;
+            while at < end {
+                if !first_entry {
+                    let delta =
+                        get_varint(block_bytes, &mut at).and_then(|d| u64::try_from(d).ok());
+                    let Some(next) = delta.and_then(|d| key.checked_add(d)) else {
+                        return;
+                    };
+                    key = next;
+                }
+                first_entry = false;
+                let Some(piece) = get_uint(block_bytes, &mut at, self.piece_bytes) else {
+                    return;
+                };
+                if key >= range.end {
+                    return;
+                }
+                if routing_key_matches(key, range) {
+                    out.push(piece as usize);
+                }
+            }
+        }
+    }
+
+    pub(super) fn pieces_by_mailer(&self, map: &[u8], mailer_id: u32, out: &mut Vec<usize>) {
+        let runs = self.section(map, MAILER_RUNS);
+        let count = runs.len() / RUN_LEN;
+        let start = partition_point(count, |r| u32_at(runs, r * RUN_LEN) < mailer_id);
+        for run in (start..count).take_while(|&r| u32_at(runs, r * RUN_LEN) == mailer_id) {
+            let first = u32_at(runs, run * RUN_LEN + RUN_FIRST_OFFSET) as usize;
+            let pieces = u32_at(runs, run * RUN_LEN + RUN_COUNT_OFFSET) as usize;
+            out.extend(first..first.saturating_add(pieces).min(self.piece_count));
+        }
+    }
+}
