@@ -41,29 +41,31 @@ pub(crate) fn bit_array_len(count: usize, width: u32) -> usize {
 }
 
 /// Bits needed to write every number up to `max`.
-pub(crate) fn bits_for(max: u64) -> u32 {
-    u64::BITS - max.leading_zeros()
+pub(crate) fn bits_for(max: u128) -> u32 {
+    u128::BITS - max.leading_zeros()
 }
 
-/// Writes field `index` of `width` (≤ 64) bits into a zeroed bit array made by
-/// [`bit_array_len`]: field i occupies bits `i × width ..` counted from bit 0 of byte 0,
-/// least significant first.
-pub(crate) fn put_bits(array: &mut [u8], index: usize, width: u32, value: u64) {
-    debug_assert!(width == 64 || value >> width == 0);
-    let bit = index * width as usize;
+/// The widest field a bit array holds: one 16-byte load must cover it at any bit offset.
+pub(crate) const MAX_FIELD_BITS: u32 = 120;
+
+/// ORs a field of `width` (≤ [`MAX_FIELD_BITS`]) bits into a zeroed bit array at bit `bit`
+/// (counted from bit 0 of byte 0, least significant first); the array must have 16 bytes from
+/// byte `bit / 8` on.
+pub(crate) fn put_bits(array: &mut [u8], bit: usize, width: u32, value: u128) {
+    debug_assert!(width <= MAX_FIELD_BITS && (width == 128 || value >> width == 0));
     let slot: &mut [u8; 16] = (&mut array[bit / 8..bit / 8 + 16])
         .try_into()
         .expect("16 bytes");
-    let word = u128::from_le_bytes(*slot) | u128::from(value) << (bit % 8);
+    let word = u128::from_le_bytes(*slot) | value << (bit % 8);
     *slot = word.to_le_bytes();
 }
 
-/// Reads field `index` of `width` (≤ 64) bits; `None` past the array.
-pub(crate) fn get_bits(array: &[u8], index: usize, width: u32) -> Option<u64> {
-    let bit = index.checked_mul(width as usize)?;
+/// Reads the field of `width` (≤ [`MAX_FIELD_BITS`]) bits at bit `bit`; `None` when the
+/// 16-byte load would pass the array's end.
+pub(crate) fn get_bits(array: &[u8], bit: usize, width: u32) -> Option<u128> {
     let slot: [u8; 16] = array.get(bit / 8..bit / 8 + 16)?.try_into().ok()?;
     let word = u128::from_le_bytes(slot) >> (bit % 8);
-    Some((word & ((1u128 << width) - 1)) as u64)
+    Some(word & ((1u128 << width) - 1))
 }
 
 /// Writes the low `n` bytes of `value`, little-endian.
@@ -110,7 +112,7 @@ mod tests {
     fn bits_are_packed_from_bit_zero() {
         let mut array = vec![0u8; bit_array_len(3, 5)];
         for (i, v) in [0b10101, 0b00011, 0b11111].into_iter().enumerate() {
-            put_bits(&mut array, i, 5, v);
+            put_bits(&mut array, i * 5, 5, v);
         }
         assert_eq!(array[..2], [0b0111_0101, 0b0111_1100]);
         assert_eq!(array.len(), 2 + BIT_PADDING);
@@ -131,15 +133,14 @@ mod tests {
         }
 
         #[test]
-        fn bit_fields_round_trip(width in 0u32..=64, raw in proptest::collection::vec(any::<u64>(), 0..100)) {
-            let mask = if width == 64 { u64::MAX } else { (1 << width) - 1 };
-            let values: Vec<u64> = raw.iter().map(|v| v & mask).collect();
+        fn bit_fields_round_trip(width in 0u32..=MAX_FIELD_BITS, raw in proptest::collection::vec(any::<u128>(), 0..100)) {
+            let values: Vec<u128> = raw.iter().map(|v| v & ((1u128 << width) - 1)).collect();
             let mut array = vec![0u8; bit_array_len(values.len(), width)];
             for (i, &v) in values.iter().enumerate() {
-                put_bits(&mut array, i, width, v);
+                put_bits(&mut array, i * width as usize, width, v);
             }
             for (i, &v) in values.iter().enumerate() {
-                prop_assert_eq!(get_bits(&array, i, width), Some(v));
+                prop_assert_eq!(get_bits(&array, i * width as usize, width), Some(v));
             }
         }
 

@@ -11,6 +11,7 @@ use imbtrack_feed::{MailClass, ScanEvent, SymbolTable, Zip};
 
 use super::codec::{
     bit_array_len, bits_for, get_bits, get_uint, get_varint, put_bits, put_uint, put_varint,
+    BIT_PADDING, MAX_FIELD_BITS,
 };
 use super::{
     bloom_section, corrupt, frame, implied_routing, mailer_id, partition_point, routing_key,
@@ -64,11 +65,17 @@ const RUN_LEN: usize = RUN_COUNT_OFFSET + 4;
 const SITE_CODE_OFFSET: usize = 4;
 const SITE_MACHINE_OFFSET: usize = SITE_CODE_OFFSET + 2;
 const SITE_LEN: usize = SITE_MACHINE_OFFSET + 2;
-/// A key is coded as its high part (key >> 37, delta-coded) and its low 37 bits (5 bytes): an
-/// IMb's routing value is exactly the low 37 bits, which sorting does not make small.
+/// A key is coded as its high part (key >> 37, as an offset from the block's first key's) and
+/// its low 37 bits: an IMb's routing value is exactly the low 37 bits, which sorting does not
+/// make small.
 const KEY_LOW_BITS: u32 = 37;
-const KEY_LOW_BYTES: usize = 5;
-const KEY_HIGH_LIMIT: u128 = 1 << (128 - KEY_LOW_BITS);
+const KEY_LOW_MASK: u128 = (1 << KEY_LOW_BITS) - 1;
+/// A block's header: high bits u8, scan offset bits u8, routing bits u8, unused u8, explicit
+/// routing bitmap u64.
+const BLOCK_SCAN_BITS_OFFSET: usize = 1;
+const BLOCK_ROUTING_BITS_OFFSET: usize = BLOCK_SCAN_BITS_OFFSET + 1;
+const BLOCK_BITMAP_OFFSET: usize = BLOCK_ROUTING_BITS_OFFSET + 2;
+const BLOCK_HEADER_LEN: usize = BLOCK_BITMAP_OFFSET + 8;
 
 /// A routing ZIP as one number: 0 for none, else the ZIP's number × 4 plus its length code
 /// (1: 5 digits, 2: 9, 3: 11).
@@ -96,6 +103,55 @@ fn too_big(day: i64, what: &str) -> StoreError {
     StoreError::Invariant(format!(
         "bucket day {day}: {what} exceeds format v2's limits"
     ))
+}
+
+/// Appends one block of pieces (key, first scan, routing unless the key implies it): its
+/// header, the fixed-width piece records, then the explicit routings (see FORMAT.md).
+fn encode_block(block: &[(u128, usize, Option<Zip>)], out: &mut Vec<u8>) {
+    let (first_key, first_scan, _) = block[0];
+    let high = |key: u128| (key >> KEY_LOW_BITS) - (first_key >> KEY_LOW_BITS);
+    let high_bits = bits_for(high(block[block.len() - 1].0));
+    let scan_bits = bits_for((block[block.len() - 1].1 - first_scan) as u128);
+    let explicit: Vec<(usize, u64)> = block
+        .iter()
+        .enumerate()
+        .filter_map(|(i, p)| Some((i, zip_word(p.2?))))
+        .collect();
+    let routing_bits = bits_for(u128::from(explicit.iter().map(|e| e.1).max().unwrap_or(0)));
+    let bitmap = explicit.iter().fold(0u64, |map, (i, _)| map | 1 << i);
+    out.extend_from_slice(&[high_bits as u8, scan_bits as u8, routing_bits as u8, 0]);
+    out.extend_from_slice(&bitmap.to_le_bytes());
+    let record_bits = high_bits + KEY_LOW_BITS + scan_bits;
+    let mut records = vec![0u8; bit_array_len(block.len(), record_bits)];
+    for (i, &(key, scan, _)) in block.iter().enumerate() {
+        let at = i * record_bits as usize;
+        put_bits(&mut records, at, high_bits, high(key));
+        put_bits(
+            &mut records,
+            at + high_bits as usize,
+            KEY_LOW_BITS,
+            key & KEY_LOW_MASK,
+        );
+        put_bits(
+            &mut records,
+            at + (high_bits + KEY_LOW_BITS) as usize,
+            scan_bits,
+            (scan - first_scan) as u128,
+        );
+    }
+    records.truncate(records.len() - BIT_PADDING);
+    out.extend_from_slice(&records);
+    let mut routings = vec![0u8; bit_array_len(explicit.len(), routing_bits)];
+    for (n, (_, word)) in explicit.iter().enumerate() {
+        put_bits(
+            &mut routings,
+            n * routing_bits as usize,
+            routing_bits,
+            u128::from(*word),
+        );
+    }
+    routings.truncate(routings.len() - BIT_PADDING);
+    out.extend_from_slice(&routings);
 }
 
 /// Builds a v2 bucket file (see [`super::encode`]).
@@ -139,19 +195,17 @@ pub(super) fn encode(
         .map(|(t, _)| t / time_unit)
         .max()
         .unwrap_or(0);
-    let time_bits = bits_for(u64::from(max_time));
-    let site_bits = bits_for(sites.len().saturating_sub(1) as u64);
+    let time_bits = bits_for(u128::from(max_time));
+    let site_bits = bits_for(sites.len().saturating_sub(1) as u128);
     let width = time_bits + site_bits;
     let mut scan_bits = vec![0u8; bit_array_len(scans.len(), width)];
     for (i, (time, site)) in scan_values.iter().enumerate() {
-        let value = u64::from(time / time_unit) | u64::from(*site) << time_bits;
-        put_bits(&mut scan_bits, i, width, value);
+        let value = u128::from(time / time_unit) | u128::from(*site) << time_bits;
+        put_bits(&mut scan_bits, i * width as usize, width, value);
     }
 
-    let mut fences = Vec::new();
-    let mut blocks = Vec::new();
-    let mut pieces = Vec::new();
-    let mut keys = Vec::new();
+    // Pieces: key, first scan, routing ZIP.
+    let mut pieces: Vec<(u128, usize, Option<Zip>)> = Vec::new();
     let mut zips: Vec<(u64, u32)> = Vec::new();
     let mut runs: Vec<[u32; 3]> = Vec::new();
     let mut start = 0;
@@ -162,35 +216,8 @@ pub(super) fn encode(
                 .iter()
                 .take_while(|s| s.barcode == key)
                 .count();
-        let piece = keys.len();
-        let raw = key.as_u128();
-        if piece % PIECES_PER_BLOCK == 0 {
-            fences.extend_from_slice(&raw.to_le_bytes());
-            let offset = u32::try_from(pieces.len()).map_err(|_| too_big(day, "piece bytes"))?;
-            blocks.extend_from_slice(&offset.to_le_bytes());
-            blocks.extend_from_slice(&(start as u32).to_le_bytes());
-        } else {
-            let previous: u128 = keys[piece - 1];
-            put_varint(
-                &mut pieces,
-                (raw >> KEY_LOW_BITS) - (previous >> KEY_LOW_BITS),
-            );
-            put_uint(
-                &mut pieces,
-                (raw as u64) & ((1 << KEY_LOW_BITS) - 1),
-                KEY_LOW_BYTES,
-            );
-        }
+        let piece = u32::try_from(pieces.len()).map_err(|_| too_big(day, "piece count"))?;
         let routing = scans[start].routing;
-        let explicit = routing != implied_routing(key);
-        put_varint(
-            &mut pieces,
-            ((end - start) as u128) << 1 | u128::from(explicit),
-        );
-        if explicit {
-            put_varint(&mut pieces, u128::from(zip_word(routing)));
-        }
-        let piece = u32::try_from(piece).map_err(|_| too_big(day, "piece count"))?;
         if !routing.is_empty() {
             zips.push((routing_key(routing), piece));
         }
@@ -202,12 +229,28 @@ pub(super) fn encode(
                 _ => runs.push([mid, piece, 1]),
             }
         }
-        keys.push(raw);
+        let explicit = (routing != implied_routing(key)).then_some(routing);
+        pieces.push((key.as_u128(), start, explicit));
         start = end;
     }
     u32::try_from(scans.len()).map_err(|_| too_big(day, "scan count"))?;
-    let piece_count = keys.len();
-    let piece_bytes = (bits_for(piece_count.saturating_sub(1) as u64).div_ceil(8)).max(1) as usize;
+    let piece_count = pieces.len();
+    let piece_bytes = (bits_for(piece_count.saturating_sub(1) as u128).div_ceil(8)).max(1) as usize;
+    let mut fences = Vec::new();
+    let mut blocks = Vec::new();
+    let mut piece_bytes_out = Vec::new();
+    for block in pieces.chunks(PIECES_PER_BLOCK) {
+        let (first_key, first_scan, _) = block[0];
+        fences.extend_from_slice(&first_key.to_le_bytes());
+        let offset =
+            u32::try_from(piece_bytes_out.len()).map_err(|_| too_big(day, "piece bytes"))?;
+        blocks.extend_from_slice(&offset.to_le_bytes());
+        blocks.extend_from_slice(&(first_scan as u32).to_le_bytes());
+        encode_block(block, &mut piece_bytes_out);
+    }
+    piece_bytes_out.extend_from_slice(&[0; BIT_PADDING]);
+    let pieces_keys: Vec<u128> = pieces.iter().map(|p| p.0).collect();
+    let pieces = piece_bytes_out;
 
     zips.sort_unstable();
     let mut zip_fences = Vec::new();
@@ -224,7 +267,7 @@ pub(super) fn encode(
         put_uint(&mut zip_bytes, u64::from(piece), piece_bytes);
     }
     runs.sort_unstable();
-    let bloom = bloom_section(keys.iter().copied());
+    let bloom = bloom_section(pieces_keys.iter().copied());
     let [codes, facilities, machines] = tables.sections(symbols);
     let site_bytes = sites
         .iter()
@@ -282,19 +325,66 @@ pub(super) struct Layout {
     sites: Vec<ScanFields>,
 }
 
-/// Where decoding stands inside a block of pieces.
-struct Cursor {
-    block: usize,
-    /// The piece the next [`Layout::next_piece`] decodes.
-    piece: usize,
-    /// Its bytes start here, in the pieces section.
-    at: usize,
-    /// The block's bytes end here.
-    end: usize,
-    /// The previous piece's key (the fence, before the first).
-    key: u128,
-    /// The next piece's first scan.
+/// One block of pieces, its header read.
+struct Block<'m> {
+    /// The pieces section from the block's start on.
+    bytes: &'m [u8],
+    /// Its first piece's number.
+    first_piece: usize,
+    /// Pieces in it.
+    len: usize,
+    fence: u128,
     first_scan: usize,
+    /// The first scan after the block.
+    scans_end: usize,
+    high_bits: u32,
+    scan_bits: u32,
+    routing_bits: u32,
+    explicit: u64,
+}
+
+impl Block<'_> {
+    fn record_bits(&self) -> usize {
+        (self.high_bits + KEY_LOW_BITS + self.scan_bits) as usize
+    }
+
+    fn key(&self, i: usize) -> Option<u128> {
+        let at = BLOCK_HEADER_LEN * 8 + i * self.record_bits();
+        let high = get_bits(self.bytes, at, self.high_bits)?;
+        let low = get_bits(self.bytes, at + self.high_bits as usize, KEY_LOW_BITS)?;
+        let high = (self.fence >> KEY_LOW_BITS).checked_add(high)?;
+        (high < 1 << (128 - KEY_LOW_BITS)).then_some(high << KEY_LOW_BITS | low)
+    }
+
+    fn scan_offset(&self, i: usize) -> Option<usize> {
+        if i == self.len {
+            return self.scans_end.checked_sub(self.first_scan);
+        }
+        let at = BLOCK_HEADER_LEN * 8
+            + i * self.record_bits()
+            + (self.high_bits + KEY_LOW_BITS) as usize;
+        usize::try_from(get_bits(self.bytes, at, self.scan_bits)?).ok()
+    }
+
+    /// Piece `i` of the block, whose key is `key`.
+    fn entry(&self, i: usize, key: u128) -> Option<PieceEntry> {
+        let (start, end) = (self.scan_offset(i)?, self.scan_offset(i + 1)?);
+        let routing = if self.explicit >> i & 1 == 1 {
+            let rank = (self.explicit & ((1 << i) - 1)).count_ones() as usize;
+            let at = (BLOCK_HEADER_LEN * 8 + self.len * self.record_bits()).next_multiple_of(8)
+                + rank * self.routing_bits as usize;
+            let word = get_bits(self.bytes, at, self.routing_bits)?;
+            Some(zip_from_word(u64::try_from(word).ok()?)?)
+        } else {
+            None
+        };
+        Some(PieceEntry {
+            key,
+            routing,
+            first_scan: self.first_scan + start,
+            scans: end.checked_sub(start)?,
+        })
+    }
 }
 
 impl Layout {
@@ -394,66 +484,48 @@ impl Layout {
         self.piece_count.div_ceil(PIECES_PER_BLOCK)
     }
 
-    /// A cursor at the first piece of `block` (which must exist).
-    fn block_start(&self, map: &[u8], block: usize) -> Cursor {
+    /// Block `block` (which must exist), its header checked.
+    fn block<'m>(&self, map: &'m [u8], block: usize) -> Option<Block<'m>> {
         let table = self.section(map, BLOCKS);
         let at = u32_at(table, block * BLOCK_LEN) as usize;
-        let end = if block + 1 < self.blocks() {
-            u32_at(table, (block + 1) * BLOCK_LEN) as usize
+        let first_scan = u32_at(table, block * BLOCK_LEN + BLOCK_FIRST_SCAN_OFFSET) as usize;
+        let scans_end = if block + 1 < self.blocks() {
+            u32_at(table, (block + 1) * BLOCK_LEN + BLOCK_FIRST_SCAN_OFFSET) as usize
         } else {
-            self.sections[PIECES].len()
+            self.scan_count
         };
-        Cursor {
-            block,
-            piece: block * PIECES_PER_BLOCK,
-            at,
-            end,
-            key: u128_at(self.section(map, FENCES), block * FENCE_LEN),
-            first_scan: u32_at(table, block * BLOCK_LEN + BLOCK_FIRST_SCAN_OFFSET) as usize,
-        }
-    }
-
-    /// Decodes the cursor's piece and moves to the next; `None` past the block or on bytes
-    /// that do not decode.
-    fn next_piece(&self, map: &[u8], cursor: &mut Cursor) -> Option<PieceEntry> {
-        let block_end = ((cursor.block + 1) * PIECES_PER_BLOCK).min(self.piece_count);
-        if cursor.piece >= block_end {
-            return None;
-        }
-        let bytes = self.section(map, PIECES).get(..cursor.end)?;
-        let at = &mut cursor.at;
-        if !cursor.piece.is_multiple_of(PIECES_PER_BLOCK) {
-            let high = (cursor.key >> KEY_LOW_BITS).checked_add(get_varint(bytes, at)?)?;
-            let low = get_uint(bytes, at, KEY_LOW_BYTES)?;
-            if high >= KEY_HIGH_LIMIT || low >> KEY_LOW_BITS != 0 {
-                return None;
-            }
-            cursor.key = high << KEY_LOW_BITS | u128::from(low);
-        }
-        let tag = u64::try_from(get_varint(bytes, at)?).ok()?;
-        let routing = if tag & 1 == 1 {
-            Some(zip_from_word(u64::try_from(get_varint(bytes, at)?).ok()?)?)
-        } else {
-            None
+        let bytes = self.section(map, PIECES).get(at..)?;
+        let header = bytes.get(..BLOCK_HEADER_LEN)?;
+        let first_piece = block * PIECES_PER_BLOCK;
+        let block = Block {
+            bytes,
+            first_piece,
+            len: (self.piece_count - first_piece).min(PIECES_PER_BLOCK),
+            fence: u128_at(self.section(map, FENCES), block * FENCE_LEN),
+            first_scan,
+            scans_end,
+            high_bits: u32::from(header[0]),
+            scan_bits: u32::from(header[BLOCK_SCAN_BITS_OFFSET]),
+            routing_bits: u32::from(header[BLOCK_ROUTING_BITS_OFFSET]),
+            explicit: u64_at(header, BLOCK_BITMAP_OFFSET),
         };
-        let entry = PieceEntry {
-            key: cursor.key,
-            routing,
-            first_scan: cursor.first_scan,
-            scans: usize::try_from(tag >> 1).ok()?,
-        };
-        cursor.first_scan = cursor.first_scan.checked_add(entry.scans)?;
-        cursor.piece += 1;
-        Some(entry)
+        let widths_fit =
+            block.high_bits <= MAX_FIELD_BITS && block.scan_bits <= 32 && block.routing_bits <= 64;
+        widths_fit.then_some(block)
     }
 
     pub(super) fn find(&self, map: &[u8], target: u128) -> Option<PieceEntry> {
         let fences = self.section(map, FENCES);
         let after = partition_point(self.blocks(), |b| u128_at(fences, b * FENCE_LEN) <= target);
-        let mut cursor = self.block_start(map, after.checked_sub(1)?);
-        while let Some(entry) = self.next_piece(map, &mut cursor) {
-            if entry.key >= target {
-                return (entry.key == target).then_some(entry);
+        let block = self.block(map, after.checked_sub(1)?)?;
+        // Keys only grow within a block: binary search, a key that does not decode ends it.
+        let (mut lo, mut hi) = (0, block.len);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            match block.key(mid)?.cmp(&target) {
+                std::cmp::Ordering::Less => lo = mid + 1,
+                std::cmp::Ordering::Greater => hi = mid,
+                std::cmp::Ordering::Equal => return block.entry(mid, target),
             }
         }
         None
@@ -465,29 +537,22 @@ impl Layout {
         pieces: &[usize],
         f: &mut dyn FnMut(usize, &PieceEntry),
     ) {
-        let mut cursor: Option<Cursor> = None;
+        let mut current: Option<Block<'_>> = None;
         for &piece in pieces.iter().filter(|&&p| p < self.piece_count) {
-            let block = piece / PIECES_PER_BLOCK;
-            let reusable = cursor
+            let number = piece / PIECES_PER_BLOCK;
+            if current
                 .as_ref()
-                .is_some_and(|c| c.block == block && c.piece <= piece);
-            if !reusable {
-                cursor = Some(self.block_start(map, block));
+                .is_none_or(|b| b.first_piece != number * PIECES_PER_BLOCK)
+            {
+                current = self.block(map, number);
             }
-            let Some(c) = cursor.as_mut() else { continue };
-            while c.piece < piece {
-                if self.next_piece(map, c).is_none() {
-                    break;
-                }
+            let Some(block) = current.as_ref() else {
+                continue;
+            };
+            let i = piece - block.first_piece;
+            if let Some(entry) = block.key(i).and_then(|key| block.entry(i, key)) {
+                f(piece, &entry);
             }
-            if c.piece == piece {
-                if let Some(entry) = self.next_piece(map, c) {
-                    f(piece, &entry);
-                    continue;
-                }
-            }
-            // Bytes that do not decode: nothing more from this block.
-            cursor = None;
         }
     }
 
@@ -495,11 +560,9 @@ impl Layout {
         if index >= self.scan_count {
             return None;
         }
-        let value = get_bits(
-            self.section(map, SCANS),
-            index,
-            self.time_bits + self.site_bits,
-        )?;
+        let width = self.time_bits + self.site_bits;
+        // At most 64 bits wide (time ≤ 32, site ≤ 32).
+        let value = get_bits(self.section(map, SCANS), index * width as usize, width)? as u64;
         let time = (value & ((1 << self.time_bits) - 1)) * u64::from(self.time_unit);
         let site = self
             .sites
