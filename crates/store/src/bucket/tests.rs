@@ -262,3 +262,26 @@ proptest! {
         assert_answers(class, day, &events, &symbols);
     }
 }
+
+#[test]
+fn the_bloom_hash_matches_format_md() {
+    let key = Barcode::Imb(Imb::new("00270123456789123456", "94110").unwrap()).key();
+    assert_eq!(key.as_u128(), 0x0100_0000_77f5_7b49_ed52_3000_0001_6f9f);
+    let h = bloom_hash(key.as_u128());
+    assert_eq!(h, 0xc22b_ca49_2bd9_efd7);
+    assert_eq!(h.wrapping_mul(0x9E37_79B9_7F4A_7C15), 0xd586_c598_2632_d0a3);
+    let probe = BloomProbe::new(key);
+    let mut bits: Vec<u64> = Vec::new();
+    for (word, mask) in probe.mask.iter().enumerate() {
+        bits.extend(
+            (0..64)
+                .filter(|b| mask >> b & 1 == 1)
+                .map(|b| word as u64 * 64 + b),
+        );
+    }
+    assert_eq!(bits, [54, 89, 163, 260, 360, 396]);
+    assert_eq!(
+        [probe.block(1), probe.block(7), probe.block(1000)],
+        [0, 5, 758]
+    );
+}
