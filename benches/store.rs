@@ -1,8 +1,8 @@
 //! Store benchmarks on a realistic feed: 30 days of `imbtrack gen` traffic (mail and 20 %
 //! packages, ~2 scans a piece-day, about 1 M scans a day), sealed once in format v1 and once in
-//! v2. For each: bytes per scan, point lookups of stored pieces over the 30 days (p50/p99
-//! printed beside criterion's figures), open time of the store, and the time to drop one day's
-//! buckets; then append throughput.
+//! v2. For each: bytes per scan, point lookups of stored (and of absent) pieces over the 30
+//! days (p50/p99 printed beside criterion's figures), open time of the store, and the time to
+//! drop one day's buckets; then append throughput.
 //! Run: `cargo bench -p imbtrack-store --bench store` (builds both stores under target/ once,
 //! ~1.5 GB; `STORE_BENCH_PIECES` sets the feed's size, default 5,500,000 pieces).
 
@@ -137,6 +137,26 @@ fn store_benches(c: &mut Criterion) {
             percentile(&latencies, 0.5),
             percentile(&latencies, 0.99),
             percentile(&latencies, 0.999),
+            latencies.len()
+        );
+        // Pieces not stored (the next key up), which tracking pages ask for too.
+        let absent: Vec<BarcodeKey> = sample
+            .iter()
+            .filter_map(|k| BarcodeKey::from_u128(k.as_u128() + 1).ok())
+            .collect();
+        let mut latencies: Vec<u128> = absent
+            .iter()
+            .map(|k| {
+                let start = Instant::now();
+                black_box(store.lookup(*k, NOW));
+                start.elapsed().as_nanos()
+            })
+            .collect();
+        latencies.sort_unstable();
+        eprintln!(
+            "{name}: lookup of absent pieces: p50 {} ns, p99 {} ns ({} lookups)",
+            percentile(&latencies, 0.5),
+            percentile(&latencies, 0.99),
             latencies.len()
         );
         let mut group = c.benchmark_group(&name);

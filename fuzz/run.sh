@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 seconds=${FUZZ_SECONDS:-30}
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(barcode feed bucket wal http kafka_frame)
+[ ${#targets[@]} -gt 0 ] || targets=(barcode feed bucket bucket_v2 wal http kafka_frame)
 for target in "${targets[@]}"; do
   mkdir -p "corpus/$target"
   seeds="seeds/$target"

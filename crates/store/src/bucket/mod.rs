@@ -154,6 +154,26 @@ fn bloom_hash(key: u128) -> u64 {
     h ^ (h >> 33)
 }
 
+/// Asks the processor to start loading every cache line of `bytes`, without waiting for any:
+/// a lookup across buckets first starts the loads it will need from each, so their cache and
+/// TLB misses overlap instead of adding up.
+fn prefetch_lines<T>(items: &[T]) {
+    #[cfg(target_arch = "x86_64")]
+    for line in items.iter().step_by((64 / std::mem::size_of::<T>()).max(1)) {
+        // SAFETY: a prefetch is a hint: it never faults (not even on a bad address), changes
+        // no memory and returns nothing, and SSE, which provides it, is part of every x86_64
+        // target.
+        #[allow(unsafe_code)]
+        unsafe {
+            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+                std::ptr::from_ref(line).cast(),
+            );
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = items;
+}
+
 /// A key's Bloom probe, computed once per lookup and used against every bucket: the hash that
 /// picks the block (by multiply-shift, no division) and the six bits to find in it, as a mask
 /// per word of the 512-bit block.
@@ -542,8 +562,11 @@ struct PieceEntry {
     key: u128,
     /// The piece's routing ZIP, or `None` when it is the one the key implies.
     routing: Option<Zip>,
-    first_scan: usize,
+    /// Its scans.
     scans: usize,
+    /// Where the layout finds its first scan (v1: its number; v2: its bit in the pieces
+    /// section).
+    scan_at: usize,
 }
 
 /// One scan as the store returns it.
@@ -603,10 +626,11 @@ impl Layout {
         }
     }
 
-    fn scan(&self, map: &[u8], index: usize) -> Option<ScanFields> {
+    /// Scan `j` of `piece`.
+    fn scan(&self, map: &[u8], piece: &PieceEntry, j: usize) -> Option<ScanFields> {
         match self {
-            Layout::V1(l) => l.scan(map, index),
-            Layout::V2(l) => l.scan(map, index),
+            Layout::V1(l) => l.scan(map, piece, j),
+            Layout::V2(l) => l.scan(map, piece, j),
         }
     }
 
@@ -727,10 +751,19 @@ impl SealedBucket {
         self.map.len() as u64
     }
 
+    fn bloom_block(&self, probe: &BloomProbe) -> &[u8] {
+        &self.map[self.bloom.clone()][probe.block(self.bloom_blocks) * BLOOM_BLOCK_BYTES..]
+            [..BLOOM_BLOCK_BYTES]
+    }
+
+    /// Starts loading the filter block [`SealedBucket::may_contain`] reads.
+    pub fn prefetch_filter(&self, probe: &BloomProbe) {
+        prefetch_lines(self.bloom_block(probe));
+    }
+
     /// Whether the filter admits the probed key (false means certainly absent).
     pub fn may_contain(&self, probe: &BloomProbe) -> bool {
-        let block = &self.map[self.bloom.clone()]
-            [probe.block(self.bloom_blocks) * BLOOM_BLOCK_BYTES..][..BLOOM_BLOCK_BYTES];
+        let block = self.bloom_block(probe);
         block
             .chunks_exact(8)
             .zip(probe.mask)
@@ -741,9 +774,29 @@ impl SealedBucket {
 
     /// Appends the piece's scans to `out`; `probe` is `BloomProbe::new(key)`.
     pub fn scans_of(&self, key: BarcodeKey, probe: &BloomProbe, out: &mut Vec<StoredScan>) {
-        if !self.may_contain(probe) {
-            return;
+        if self.may_contain(probe) {
+            self.scans_of_present(key, out);
         }
+    }
+
+    /// Starts loading the part of the piece index a lookup of `key` searches first, without
+    /// waiting for it.
+    pub fn prefetch_index(&self, key: BarcodeKey) {
+        if let Layout::V2(layout) = &self.layout {
+            layout.prefetch_index(key.as_u128());
+        }
+    }
+
+    /// Starts loading the piece block a lookup of `key` reads, without waiting for it (best
+    /// after [`SealedBucket::prefetch_index`] had time to load).
+    pub fn prefetch(&self, key: BarcodeKey) {
+        if let Layout::V2(layout) = &self.layout {
+            layout.prefetch(&self.map, key.as_u128());
+        }
+    }
+
+    /// [`SealedBucket::scans_of`] once [`SealedBucket::may_contain`] said yes.
+    pub fn scans_of_present(&self, key: BarcodeKey, out: &mut Vec<StoredScan>) {
         if let Some(entry) = self.layout.find(&self.map, key.as_u128()) {
             self.push_piece(&entry, key, out);
         }
@@ -764,8 +817,8 @@ impl SealedBucket {
     fn push_piece(&self, entry: &PieceEntry, key: BarcodeKey, out: &mut Vec<StoredScan>) {
         let routing = entry.routing.unwrap_or_else(|| implied_routing(key));
         let day_start = self.header.day * DAY_MS;
-        for index in entry.first_scan..entry.first_scan.saturating_add(entry.scans) {
-            let Some(fields) = self.layout.scan(&self.map, index) else {
+        for j in 0..entry.scans {
+            let Some(fields) = self.layout.scan(&self.map, entry, j) else {
                 break;
             };
             if !self.tables.admits(&fields) {

@@ -177,7 +177,7 @@ impl Layout {
         let mut expected_first = 0u64;
         for i in 0..self.piece_count {
             let entry = self.piece(map, i);
-            if entry.first_scan as u64 != expected_first || entry.scans == 0 {
+            if entry.scan_at as u64 != expected_first || entry.scans == 0 {
                 return Err(corrupt(
                     path,
                     format!("piece {i} does not cover the next scans"),
@@ -218,8 +218,8 @@ impl Layout {
             routing: Some(
                 Zip::from_bits(u64_at(pieces, at + PIECE_ROUTING_OFFSET)).unwrap_or(Zip::NONE),
             ),
-            first_scan: u32_at(pieces, at + PIECE_FIRST_SCAN_OFFSET) as usize,
             scans: u32_at(pieces, at + PIECE_SCAN_COUNT_OFFSET) as usize,
+            scan_at: u32_at(pieces, at + PIECE_FIRST_SCAN_OFFSET) as usize,
         }
     }
 
@@ -260,7 +260,8 @@ impl Layout {
         }
     }
 
-    pub(super) fn scan(&self, map: &[u8], index: usize) -> Option<ScanFields> {
+    pub(super) fn scan(&self, map: &[u8], piece: &PieceEntry, j: usize) -> Option<ScanFields> {
+        let index = piece.scan_at.checked_add(j)?;
         (index < self.section(map, SCANS).len() / SCAN_LEN).then(|| self.scan_fields(map, index))
     }
 

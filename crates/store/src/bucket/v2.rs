@@ -1,8 +1,9 @@
-//! Format v2: pieces in blocks of 64 behind fence keys, keys delta-coded within a block, scans
-//! as fixed-width bit fields (time from the day's start, and a "site": one facility, event
-//! code, handling type and machine combination from a per-bucket table), the ZIP index
-//! delta-coded in blocks, the Mailer ID index as runs of pieces. Decoding one block costs well
-//! under a microsecond; every read is checked, since a forged file can hold anything.
+//! Format v2: pieces in blocks of 64 behind fence keys, each block holding fixed-width piece
+//! records (key as an offset from the fence, scan offset) and then its pieces' scans as
+//! fixed-width bit fields (time from the day's start, and a "site": one facility, event code,
+//! handling type and machine combination from a per-bucket table), so a lookup touches one
+//! fence group and one block; the ZIP index delta-coded in blocks; the Mailer ID index as runs
+//! of pieces. Every read is checked, since a forged file can hold anything.
 
 use std::ops::Range;
 use std::path::Path;
@@ -14,29 +15,27 @@ use super::codec::{
     BIT_PADDING, MAX_FIELD_BITS,
 };
 use super::{
-    bloom_section, corrupt, frame, implied_routing, mailer_id, partition_point, routing_key,
-    routing_key_matches, u128_at, u32_at, u64_at, BucketKind, Header, PieceEntry, ScanFields,
-    TableBuilder, Tables, SECTIONS_OFFSET, SECTION_ENTRY_LEN,
+    bloom_section, corrupt, frame, implied_routing, mailer_id, partition_point, prefetch_lines,
+    routing_key, routing_key_matches, u128_at, u32_at, u64_at, BucketKind, Header, PieceEntry,
+    ScanFields, TableBuilder, Tables, SECTIONS_OFFSET, SECTION_ENTRY_LEN,
 };
 use crate::retention::DAY_MS;
 use crate::StoreError;
 
 pub(super) const VERSION: u32 = 2;
-pub(super) const SECTION_COUNT: usize = 12;
+pub(super) const SECTION_COUNT: usize = 10;
 
 // Section numbers, in file order (FORMAT.md describes each).
-const FENCES: usize = 0;
-const BLOCKS: usize = 1;
-const PIECES: usize = 2;
-const SCANS: usize = 3;
-const ZIP_FENCES: usize = 4;
-const ZIPS: usize = 5;
-const MAILER_RUNS: usize = 6;
-const BLOOM: usize = 7;
-const CODES: usize = 8;
-const FACILITIES: usize = 9;
-const MACHINES: usize = 10;
-const SITES: usize = 11;
+const BLOCKS: usize = 0;
+const PIECES: usize = 1;
+const ZIP_FENCES: usize = 2;
+const ZIPS: usize = 3;
+const MAILER_RUNS: usize = 4;
+const BLOOM: usize = 5;
+const CODES: usize = 6;
+const FACILITIES: usize = 7;
+const MACHINES: usize = 8;
+const SITES: usize = 9;
 
 // Header fields, after the section table.
 const TIME_UNIT_OFFSET: usize = SECTIONS_OFFSET + SECTION_COUNT * SECTION_ENTRY_LEN;
@@ -47,13 +46,19 @@ const FIELDS_END: usize = PIECE_BYTES_OFFSET + 2;
 
 /// Pieces a block holds (the last may hold fewer).
 pub(crate) const PIECES_PER_BLOCK: usize = 64;
+/// A block table entry: the block's first key u128, its byte offset in the pieces section u32,
+/// the number of its first scan u32.
+const BLOCK_OFFSET_OFFSET: usize = 16;
+const BLOCK_FIRST_SCAN_OFFSET: usize = BLOCK_OFFSET_OFFSET + 4;
+const BLOCK_ENTRY_LEN: usize = BLOCK_FIRST_SCAN_OFFSET + 4;
+/// A block's header: high bits u8, scan offset bits u8, routing bits u8, unused u8, explicit
+/// routing bitmap u64.
+const BLOCK_SCAN_BITS_OFFSET: usize = 1;
+const BLOCK_ROUTING_BITS_OFFSET: usize = BLOCK_SCAN_BITS_OFFSET + 1;
+const BLOCK_BITMAP_OFFSET: usize = BLOCK_ROUTING_BITS_OFFSET + 2;
+const BLOCK_HEADER_LEN: usize = BLOCK_BITMAP_OFFSET + 8;
 /// ZIP index entries a block holds (the last may hold fewer).
 const ZIPS_PER_BLOCK: usize = 64;
-/// A fence: the block's first key, u128.
-const FENCE_LEN: usize = 16;
-/// A block entry: byte offset of the block in the pieces section u32, its first scan u32.
-const BLOCK_FIRST_SCAN_OFFSET: usize = 4;
-const BLOCK_LEN: usize = BLOCK_FIRST_SCAN_OFFSET + 4;
 /// A ZIP fence: the block's first routing key u64, byte offset in the ZIP section u32, unused u32.
 const ZIP_FENCE_OFFSET_OFFSET: usize = 8;
 const ZIP_FENCE_LEN: usize = ZIP_FENCE_OFFSET_OFFSET + 8;
@@ -70,12 +75,6 @@ const SITE_LEN: usize = SITE_MACHINE_OFFSET + 2;
 /// make small.
 const KEY_LOW_BITS: u32 = 37;
 const KEY_LOW_MASK: u128 = (1 << KEY_LOW_BITS) - 1;
-/// A block's header: high bits u8, scan offset bits u8, routing bits u8, unused u8, explicit
-/// routing bitmap u64.
-const BLOCK_SCAN_BITS_OFFSET: usize = 1;
-const BLOCK_ROUTING_BITS_OFFSET: usize = BLOCK_SCAN_BITS_OFFSET + 1;
-const BLOCK_BITMAP_OFFSET: usize = BLOCK_ROUTING_BITS_OFFSET + 2;
-const BLOCK_HEADER_LEN: usize = BLOCK_BITMAP_OFFSET + 8;
 
 /// A routing ZIP as one number: 0 for none, else the ZIP's number × 4 plus its length code
 /// (1: 5 digits, 2: 9, 3: 11).
@@ -105,17 +104,43 @@ fn too_big(day: i64, what: &str) -> StoreError {
     ))
 }
 
-/// Appends one block of pieces (key, first scan, routing unless the key implies it): its
-/// header, the fixed-width piece records, then the explicit routings (see FORMAT.md).
-fn encode_block(block: &[(u128, usize, Option<Zip>)], out: &mut Vec<u8>) {
-    let (first_key, first_scan, _) = block[0];
+/// Bytes of `count` fields of `width` bits, without padding.
+fn packed_len(count: usize, width: u32) -> usize {
+    (count * width as usize).div_ceil(8)
+}
+
+/// `count` fields of `width` bits, packed (FORMAT.md: bit 0 of byte 0 first).
+fn pack(values: impl ExactSizeIterator<Item = u128>, width: u32) -> Vec<u8> {
+    let count = values.len();
+    let mut packed = vec![0u8; bit_array_len(count, width)];
+    for (i, value) in values.enumerate() {
+        put_bits(&mut packed, i * width as usize, width, value);
+    }
+    packed.truncate(packed_len(count, width));
+    packed
+}
+
+/// One piece as the encoder sees it.
+struct PieceToWrite {
+    key: u128,
+    /// Its first scan's number.
+    first_scan: usize,
+    /// Its routing ZIP, unless the key implies it.
+    routing: Option<Zip>,
+}
+
+/// Appends one block: its header, the piece records, the explicit routings, then the block's
+/// scans (`scans`: each one's field of `scan_width` bits), each part starting on a byte.
+fn encode_block(block: &[PieceToWrite], scans: &[u128], scan_width: u32, out: &mut Vec<u8>) {
+    let (first_key, first_scan) = (block[0].key, block[0].first_scan);
     let high = |key: u128| (key >> KEY_LOW_BITS) - (first_key >> KEY_LOW_BITS);
-    let high_bits = bits_for(high(block[block.len() - 1].0));
-    let scan_bits = bits_for((block[block.len() - 1].1 - first_scan) as u128);
+    let last = &block[block.len() - 1];
+    let high_bits = bits_for(high(last.key));
+    let scan_bits = bits_for((last.first_scan - first_scan) as u128);
     let explicit: Vec<(usize, u64)> = block
         .iter()
         .enumerate()
-        .filter_map(|(i, p)| Some((i, zip_word(p.2?))))
+        .filter_map(|(i, p)| Some((i, zip_word(p.routing?))))
         .collect();
     let routing_bits = bits_for(u128::from(explicit.iter().map(|e| e.1).max().unwrap_or(0)));
     let bitmap = explicit.iter().fold(0u64, |map, (i, _)| map | 1 << i);
@@ -123,35 +148,20 @@ fn encode_block(block: &[(u128, usize, Option<Zip>)], out: &mut Vec<u8>) {
     out.extend_from_slice(&bitmap.to_le_bytes());
     let record_bits = high_bits + KEY_LOW_BITS + scan_bits;
     let mut records = vec![0u8; bit_array_len(block.len(), record_bits)];
-    for (i, &(key, scan, _)) in block.iter().enumerate() {
+    for (i, piece) in block.iter().enumerate() {
         let at = i * record_bits as usize;
-        put_bits(&mut records, at, high_bits, high(key));
-        put_bits(
-            &mut records,
-            at + high_bits as usize,
-            KEY_LOW_BITS,
-            key & KEY_LOW_MASK,
-        );
-        put_bits(
-            &mut records,
-            at + (high_bits + KEY_LOW_BITS) as usize,
-            scan_bits,
-            (scan - first_scan) as u128,
-        );
+        put_bits(&mut records, at, high_bits, high(piece.key));
+        let low_at = at + high_bits as usize;
+        put_bits(&mut records, low_at, KEY_LOW_BITS, piece.key & KEY_LOW_MASK);
+        let scan_at = low_at + KEY_LOW_BITS as usize;
+        let offset = (piece.first_scan - first_scan) as u128;
+        put_bits(&mut records, scan_at, scan_bits, offset);
     }
-    records.truncate(records.len() - BIT_PADDING);
+    records.truncate(packed_len(block.len(), record_bits));
     out.extend_from_slice(&records);
-    let mut routings = vec![0u8; bit_array_len(explicit.len(), routing_bits)];
-    for (n, (_, word)) in explicit.iter().enumerate() {
-        put_bits(
-            &mut routings,
-            n * routing_bits as usize,
-            routing_bits,
-            u128::from(*word),
-        );
-    }
-    routings.truncate(routings.len() - BIT_PADDING);
-    out.extend_from_slice(&routings);
+    let words = explicit.iter().map(|(_, word)| u128::from(*word));
+    out.extend_from_slice(&pack(words, routing_bits));
+    out.extend_from_slice(&pack(scans.iter().copied(), scan_width));
 }
 
 /// Builds a v2 bucket file (see [`super::encode`]).
@@ -162,6 +172,7 @@ pub(super) fn encode(
     scans: &[ScanEvent],
     symbols: &SymbolTable,
 ) -> Result<Vec<u8>, StoreError> {
+    u32::try_from(scans.len()).map_err(|_| too_big(day, "scan count"))?;
     let day_start = day * DAY_MS;
     let mut tables = TableBuilder::new();
     let mut sites: Vec<ScanFields> = Vec::new();
@@ -190,22 +201,15 @@ pub(super) fn encode(
     } else {
         1
     };
-    let max_time = scan_values
-        .iter()
-        .map(|(t, _)| t / time_unit)
-        .max()
-        .unwrap_or(0);
-    let time_bits = bits_for(u128::from(max_time));
+    let max_time = scan_values.iter().map(|(t, _)| t / time_unit).max();
+    let time_bits = bits_for(u128::from(max_time.unwrap_or(0)));
     let site_bits = bits_for(sites.len().saturating_sub(1) as u128);
-    let width = time_bits + site_bits;
-    let mut scan_bits = vec![0u8; bit_array_len(scans.len(), width)];
-    for (i, (time, site)) in scan_values.iter().enumerate() {
-        let value = u128::from(time / time_unit) | u128::from(*site) << time_bits;
-        put_bits(&mut scan_bits, i * width as usize, width, value);
-    }
+    let scan_fields: Vec<u128> = scan_values
+        .iter()
+        .map(|(time, site)| u128::from(time / time_unit) | u128::from(*site) << time_bits)
+        .collect();
 
-    // Pieces: key, first scan, routing ZIP.
-    let mut pieces: Vec<(u128, usize, Option<Zip>)> = Vec::new();
+    let mut pieces: Vec<PieceToWrite> = Vec::new();
     let mut zips: Vec<(u64, u32)> = Vec::new();
     let mut runs: Vec<[u32; 3]> = Vec::new();
     let mut start = 0;
@@ -229,29 +233,32 @@ pub(super) fn encode(
                 _ => runs.push([mid, piece, 1]),
             }
         }
-        let explicit = (routing != implied_routing(key)).then_some(routing);
-        pieces.push((key.as_u128(), start, explicit));
+        pieces.push(PieceToWrite {
+            key: key.as_u128(),
+            first_scan: start,
+            routing: (routing != implied_routing(key)).then_some(routing),
+        });
         start = end;
     }
-    u32::try_from(scans.len()).map_err(|_| too_big(day, "scan count"))?;
     let piece_count = pieces.len();
-    let piece_bytes = (bits_for(piece_count.saturating_sub(1) as u128).div_ceil(8)).max(1) as usize;
-    let mut fences = Vec::new();
-    let mut blocks = Vec::new();
-    let mut piece_bytes_out = Vec::new();
-    for block in pieces.chunks(PIECES_PER_BLOCK) {
-        let (first_key, first_scan, _) = block[0];
-        fences.extend_from_slice(&first_key.to_le_bytes());
-        let offset =
-            u32::try_from(piece_bytes_out.len()).map_err(|_| too_big(day, "piece bytes"))?;
-        blocks.extend_from_slice(&offset.to_le_bytes());
-        blocks.extend_from_slice(&(first_scan as u32).to_le_bytes());
-        encode_block(block, &mut piece_bytes_out);
+    let mut block_table = Vec::new();
+    let mut piece_bytes = Vec::new();
+    for (b, block) in pieces.chunks(PIECES_PER_BLOCK).enumerate() {
+        let offset = u32::try_from(piece_bytes.len()).map_err(|_| too_big(day, "piece bytes"))?;
+        block_table.extend_from_slice(&block[0].key.to_le_bytes());
+        block_table.extend_from_slice(&offset.to_le_bytes());
+        block_table.extend_from_slice(&(block[0].first_scan as u32).to_le_bytes());
+        let scans_end = pieces
+            .get((b + 1) * PIECES_PER_BLOCK)
+            .map_or(scans.len(), |next| next.first_scan);
+        let block_scans = &scan_fields[block[0].first_scan..scans_end];
+        encode_block(block, block_scans, time_bits + site_bits, &mut piece_bytes);
     }
-    piece_bytes_out.extend_from_slice(&[0; BIT_PADDING]);
-    let pieces_keys: Vec<u128> = pieces.iter().map(|p| p.0).collect();
-    let pieces = piece_bytes_out;
+    piece_bytes.extend_from_slice(&[0; BIT_PADDING]);
 
+    let piece_number_bytes = bits_for(piece_count.saturating_sub(1) as u128)
+        .div_ceil(8)
+        .max(1) as usize;
     zips.sort_unstable();
     let mut zip_fences = Vec::new();
     let mut zip_bytes = Vec::new();
@@ -264,10 +271,10 @@ pub(super) fn encode(
         } else {
             put_varint(&mut zip_bytes, u128::from(key - zips[i - 1].0));
         }
-        put_uint(&mut zip_bytes, u64::from(piece), piece_bytes);
+        put_uint(&mut zip_bytes, u64::from(piece), piece_number_bytes);
     }
     runs.sort_unstable();
-    let bloom = bloom_section(pieces_keys.iter().copied());
+    let bloom = bloom_section(pieces.iter().map(|p| p.key));
     let [codes, facilities, machines] = tables.sections(symbols);
     let site_bytes = sites
         .iter()
@@ -284,12 +291,10 @@ pub(super) fn encode(
     fields[..4].copy_from_slice(&time_unit.to_le_bytes());
     fields[TIME_BITS_OFFSET - TIME_UNIT_OFFSET] = time_bits as u8;
     fields[SITE_BITS_OFFSET - TIME_UNIT_OFFSET] = site_bits as u8;
-    fields[PIECE_BYTES_OFFSET - TIME_UNIT_OFFSET] = piece_bytes as u8;
+    fields[PIECE_BYTES_OFFSET - TIME_UNIT_OFFSET] = piece_number_bytes as u8;
     let sections = [
-        fences,
-        blocks,
-        pieces,
-        scan_bits,
+        block_table,
+        piece_bytes,
         zip_fences,
         zip_bytes,
         runs.iter()
@@ -317,26 +322,40 @@ pub(super) fn encode(
 pub(super) struct Layout {
     sections: Vec<Range<usize>>,
     piece_count: usize,
-    scan_count: usize,
     time_unit: u32,
     time_bits: u32,
     site_bits: u32,
-    piece_bytes: usize,
+    piece_number_bytes: usize,
     sites: Vec<ScanFields>,
+    /// The block table, copied out of the map (24 bytes a block of 64 pieces), so a lookup
+    /// reads one page of the map: each block's first key,
+    fences: Vec<u128>,
+    /// its byte offset in the pieces section (then the section's end),
+    block_offsets: Vec<u32>,
+    /// and the number of its first scan (then the scan count).
+    block_first_scans: Vec<u32>,
+    /// The first key of every [`FENCE_GROUP`]th block: small enough to stay in cache across
+    /// lookups, it narrows a lookup to one group of fences (1 KiB), which
+    /// [`Layout::prefetch_index`] loads.
+    top_fences: Vec<u128>,
 }
+
+/// Fences a top-level fence stands for.
+const FENCE_GROUP: usize = 64;
 
 /// One block of pieces, its header read.
 struct Block<'m> {
     /// The pieces section from the block's start on.
     bytes: &'m [u8],
+    /// Where `bytes` starts in the pieces section.
+    offset: usize,
     /// Its first piece's number.
     first_piece: usize,
     /// Pieces in it.
     len: usize,
     fence: u128,
-    first_scan: usize,
-    /// The first scan after the block.
-    scans_end: usize,
+    /// Scans in it.
+    scans: usize,
     high_bits: u32,
     scan_bits: u32,
     routing_bits: u32,
@@ -348,6 +367,17 @@ impl Block<'_> {
         (self.high_bits + KEY_LOW_BITS + self.scan_bits) as usize
     }
 
+    /// Byte where the explicit routings start.
+    fn routings_at(&self) -> usize {
+        BLOCK_HEADER_LEN + packed_len(self.len, self.record_bits() as u32)
+    }
+
+    /// Byte where the scans start.
+    fn scans_at(&self) -> usize {
+        let routings = self.explicit.count_ones() as usize;
+        self.routings_at() + packed_len(routings, self.routing_bits)
+    }
+
     fn key(&self, i: usize) -> Option<u128> {
         let at = BLOCK_HEADER_LEN * 8 + i * self.record_bits();
         let high = get_bits(self.bytes, at, self.high_bits)?;
@@ -356,9 +386,10 @@ impl Block<'_> {
         (high < 1 << (128 - KEY_LOW_BITS)).then_some(high << KEY_LOW_BITS | low)
     }
 
+    /// Piece `i`'s first scan, counted from the block's first.
     fn scan_offset(&self, i: usize) -> Option<usize> {
         if i == self.len {
-            return self.scans_end.checked_sub(self.first_scan);
+            return Some(self.scans);
         }
         let at = BLOCK_HEADER_LEN * 8
             + i * self.record_bits()
@@ -367,22 +398,22 @@ impl Block<'_> {
     }
 
     /// Piece `i` of the block, whose key is `key`.
-    fn entry(&self, i: usize, key: u128) -> Option<PieceEntry> {
+    fn entry(&self, i: usize, key: u128, scan_width: u32) -> Option<PieceEntry> {
         let (start, end) = (self.scan_offset(i)?, self.scan_offset(i + 1)?);
         let routing = if self.explicit >> i & 1 == 1 {
             let rank = (self.explicit & ((1 << i) - 1)).count_ones() as usize;
-            let at = (BLOCK_HEADER_LEN * 8 + self.len * self.record_bits()).next_multiple_of(8)
-                + rank * self.routing_bits as usize;
+            let at = self.routings_at() * 8 + rank * self.routing_bits as usize;
             let word = get_bits(self.bytes, at, self.routing_bits)?;
             Some(zip_from_word(u64::try_from(word).ok()?)?)
         } else {
             None
         };
+        let scans_at = (self.offset + self.scans_at()) * 8;
         Some(PieceEntry {
             key,
             routing,
-            first_scan: self.first_scan + start,
             scans: end.checked_sub(start)?,
+            scan_at: scans_at.checked_add(start.checked_mul(scan_width as usize)?)?,
         })
     }
 }
@@ -402,21 +433,22 @@ impl Layout {
             u32::from(map[TIME_BITS_OFFSET]),
             u32::from(map[SITE_BITS_OFFSET]),
         );
-        let piece_bytes = usize::from(map[PIECE_BYTES_OFFSET]);
+        let piece_number_bytes = usize::from(map[PIECE_BYTES_OFFSET]);
         if !matches!(time_unit, 1 | 1000) || time_bits > 32 || site_bits > 32 {
             return Err(bad("bad scan field widths"));
         }
         let piece_count = header.piece_count;
-        if !(1..=4).contains(&piece_bytes) || (piece_count as u64) > 1 << (8 * piece_bytes) {
+        if !(1..=4).contains(&piece_number_bytes)
+            || (piece_count as u64) > 1 << (8 * piece_number_bytes)
+        {
             return Err(bad("bad piece number width"));
         }
         let scan_count = usize::try_from(header.scan_count).map_err(|_| bad("scan count"))?;
         let len = |s: usize| sections[s].len();
         let blocks = piece_count.div_ceil(PIECES_PER_BLOCK);
         let sizes_agree = scan_count < 1 << 32
-            && len(FENCES) == blocks * FENCE_LEN
-            && len(BLOCKS) == blocks * BLOCK_LEN
-            && len(SCANS) == bit_array_len(scan_count, time_bits + site_bits)
+            && len(BLOCKS) == blocks * BLOCK_ENTRY_LEN
+            && (len(PIECES) == 0) == (blocks == 0)
             && len(ZIP_FENCES) % ZIP_FENCE_LEN == 0
             && (len(ZIP_FENCES) == 0) == (len(ZIPS) == 0)
             && len(MAILER_RUNS) % RUN_LEN == 0
@@ -443,9 +475,9 @@ impl Layout {
         let block_table = section(BLOCKS);
         let mut previous = (0, 0);
         for b in 0..blocks {
-            let at = b * BLOCK_LEN;
+            let at = b * BLOCK_ENTRY_LEN;
             let entry = (
-                u32_at(block_table, at) as usize,
+                u32_at(block_table, at + BLOCK_OFFSET_OFFSET) as usize,
                 u32_at(block_table, at + BLOCK_FIRST_SCAN_OFFSET) as usize,
             );
             let first_ok = b > 0 || entry == (0, 0);
@@ -466,12 +498,30 @@ impl Layout {
         let layout = Layout {
             sections: sections.to_vec(),
             piece_count,
-            scan_count,
             time_unit,
             time_bits,
             site_bits,
-            piece_bytes,
+            piece_number_bytes,
             sites,
+            block_offsets: block_table
+                .chunks_exact(BLOCK_ENTRY_LEN)
+                .map(|entry| u32_at(entry, BLOCK_OFFSET_OFFSET))
+                .chain([len(PIECES) as u32])
+                .collect(),
+            block_first_scans: block_table
+                .chunks_exact(BLOCK_ENTRY_LEN)
+                .map(|entry| u32_at(entry, BLOCK_FIRST_SCAN_OFFSET))
+                .chain([scan_count as u32])
+                .collect(),
+            fences: block_table
+                .chunks_exact(BLOCK_ENTRY_LEN)
+                .map(|entry| u128_at(entry, 0))
+                .collect(),
+            top_fences: block_table
+                .chunks_exact(BLOCK_ENTRY_LEN)
+                .step_by(FENCE_GROUP)
+                .map(|entry| u128_at(entry, 0))
+                .collect(),
         };
         Ok((layout, tables, sections[BLOOM].clone()))
     }
@@ -480,30 +530,25 @@ impl Layout {
         &map[self.sections[section].clone()]
     }
 
-    fn blocks(&self) -> usize {
-        self.piece_count.div_ceil(PIECES_PER_BLOCK)
+    fn scan_width(&self) -> u32 {
+        self.time_bits + self.site_bits
     }
 
     /// Block `block` (which must exist), its header checked.
     fn block<'m>(&self, map: &'m [u8], block: usize) -> Option<Block<'m>> {
-        let table = self.section(map, BLOCKS);
-        let at = u32_at(table, block * BLOCK_LEN) as usize;
-        let first_scan = u32_at(table, block * BLOCK_LEN + BLOCK_FIRST_SCAN_OFFSET) as usize;
-        let scans_end = if block + 1 < self.blocks() {
-            u32_at(table, (block + 1) * BLOCK_LEN + BLOCK_FIRST_SCAN_OFFSET) as usize
-        } else {
-            self.scan_count
-        };
-        let bytes = self.section(map, PIECES).get(at..)?;
+        let offset = self.block_offsets[block] as usize;
+        let first_scan = self.block_first_scans[block] as usize;
+        let scans_end = self.block_first_scans[block + 1] as usize;
+        let bytes = self.section(map, PIECES).get(offset..)?;
         let header = bytes.get(..BLOCK_HEADER_LEN)?;
         let first_piece = block * PIECES_PER_BLOCK;
         let block = Block {
             bytes,
+            offset,
             first_piece,
             len: (self.piece_count - first_piece).min(PIECES_PER_BLOCK),
-            fence: u128_at(self.section(map, FENCES), block * FENCE_LEN),
-            first_scan,
-            scans_end,
+            fence: self.fences[block],
+            scans: scans_end.checked_sub(first_scan)?,
             high_bits: u32::from(header[0]),
             scan_bits: u32::from(header[BLOCK_SCAN_BITS_OFFSET]),
             routing_bits: u32::from(header[BLOCK_ROUTING_BITS_OFFSET]),
@@ -514,10 +559,46 @@ impl Layout {
         widths_fit.then_some(block)
     }
 
+    /// The fences of the group that holds `target`'s block, and the group's first block.
+    fn fence_group(&self, target: u128) -> Option<(&[u128], usize)> {
+        let group = self
+            .top_fences
+            .partition_point(|&f| f <= target)
+            .checked_sub(1)?;
+        let first = group * FENCE_GROUP;
+        let end = (first + FENCE_GROUP).min(self.fences.len());
+        Some((&self.fences[first..end], first))
+    }
+
+    /// The number of the block that holds `target` if any block does.
+    fn block_of(&self, target: u128) -> Option<usize> {
+        let (fences, first) = self.fence_group(target)?;
+        Some(first + fences.partition_point(|&f| f <= target).checked_sub(1)?)
+    }
+
+    /// Starts loading the block table entries [`Layout::find`] searches for `target`.
+    pub(super) fn prefetch_index(&self, target: u128) {
+        if let Some((fences, first)) = self.fence_group(target) {
+            prefetch_lines(fences);
+            let blocks = first..first + fences.len() + 1;
+            prefetch_lines(&self.block_offsets[blocks.clone()]);
+            prefetch_lines(&self.block_first_scans[blocks]);
+        }
+    }
+
+    /// Starts loading the block a lookup of `target` reads, its scans included (best after
+    /// [`Layout::prefetch_index`]: this reads the block table).
+    pub(super) fn prefetch(&self, map: &[u8], target: u128) {
+        if let Some(block) = self.block_of(target) {
+            let (start, end) = (self.block_offsets[block], self.block_offsets[block + 1]);
+            if let Some(bytes) = self.section(map, PIECES).get(start as usize..end as usize) {
+                prefetch_lines(bytes);
+            }
+        }
+    }
+
     pub(super) fn find(&self, map: &[u8], target: u128) -> Option<PieceEntry> {
-        let fences = self.section(map, FENCES);
-        let after = partition_point(self.blocks(), |b| u128_at(fences, b * FENCE_LEN) <= target);
-        let block = self.block(map, after.checked_sub(1)?)?;
+        let block = self.block(map, self.block_of(target)?)?;
         // Keys only grow within a block: binary search, a key that does not decode ends it.
         let (mut lo, mut hi) = (0, block.len);
         while lo < hi {
@@ -525,7 +606,7 @@ impl Layout {
             match block.key(mid)?.cmp(&target) {
                 std::cmp::Ordering::Less => lo = mid + 1,
                 std::cmp::Ordering::Greater => hi = mid,
-                std::cmp::Ordering::Equal => return block.entry(mid, target),
+                std::cmp::Ordering::Equal => return block.entry(mid, target, self.scan_width()),
             }
         }
         None
@@ -550,19 +631,21 @@ impl Layout {
                 continue;
             };
             let i = piece - block.first_piece;
-            if let Some(entry) = block.key(i).and_then(|key| block.entry(i, key)) {
+            let entry = block
+                .key(i)
+                .and_then(|key| block.entry(i, key, self.scan_width()));
+            if let Some(entry) = entry {
                 f(piece, &entry);
             }
         }
     }
 
-    pub(super) fn scan(&self, map: &[u8], index: usize) -> Option<ScanFields> {
-        if index >= self.scan_count {
-            return None;
-        }
-        let width = self.time_bits + self.site_bits;
+    /// Scan `j` of a piece [`Layout::find`] or [`Layout::visit`] gave.
+    pub(super) fn scan(&self, map: &[u8], piece: &PieceEntry, j: usize) -> Option<ScanFields> {
+        let width = self.scan_width();
+        let bit = piece.scan_at.checked_add(j.checked_mul(width as usize)?)?;
         // At most 64 bits wide (time ≤ 32, site ≤ 32).
-        let value = get_bits(self.section(map, SCANS), index * width as usize, width)? as u64;
+        let value = get_bits(self.section(map, PIECES), bit, width)? as u64;
         let time = (value & ((1 << self.time_bits) - 1)) * u64::from(self.time_unit);
         let site = self
             .sites
@@ -601,7 +684,7 @@ impl Layout {
                     key = next;
                 }
                 first_entry = false;
-                let Some(piece) = get_uint(block_bytes, &mut at, self.piece_bytes) else {
+                let Some(piece) = get_uint(block_bytes, &mut at, self.piece_number_bytes) else {
                     return;
                 };
                 if key >= range.end {

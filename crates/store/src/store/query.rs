@@ -100,13 +100,33 @@ impl Store {
         let class = class_of(key);
         let mut found = Vec::new();
         let probe = BloomProbe::new(key);
-        for (_, day) in view.sealed.range((class, i64::MIN)..=(class, i64::MAX)) {
-            for bucket in day.all() {
-                match known.iter().find(|(b, _)| Arc::ptr_eq(b, bucket)) {
-                    Some(&(_, at)) => bucket.scans_at(at, key, &mut found),
-                    None => bucket.scans_of(key, &probe, &mut found),
-                }
+        // Each step starts its loads in every bucket before reading any (filters; then the
+        // index, then the blocks of the buckets that may hold the piece), so their cache and
+        // TLB misses overlap instead of adding up.
+        let sealed: Vec<&Arc<SealedBucket>> = view
+            .sealed
+            .range((class, i64::MIN)..=(class, i64::MAX))
+            .flat_map(|(_, day)| day.all())
+            .collect();
+        for bucket in &sealed {
+            bucket.prefetch_filter(&probe);
+        }
+        let mut candidates = Vec::new();
+        for bucket in sealed {
+            match known.iter().find(|(b, _)| Arc::ptr_eq(b, bucket)) {
+                Some(&(_, at)) => bucket.scans_at(at, key, &mut found),
+                None if bucket.may_contain(&probe) => candidates.push(bucket),
+                None => {}
             }
+        }
+        for bucket in &candidates {
+            bucket.prefetch_index(key);
+        }
+        for bucket in &candidates {
+            bucket.prefetch(key);
+        }
+        for bucket in candidates {
+            bucket.scans_of_present(key, &mut found);
         }
         for (_, head) in view.heads_of(class) {
             in_shard(head, &mut |shard: &HeadShard| {
