@@ -27,8 +27,13 @@ fn seed() -> &'static Seed {
         let now = (day + 10) * DAY_MS;
         let mut feed = Vec::new();
         generate(&GenOptions::new(300, day), &mut feed, |_| {}).expect("generate");
-        let parsed = parse_feed("f.psv", &feed, &FeedOptions::at(now), &mut RejectList::default())
-            .expect("parse");
+        let parsed = parse_feed(
+            "f.psv",
+            &feed,
+            &FeedOptions::at(now),
+            &mut RejectList::default(),
+        )
+        .expect("parse");
         let dir = tempfile::tempdir().expect("temp dir");
         let options = StoreOptions {
             seal_grace_ms: 0,
@@ -36,7 +41,9 @@ fn seed() -> &'static Seed {
             ..StoreOptions::default()
         };
         let (store, _) = Store::open(dir.path(), options).expect("store");
-        store.append(&parsed.events, &parsed.symbols).expect("append");
+        store
+            .append(&parsed.events, &parsed.symbols)
+            .expect("append");
         store.seal(now).expect("seal");
         drop(store);
         // The largest bucket sealed.
@@ -57,7 +64,10 @@ fn seed() -> &'static Seed {
             .collect();
         zips.sort_unstable_by_key(|z| (z.len(), z.value()));
         zips.dedup();
-        let mut mailers: Vec<u32> = keys.iter().filter_map(|k| k.to_barcode().mailer_id()).collect();
+        let mut mailers: Vec<u32> = keys
+            .iter()
+            .filter_map(|k| k.to_barcode().mailer_id())
+            .collect();
         mailers.sort_unstable();
         mailers.dedup();
         Seed {
@@ -73,7 +83,8 @@ fuzz_target!(|data: &[u8]| {
     let seed = seed();
     let mut bytes = seed.bytes.clone();
     for patch in data.chunks_exact(5) {
-        let at = u32::from_le_bytes([patch[0], patch[1], patch[2], patch[3]]) as usize % bytes.len();
+        let at =
+            u32::from_le_bytes([patch[0], patch[1], patch[2], patch[3]]) as usize % bytes.len();
         bytes[at] ^= patch[4];
     }
     imbtrack_store::rechecksum(&mut bytes);

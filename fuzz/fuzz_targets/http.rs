@@ -33,10 +33,13 @@ fn app() -> &'static App {
         let dir = tempfile::tempdir_in("/dev/shm")
             .or_else(|_| tempfile::tempdir())
             .expect("temp dir");
-        let (engine, _) = Engine::open(&dir.path().join("data"), EngineOptions::at(NOW_MS))
-            .expect("store");
-        let feed = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../data/feeds/push_body.json"))
-            .expect("fixture");
+        let (engine, _) =
+            Engine::open(&dir.path().join("data"), EngineOptions::at(NOW_MS)).expect("store");
+        let feed = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../data/feeds/push_body.json"
+        ))
+        .expect("fixture");
         engine
             .ingest("seed", &feed, &mut RejectList::default(), &|_| {})
             .expect("seed ingest");

@@ -1,13 +1,16 @@
-//! A store written by the v1 format (`tests/data/v1-store`: the buckets `imbtrack ingest` sealed
-//! from `data/feeds/ivmtr_pipe_camel.psv` and `packages.psv` at 2025-02-01) opens and answers
-//! exactly the scans those feeds hold: any change to how buckets are read that breaks stores
-//! already on disk fails here. Regenerate only with a format version change. Then `compact
-//! --upgrade` rewrites them in v2 and they answer the same; and a large store written in v1
-//! answers every query the same after the upgrade.
+//! Bucket files of every format version stay readable, and v2 stays what FORMAT.md says.
+//!
+//! `tests/data/v1-store` holds the buckets `imbtrack ingest` sealed in format v1 from
+//! `data/feeds/ivmtr_pipe_camel.psv` and `packages.psv` at 2025-02-01; it opens and answers
+//! exactly the scans those feeds hold, and `compact --upgrade` rewrites it into byte for byte the
+//! v2 files committed under `tests/data/v2-buckets` (named by class and day), which open and
+//! answer the same. Any change to how buckets are read or written that breaks files already on
+//! disk fails here: change those files only with a new format version. A large store written in
+//! v1 answers every query the same after the upgrade.
 
 #![allow(clippy::unwrap_used)] // a panic is how a test reports failure
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use std::collections::BTreeMap;
 
@@ -75,8 +78,7 @@ fn assert_answers_its_feeds(store: &Store, now: i64) {
 #[test]
 fn a_v1_store_opens_answers_its_feeds_and_upgrades() {
     let dir = tempfile::tempdir().unwrap();
-    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/v1-store");
-    copy_dir(&fixture, dir.path());
+    copy_dir(&fixture(), dir.path());
     let now = parse_timestamp(b"2025-02-01T00:00:00Z", None).unwrap();
     let (store, report) = Store::open(dir.path(), StoreOptions::default()).unwrap();
     assert_eq!(report.buckets_opened, 5);
@@ -105,6 +107,85 @@ fn a_v1_store_opens_answers_its_feeds_and_upgrades() {
         store.stats().formats,
         BTreeMap::from([("v2".to_string(), 5)])
     );
+    assert_answers_its_feeds(&store, now);
+}
+
+/// The v1 fixture store, upgraded in place; its bucket files by class and day.
+fn upgraded_fixture(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    copy_dir(&fixture(), dir);
+    let (store, _) = Store::open(dir, StoreOptions::default()).unwrap();
+    store.compact(true).unwrap();
+    drop(store);
+    bucket_files(dir)
+}
+
+fn fixture() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/v1-store")
+}
+
+fn committed_v2() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/v2-buckets")
+}
+
+/// `mail-2025-01-14-base-000007/scans.bin` as `mail-2025-01-14-base`, with its bytes.
+fn bucket_files(store: &Path) -> BTreeMap<String, Vec<u8>> {
+    std::fs::read_dir(store.join("buckets"))
+        .unwrap()
+        .map(|entry| {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_string_lossy();
+            let (day, _sequence) = name.rsplit_once('-').unwrap();
+            (
+                day.to_string(),
+                std::fs::read(path.join("scans.bin")).unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn the_upgrade_writes_the_committed_v2_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let written = upgraded_fixture(dir.path());
+    let committed: BTreeMap<String, Vec<u8>> = std::fs::read_dir(committed_v2())
+        .unwrap()
+        .map(|entry| {
+            let path = entry.unwrap().path();
+            let name = path.file_stem().unwrap().to_string_lossy().into_owned();
+            (name, std::fs::read(&path).unwrap())
+        })
+        .collect();
+    assert_eq!(
+        written.keys().collect::<Vec<_>>(),
+        committed.keys().collect::<Vec<_>>()
+    );
+    for (name, bytes) in &written {
+        assert!(bytes == &committed[name], "{name}: the v2 writer changed");
+    }
+}
+
+#[test]
+fn committed_v2_files_open_and_answer_their_feeds() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(&fixture(), dir.path());
+    // The fixture's manifest names each day's bucket; put the committed v2 file in its place.
+    for entry in std::fs::read_dir(dir.path().join("buckets")).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        let (day, _) = name.rsplit_once('-').unwrap();
+        std::fs::copy(
+            committed_v2().join(format!("{day}.bin")),
+            path.join("scans.bin"),
+        )
+        .unwrap();
+    }
+    let (store, report) = Store::open(dir.path(), StoreOptions::default()).unwrap();
+    assert!(report.quarantined.is_empty(), "{:?}", report.quarantined);
+    assert_eq!(
+        store.stats().formats,
+        BTreeMap::from([("v2".to_string(), 5)])
+    );
+    let now = parse_timestamp(b"2025-02-01T00:00:00Z", None).unwrap();
     assert_answers_its_feeds(&store, now);
 }
 
