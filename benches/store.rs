@@ -39,17 +39,7 @@ fn feed_events() -> (Vec<ScanEvent>, SymbolTable) {
     };
     generate(&options, std::io::sink(), |line| {
         if line.kind == LineKind::Good {
-            events.push(ScanEvent {
-                barcode: line.barcode,
-                time_ms: line.time_ms,
-                routing: line.routing,
-                facility_zip: line.facility_zip,
-                facility: symbols.intern_facility(line.facility),
-                machine: symbols.intern(line.machine),
-                code: line.code,
-                class: line.class,
-                handling: line.handling,
-            });
+            events.push(line.event(&mut symbols));
         }
     })
     .unwrap();
@@ -83,6 +73,20 @@ fn store_dir(format: BucketFormat, events: &[ScanEvent], symbols: &SymbolTable) 
         std::fs::write(&done, b"").unwrap();
     }
     dir
+}
+
+/// The sorted time of a lookup of each key, in nanoseconds.
+fn lookup_latencies(store: &Store, keys: &[BarcodeKey]) -> Vec<u128> {
+    let mut latencies: Vec<u128> = keys
+        .iter()
+        .map(|k| {
+            let start = Instant::now();
+            black_box(store.lookup(*k, NOW));
+            start.elapsed().as_nanos()
+        })
+        .collect();
+    latencies.sort_unstable();
+    latencies
 }
 
 fn percentile(sorted: &[u128], p: f64) -> u128 {
@@ -122,15 +126,7 @@ fn store_benches(c: &mut Criterion) {
             .iter()
             .take(1000)
             .all(|k| !store.lookup(*k, NOW).is_empty()));
-        let mut latencies: Vec<u128> = sample
-            .iter()
-            .map(|k| {
-                let start = Instant::now();
-                black_box(store.lookup(*k, NOW));
-                start.elapsed().as_nanos()
-            })
-            .collect();
-        latencies.sort_unstable();
+        let latencies = lookup_latencies(&store, &sample);
         eprintln!(
             "{name}: lookup over {} sealed buckets: p50 {} ns, p99 {} ns, p99.9 {} ns ({} lookups)",
             stats.buckets,
@@ -144,15 +140,7 @@ fn store_benches(c: &mut Criterion) {
             .iter()
             .filter_map(|k| BarcodeKey::from_u128(k.as_u128() + 1).ok())
             .collect();
-        let mut latencies: Vec<u128> = absent
-            .iter()
-            .map(|k| {
-                let start = Instant::now();
-                black_box(store.lookup(*k, NOW));
-                start.elapsed().as_nanos()
-            })
-            .collect();
-        latencies.sort_unstable();
+        let latencies = lookup_latencies(&store, &absent);
         eprintln!(
             "{name}: lookup of absent pieces: p50 {} ns, p99 {} ns ({} lookups)",
             percentile(&latencies, 0.5),

@@ -8,7 +8,9 @@ use std::io::{self, Write};
 
 use imbtrack_barcode::{mod10_check_digit, Barcode, BarcodeKey, Imb, Impb};
 
-use crate::event::{EventCode, Facility, HandlingEventType, MailClass, Zip};
+use crate::event::{
+    EventCode, Facility, HandlingEventType, MailClass, ScanEvent, SymbolTable, Zip,
+};
 use crate::time::{civil_from_days, DAY_MS};
 
 /// Output shape.
@@ -103,6 +105,24 @@ pub struct GeneratedLine {
     pub facility: Facility<'static>,
     /// Machine name.
     pub machine: &'static str,
+}
+
+impl GeneratedLine {
+    /// The scan the record stands for, its names interned into `symbols`: what parsing the
+    /// record gives, for benches and tests that skip the parse.
+    pub fn event(&self, symbols: &mut SymbolTable) -> ScanEvent {
+        ScanEvent {
+            barcode: self.barcode,
+            time_ms: self.time_ms,
+            routing: self.routing,
+            facility_zip: self.facility_zip,
+            facility: symbols.intern_facility(self.facility),
+            machine: symbols.intern(self.machine),
+            code: self.code,
+            class: self.class,
+            handling: self.handling,
+        }
+    }
 }
 
 /// Counts of what was written. `scans + duplicates + bad == records`.

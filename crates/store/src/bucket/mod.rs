@@ -421,6 +421,11 @@ impl Tables {
     }
 }
 
+/// The scans of one piece after another: runs of equal barcodes in bucket order.
+fn pieces_of(scans: &[ScanEvent]) -> impl Iterator<Item = &[ScanEvent]> {
+    scans.chunk_by(|a, b| a.barcode == b.barcode)
+}
+
 /// The writer's side of [`Tables`]: each distinct code, facility and machine gets the next
 /// index as it is first met.
 #[derive(Default)]
@@ -443,13 +448,17 @@ impl TableBuilder {
         }
     }
 
-    /// The table indexes of a scan, handling event type included.
-    fn fields(
-        &mut self,
-        scan: &ScanEvent,
-        offset_ms: u32,
-        day: i64,
-    ) -> Result<ScanFields, StoreError> {
+    /// A scan of bucket day `day` as table indexes (handling event type included) and its
+    /// milliseconds into the day; an error if the scan is not of that day or the tables are
+    /// full.
+    fn fields(&mut self, scan: &ScanEvent, day: i64) -> Result<ScanFields, StoreError> {
+        let offset_ms = scan.time_ms - day * DAY_MS;
+        if !(0..DAY_MS).contains(&offset_ms) {
+            return Err(StoreError::Invariant(format!(
+                "scan at {} is outside bucket day {day}",
+                scan.time_ms
+            )));
+        }
         let code = *self.code_index.entry(scan.code).or_insert_with(|| {
             self.codes.push(scan.code);
             self.codes.len() as u16 - 1
@@ -472,7 +481,7 @@ impl TableBuilder {
             )));
         }
         Ok(ScanFields {
-            offset_ms,
+            offset_ms: offset_ms as u32,
             facility,
             code: code | (scan.handling as u16) << HANDLING_SHIFT,
             machine,

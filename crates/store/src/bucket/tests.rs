@@ -25,17 +25,7 @@ fn generated_day(seed: u64, pieces: u64) -> (MailClass, i64, Vec<ScanEvent>, Sym
         if line.kind != imbtrack_feed::LineKind::Good {
             return;
         }
-        let event = ScanEvent {
-            barcode: line.barcode,
-            time_ms: line.time_ms,
-            routing: line.routing,
-            facility_zip: line.facility_zip,
-            facility: symbols.intern_facility(line.facility),
-            machine: symbols.intern(line.machine),
-            code: line.code,
-            class: line.class,
-            handling: line.handling,
-        };
+        let event = line.event(&mut symbols);
         groups
             .entry((line.class as u8, line.time_ms.div_euclid(DAY_MS)))
             .or_default()

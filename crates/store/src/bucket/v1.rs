@@ -8,10 +8,10 @@ use std::path::Path;
 use imbtrack_feed::{MailClass, ScanEvent, SymbolTable, Zip};
 
 use super::{
-    bloom_section, corrupt, frame, mailer_id, partition_point, routing_key, routing_key_matches,
-    u128_at, u32_at, u64_at, BucketKind, Header, PieceEntry, ScanFields, TableBuilder, Tables,
+    bloom_section, corrupt, frame, mailer_id, partition_point, pieces_of, routing_key,
+    routing_key_matches, u128_at, u32_at, u64_at, BucketKind, Header, PieceEntry, ScanFields,
+    TableBuilder, Tables,
 };
-use crate::retention::DAY_MS;
 use crate::StoreError;
 
 pub(super) const VERSION: u32 = 1;
@@ -56,7 +56,6 @@ pub(super) fn encode(
     scans: &[ScanEvent],
     symbols: &SymbolTable,
 ) -> Result<Vec<u8>, StoreError> {
-    let day_start = day * DAY_MS;
     let mut tables = TableBuilder::new();
     let mut pieces = Vec::new();
     let mut scan_bytes = Vec::with_capacity(scans.len() * SCAN_LEN);
@@ -64,41 +63,29 @@ pub(super) fn encode(
     let mut mailers: Vec<(u32, u32)> = Vec::new();
     let mut keys = Vec::new();
     let mut start = 0;
-    while start < scans.len() {
-        let key = scans[start].barcode;
-        let end = start
-            + scans[start..]
-                .iter()
-                .take_while(|s| s.barcode == key)
-                .count();
+    for piece_scans in pieces_of(scans) {
+        let key = piece_scans[0].barcode;
         let piece = keys.len() as u32;
-        let routing = scans[start].routing;
+        let routing = piece_scans[0].routing;
         pieces.extend_from_slice(&key.as_u128().to_le_bytes());
         pieces.extend_from_slice(&routing.to_bits().to_le_bytes());
         pieces.extend_from_slice(&(start as u32).to_le_bytes());
-        pieces.extend_from_slice(&((end - start) as u32).to_le_bytes());
+        pieces.extend_from_slice(&(piece_scans.len() as u32).to_le_bytes());
         if !routing.is_empty() {
             zips.push((routing_key(routing), piece));
         }
         if let Some(mid) = mailer_id(key) {
             mailers.push((mid, piece));
         }
-        for scan in &scans[start..end] {
-            let offset = scan.time_ms - day_start;
-            if !(0..DAY_MS).contains(&offset) {
-                return Err(StoreError::Invariant(format!(
-                    "scan at {} is outside bucket day {day}",
-                    scan.time_ms
-                )));
-            }
-            let fields = tables.fields(scan, offset as u32, day)?;
+        for scan in piece_scans {
+            let fields = tables.fields(scan, day)?;
             scan_bytes.extend_from_slice(&fields.offset_ms.to_le_bytes());
             scan_bytes.extend_from_slice(&fields.facility.to_le_bytes());
             scan_bytes.extend_from_slice(&fields.code.to_le_bytes());
             scan_bytes.extend_from_slice(&fields.machine.to_le_bytes());
         }
         keys.push(key.as_u128());
-        start = end;
+        start += piece_scans.len();
     }
     zips.sort_unstable();
     mailers.sort_unstable();

@@ -15,11 +15,10 @@ use super::codec::{
     BIT_PADDING, MAX_FIELD_BITS,
 };
 use super::{
-    bloom_section, corrupt, frame, implied_routing, mailer_id, partition_point, prefetch_lines,
-    routing_key, routing_key_matches, u128_at, u32_at, u64_at, BucketKind, Header, PieceEntry,
-    ScanFields, TableBuilder, Tables, SECTIONS_OFFSET, SECTION_ENTRY_LEN,
+    bloom_section, corrupt, frame, implied_routing, mailer_id, partition_point, pieces_of,
+    prefetch_lines, routing_key, routing_key_matches, u128_at, u32_at, u64_at, BucketKind, Header,
+    PieceEntry, ScanFields, TableBuilder, Tables, SECTIONS_OFFSET, SECTION_ENTRY_LEN,
 };
-use crate::retention::DAY_MS;
 use crate::StoreError;
 
 pub(super) const VERSION: u32 = 2;
@@ -173,28 +172,21 @@ pub(super) fn encode(
     symbols: &SymbolTable,
 ) -> Result<Vec<u8>, StoreError> {
     u32::try_from(scans.len()).map_err(|_| too_big(day, "scan count"))?;
-    let day_start = day * DAY_MS;
     let mut tables = TableBuilder::new();
     let mut sites: Vec<ScanFields> = Vec::new();
     let mut site_index: hashbrown::HashMap<ScanFields, u32> = hashbrown::HashMap::new();
     let mut scan_values: Vec<(u32, u32)> = Vec::with_capacity(scans.len());
     for scan in scans {
-        let offset = scan.time_ms - day_start;
-        if !(0..DAY_MS).contains(&offset) {
-            return Err(StoreError::Invariant(format!(
-                "scan at {} is outside bucket day {day}",
-                scan.time_ms
-            )));
-        }
+        let fields = tables.fields(scan, day)?;
         let site = ScanFields {
             offset_ms: 0,
-            ..tables.fields(scan, 0, day)?
+            ..fields
         };
         let index = *site_index.entry(site).or_insert_with(|| {
             sites.push(site);
             sites.len() as u32 - 1
         });
-        scan_values.push((offset as u32, index));
+        scan_values.push((fields.offset_ms, index));
     }
     let time_unit: u32 = if scan_values.iter().all(|(t, _)| t % 1000 == 0) {
         1000
@@ -213,15 +205,10 @@ pub(super) fn encode(
     let mut zips: Vec<(u64, u32)> = Vec::new();
     let mut runs: Vec<[u32; 3]> = Vec::new();
     let mut start = 0;
-    while start < scans.len() {
-        let key = scans[start].barcode;
-        let end = start
-            + scans[start..]
-                .iter()
-                .take_while(|s| s.barcode == key)
-                .count();
+    for piece_scans in pieces_of(scans) {
+        let key = piece_scans[0].barcode;
         let piece = u32::try_from(pieces.len()).map_err(|_| too_big(day, "piece count"))?;
-        let routing = scans[start].routing;
+        let routing = piece_scans[0].routing;
         if !routing.is_empty() {
             zips.push((routing_key(routing), piece));
         }
@@ -238,7 +225,7 @@ pub(super) fn encode(
             first_scan: start,
             routing: (routing != implied_routing(key)).then_some(routing),
         });
-        start = end;
+        start += piece_scans.len();
     }
     let piece_count = pieces.len();
     let mut block_table = Vec::new();
