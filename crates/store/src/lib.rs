@@ -10,7 +10,9 @@ each. The file formats and the crash reasoning are in `crates/store/FORMAT.md`.
   the rest to the WAL with one fsync, and only then counts them as accepted.
 - [`Store::seal`] turns head buckets whose day is over (plus a grace window) into
   [`SealedBucket`]s; late scans for a sealed day become a small delta bucket, merged into the
-  day by [`Store::compact`].
+  day by [`Store::compact`]. Buckets are written in format v2 (blocked, bit-packed, ~11 bytes a
+  scan); v1 buckets of older releases are read as they are and rewritten by
+  `Store::compact(true)` ([`BucketFormat`]).
 - [`Store::lookup`], [`Store::pieces_by_zip`] and [`Store::pieces_by_mailer`] answer queries,
   never returning a scan past its [`RetentionPolicy`] window; [`Store::expire`] removes whole
   buckets once their day is past it.

@@ -1,7 +1,7 @@
 //! Sealed buckets: one immutable, checksummed file per (class, UTC day), memory-mapped and read
 //! in place. The byte layout of every version is in `crates/store/FORMAT.md`; little-endian
 //! throughout. New buckets are written in format v2 ([`v2`]); v1 files ([`v1`]) are still
-//! read, and `Store::upgrade` rewrites them.
+//! read, and `Store::compact(true)` (`imbtrack compact --upgrade`) rewrites them.
 //!
 //! ```text
 //! [header 512 B: magic, version, class, kind, day, counts, section table, version's fields, CRC]
