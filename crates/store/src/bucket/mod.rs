@@ -319,7 +319,7 @@ fn corrupt(path: &Path, what: impl Into<String>) -> StoreError {
 }
 
 /// Checks the header and every section's bounds and checksum; gives the header and each
-/// section's byte range. `sections_of` says how many sections a version has.
+/// section's byte range, as many sections as the file's version has.
 fn read_frame(bytes: &[u8], path: &Path) -> Result<(Header, Vec<Range<usize>>), StoreError> {
     if bytes.len() < HEADER_LEN || &bytes[..VERSION_OFFSET] != MAGIC {
         return Err(corrupt(path, "not a bucket file (bad magic or too short)"));
@@ -821,8 +821,8 @@ impl SealedBucket {
         });
     }
 
-    /// Appends the scans of a piece whose key is `key`. A scan whose indexes point past the
-    /// tables (possible only in a file made to pass the checksums) is left out.
+    /// Appends the scans of a piece whose key is `key`. Their table indexes are in range: open
+    /// checked every v1 scan's, and every v2 site's (a v2 scan only names a site).
     fn push_piece(&self, entry: &PieceEntry, key: BarcodeKey, out: &mut Vec<StoredScan>) {
         let routing = entry.routing.unwrap_or_else(|| implied_routing(key));
         let day_start = self.header.day * DAY_MS;
@@ -830,9 +830,6 @@ impl SealedBucket {
             let Some(fields) = self.layout.scan(&self.map, entry, j) else {
                 break;
             };
-            if !self.tables.admits(&fields) {
-                continue;
-            }
             let (facility_zip, facility_text) = &self.tables.facilities[fields.facility as usize];
             out.push(StoredScan {
                 barcode: key,

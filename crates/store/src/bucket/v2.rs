@@ -44,7 +44,7 @@ const PIECE_BYTES_OFFSET: usize = SITE_BITS_OFFSET + 1;
 const FIELDS_END: usize = PIECE_BYTES_OFFSET + 2;
 
 /// Pieces a block holds (the last may hold fewer).
-pub(crate) const PIECES_PER_BLOCK: usize = 64;
+const PIECES_PER_BLOCK: usize = 64;
 /// A block table entry: the block's first key u128, its byte offset in the pieces section u32,
 /// the number of its first scan u32.
 const BLOCK_OFFSET_OFFSET: usize = 16;
