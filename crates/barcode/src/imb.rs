@@ -3,6 +3,7 @@
 
 use std::fmt;
 
+use crate::digits::digits_value;
 use crate::error::{Error, ErrorKind};
 use crate::tables::{
     ASCENDER_BIT, ASCENDER_CHARACTER, BAR_COUNT, CHARACTER_TO_CODEWORD, CRC11_TABLE, DESCENDER_BIT,
@@ -32,6 +33,34 @@ pub(crate) fn routing_of_value(routing_value: u64) -> Option<(usize, u64)> {
         ROUTING_BASE_11..ROUTING_END => Some((11, routing_value - ROUTING_BASE_11)),
         _ => None,
     }
+}
+
+/// The tracking value (second digit in base 5) and routing value R of an IMb's digit fields,
+/// read eight digits at a time; `None` unless [`Imb::from_digit_fields`] accepts the fields.
+pub(crate) fn values_of_digit_fields(tracking: &[u8], routing: &[u8]) -> Option<(u128, u64)> {
+    let tracking: &[u8; TRACKING_LEN] = tracking.try_into().ok()?;
+    let (first, second) = (
+        tracking[0].wrapping_sub(b'0'),
+        tracking[1].wrapping_sub(b'0'),
+    );
+    if first > 9 || second > 4 {
+        return None;
+    }
+    let tail = digits_value(&tracking[2..])?;
+    let base = match routing.len() {
+        0 => 0,
+        5 => ROUTING_BASE_5,
+        9 => ROUTING_BASE_9,
+        11 => ROUTING_BASE_11,
+        _ => return None,
+    };
+    let routing_value = if routing.is_empty() {
+        0
+    } else {
+        digits_value(routing)? + base
+    };
+    let head = u128::from(first * 5 + second);
+    Some((head * TEN_TO_18 + u128::from(tail), routing_value))
 }
 
 /// The data of one IMb: a 20-digit tracking code and a 0/5/9/11-digit routing code, every field
@@ -234,25 +263,17 @@ impl Imb {
     /// The routing value R of spec step 1: 0 for no routing, else the routing number plus the
     /// base of its length's range.
     pub(crate) fn routing_value(&self) -> u64 {
-        let routing = self
-            .routing()
-            .bytes()
-            .fold(0u64, |v, d| v * 10 + u64::from(d - b'0'));
-        match self.routing_len {
-            0 => 0,
-            5 => routing + ROUTING_BASE_5,
-            9 => routing + ROUTING_BASE_9,
-            _ => routing + ROUTING_BASE_11,
-        }
+        self.values().1
     }
 
     /// The tracking code as a number below [`TRACKING_SPAN`], second digit in base 5.
     pub(crate) fn tracking_value(&self) -> u128 {
-        let head = (self.digits[0] - b'0') * 5 + (self.digits[1] - b'0');
-        let tail = self.digits[2..TRACKING_LEN]
-            .iter()
-            .fold(0u64, |v, &digit| v * 10 + u64::from(digit - b'0'));
-        u128::from(head) * TEN_TO_18 + u128::from(tail)
+        self.values().0
+    }
+
+    fn values(&self) -> (u128, u64) {
+        values_of_digit_fields(&self.digits[..TRACKING_LEN], self.routing_digits())
+            .expect("an Imb holds valid digit fields")
     }
 
     /// The binary value of spec step 1 (at most 102 bits).

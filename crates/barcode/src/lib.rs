@@ -48,6 +48,7 @@ assert_eq!(key.to_barcode(), Barcode::Imb(imb));
 */
 #![deny(missing_docs)]
 
+mod digits;
 mod error;
 mod imb;
 mod imcb;
@@ -55,6 +56,7 @@ mod impb;
 mod key;
 mod tables;
 
+pub use crate::digits::{digits_value, eight_digits};
 pub use crate::error::{Error, ErrorKind};
 pub use crate::imb::{
     decode, decode_exact, frame_check_sequence, BarRepair, Bars, DecodedImb, Imb, Orientation,

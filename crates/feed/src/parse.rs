@@ -13,7 +13,7 @@ use serde_json::value::RawValue;
 use crate::delimited::Header;
 use crate::event::{ScanEvent, SymbolTable};
 use crate::json::{JsonObject, JsonRecord};
-use crate::record::{build_event, FeedOptions};
+use crate::record::{build_event, FeedOptions, RawRecord};
 use crate::reject::{ParseReport, RejectList, RejectReason, RejectSink};
 
 /// A feed format.
@@ -341,9 +341,10 @@ fn parse_lines(
         // serde_json for JSON: a second pass over every line would cost a tenth of the parse.
         match header {
             Some(header) => {
+                let mut record = RawRecord::default();
                 let result = header
-                    .read(line, &mut fields)
-                    .and_then(|record| build_event(&record, options, &mut out.symbols));
+                    .read(line, &mut fields, &mut record)
+                    .and_then(|()| build_event(&record, options, &mut out.symbols));
                 take(out, this_line, None, line, result);
             }
             None => match serde_json::from_slice::<JsonObject<'_>>(line) {

@@ -1,7 +1,7 @@
 //! The fields a scan record can carry, however its format names them, and the one function that
 //! turns them into a [`ScanEvent`] or a [`RejectReason`].
 
-use imbtrack_barcode::{Barcode, Imb, Impb};
+use imbtrack_barcode::{Barcode, BarcodeKey, BarcodeKind, Imb, Impb};
 
 use crate::event::{EventCode, HandlingEventType, MailClass, ScanEvent, SymbolTable, Zip};
 use crate::reject::RejectReason;
@@ -146,9 +146,9 @@ pub(crate) fn build_event(
     symbols: &mut SymbolTable,
 ) -> Result<ScanEvent, RejectReason> {
     let (barcode, routing) = barcode(raw)?;
-    let class = match barcode {
-        Barcode::Impb(_) => MailClass::Package,
-        Barcode::Imb(_) | Barcode::Imcb(_) => MailClass::Mail,
+    let class = match barcode.kind() {
+        BarcodeKind::Impb => MailClass::Package,
+        BarcodeKind::Imb | BarcodeKind::Imcb => MailClass::Mail,
     };
 
     let time_ms = if !raw.get(Field::Time).is_empty() {
@@ -190,7 +190,7 @@ pub(crate) fn build_event(
         .intern_bytes(&[raw.get(Field::Machine)])
         .ok_or(RejectReason::InvalidUtf8)?;
     Ok(ScanEvent {
-        barcode: barcode.key(),
+        barcode,
         time_ms,
         routing,
         facility_zip,
@@ -202,8 +202,34 @@ pub(crate) fn build_event(
     })
 }
 
-/// The record's barcode and routing ZIP, from whichever barcode columns it has.
-fn barcode(raw: &RawRecord<'_>) -> Result<(Barcode, Zip), RejectReason> {
+/// The routing ZIP of an IMb key, read from its bits.
+fn key_routing(key: BarcodeKey) -> Zip {
+    key.imb_routing()
+        .and_then(|(len, number)| Zip::from_parts(number, len))
+        .unwrap_or(Zip::NONE)
+}
+
+/// The record's barcode key and routing ZIP, from whichever barcode columns it has. An IMb of
+/// plain digits (nearly every mail record) goes straight to its key.
+fn barcode(raw: &RawRecord<'_>) -> Result<(BarcodeKey, Zip), RejectReason> {
+    let imb_bytes = raw.get(Field::Imb);
+    if let Some((tracking, routing)) = imb_bytes.split_at_checked(20) {
+        if let Some(key) = BarcodeKey::of_imb_digit_fields(tracking, routing) {
+            return Ok((key, key_routing(key)));
+        }
+    }
+    let (tracking, routing) = (raw.get(Field::ImbTracking), raw.get(Field::ImbRouting));
+    if imb_bytes.is_empty() {
+        if let Some(key) = BarcodeKey::of_imb_digit_fields(tracking, routing) {
+            return Ok((key, key_routing(key)));
+        }
+    }
+    let (barcode, routing) = any_barcode(raw)?;
+    Ok((barcode.key(), routing))
+}
+
+/// The general way of [`barcode`]: every form, with its reject reasons.
+fn any_barcode(raw: &RawRecord<'_>) -> Result<(Barcode, Zip), RejectReason> {
     let routing_of = |digits: &[u8]| {
         if digits.is_empty() {
             Ok(Zip::NONE)
@@ -212,12 +238,6 @@ fn barcode(raw: &RawRecord<'_>) -> Result<(Barcode, Zip), RejectReason> {
         }
     };
     let imb_routing = |imb: &Imb| routing_of(imb.routing_digits());
-    let imb_bytes = raw.get(Field::Imb);
-    if imb_bytes.len() >= 20 {
-        if let Some(imb) = Imb::from_digit_fields(&imb_bytes[..20], &imb_bytes[20..]) {
-            return Ok((Barcode::Imb(imb), imb_routing(&imb)?));
-        }
-    }
     let imb = raw.text(Field::Imb)?;
     if !imb.is_empty() {
         // Nearly always 20-31 digits; bars, dashed and package forms go the general way.
@@ -237,10 +257,6 @@ fn barcode(raw: &RawRecord<'_>) -> Result<(Barcode, Zip), RejectReason> {
             Barcode::Imcb(_) => Zip::NONE,
         };
         return Ok((barcode, routing));
-    }
-    let (tracking, routing) = (raw.get(Field::ImbTracking), raw.get(Field::ImbRouting));
-    if let Some(imb) = Imb::from_digit_fields(tracking, routing) {
-        return Ok((Barcode::Imb(imb), imb_routing(&imb)?));
     }
     let tracking = raw.text(Field::ImbTracking)?;
     if !tracking.is_empty() {

@@ -217,6 +217,56 @@ fn apply_offset(
 /// carry none. Legacy `M/D/YYYY hh:mmAM` is accepted here too.
 pub fn parse_timestamp(text: &[u8], default_offset: Option<i32>) -> Result<i64, TimeError> {
     let text = text.trim_ascii();
+    fixed_rfc3339(text).unwrap_or_else(|| any_timestamp(text, default_offset))
+}
+
+/// `YYYY-MM-DDTHH:MM:SS` then `Z` or `±HH:MM`, the form nearly every feed writes, read at
+/// fixed positions with no loop; `None` for any other shape, which [`any_timestamp`] reads.
+/// Where it answers it answers as [`any_timestamp`] does, range errors included.
+fn fixed_rfc3339(text: &[u8]) -> Option<Result<i64, TimeError>> {
+    let (head, zone) = text.split_at_checked(19)?;
+    if head[4] != b'-'
+        || head[7] != b'-'
+        || !matches!(head[10], b'T' | b't' | b' ')
+        || head[13] != b':'
+        || head[16] != b':'
+    {
+        return None;
+    }
+    let pair = |bytes: &[u8], at: usize| {
+        let (tens, ones) = (
+            bytes[at].wrapping_sub(b'0'),
+            bytes[at + 1].wrapping_sub(b'0'),
+        );
+        (tens < 10 && ones < 10).then(|| u32::from(tens) * 10 + u32::from(ones))
+    };
+    let year = pair(head, 0)? * 100 + pair(head, 2)?;
+    let (month, day) = (pair(head, 5)?, pair(head, 8)?);
+    let (hour, minute, second) = (pair(head, 11)?, pair(head, 14)?, pair(head, 17)?);
+    let zone = match zone {
+        [b'Z' | b'z'] => None,
+        [sign @ (b'+' | b'-'), _, _, b':', _, _] => {
+            let (hours, minutes) = (pair(zone, 1)?, pair(zone, 4)?);
+            Some((if *sign == b'-' { -1 } else { 1 }, hours, minutes))
+        }
+        _ => return None,
+    };
+    let local = match epoch_ms(i64::from(year), month, day, hour, minute, second, 0) {
+        Ok(local) => local,
+        Err(e) => return Some(Err(e)),
+    };
+    let minutes_east = match zone {
+        None => 0,
+        Some((_, hours, minutes)) if hours > 18 || minutes > 59 => {
+            return Some(Err(TimeError::OutOfRange))
+        }
+        Some((sign, hours, minutes)) => sign * (hours * 60 + minutes) as i32,
+    };
+    Some(Ok(local - i64::from(minutes_east) * 60_000))
+}
+
+/// Every accepted timestamp form, read field by field.
+fn any_timestamp(text: &[u8], default_offset: Option<i32>) -> Result<i64, TimeError> {
     if text.contains(&b'/') {
         let split = text
             .iter()
@@ -449,6 +499,31 @@ mod tests {
         fn civil_round_trip(days in -1_000_000i64..1_000_000) {
             let (y, m, d) = civil_from_days(days);
             proptest::prop_assert_eq!(days_from_civil(y, m, d), days);
+        }
+
+        /// The fixed-position reader answers, where it answers, as the general one does:
+        /// on timestamps of its shape with any digits (months 13, hour 24, offsets ±19:60)
+        /// and on those with one byte changed.
+        #[test]
+        fn fixed_reader_equals_the_general_one(
+            text in "[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(Z|z|[+-][0-9]{2}:[0-9]{2})",
+            typical in (2000u32..2100, 1u32..13, 1u32..32, 0u32..24, 0u32..60, 0u32..61, -18i32..19, 0u32..60),
+            flip in (0usize..25, proptest::num::u8::ANY),
+        ) {
+            let (y, mo, d, h, mi, se, oh, om) = typical;
+            let sign = if oh < 0 { '-' } else { '+' };
+            let typical = format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{se:02}{sign}{:02}:{om:02}", oh.abs());
+            proptest::prop_assert!(fixed_rfc3339(typical.as_bytes()).is_some());
+            for text in [text.into_bytes(), typical.into_bytes()] {
+                let mut flipped = text.clone();
+                let at = flip.0 % flipped.len();
+                flipped[at] = flip.1;
+                for text in [text, flipped] {
+                    if let Some(fixed) = fixed_rfc3339(&text) {
+                        proptest::prop_assert_eq!(fixed, any_timestamp(&text, Some(60)));
+                    }
+                }
+            }
         }
 
         #[test]
