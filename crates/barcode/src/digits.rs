@@ -44,6 +44,19 @@ pub fn digits_value(digits: &[u8]) -> Option<u64> {
     Some(value)
 }
 
+/// The value of at most 38 ASCII digits (a package tracking number, say), `None` as for
+/// [`digits_value`].
+pub fn wide_digits_value(digits: &[u8]) -> Option<u128> {
+    if digits.len() > 38 {
+        return None;
+    }
+    let (high, low) = digits.split_at(digits.len().saturating_sub(19));
+    Some(
+        u128::from(digits_value(high)?) * 10u128.pow(low.len() as u32)
+            + u128::from(digits_value(low)?),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -88,6 +101,15 @@ mod tests {
             )
         ) {
             proptest::prop_assert_eq!(digits_value(&digits), naive_value(&digits));
+            let naive_wide = digits.iter().all(u8::is_ascii_digit).then(|| {
+                digits.iter().fold(0u128, |v, &d| v * 10 + u128::from(d - b'0'))
+            });
+            proptest::prop_assert_eq!(wide_digits_value(&digits), naive_wide);
+            let doubled = [&digits[..], &digits[..]].concat();
+            let naive_doubled = (doubled.len() <= 38 && naive_wide.is_some()).then(|| {
+                doubled.iter().fold(0u128, |v, &d| v * 10 + u128::from(d - b'0'))
+            });
+            proptest::prop_assert_eq!(wide_digits_value(&doubled), naive_doubled);
             if let Ok(eight) = <[u8; 8]>::try_from(&digits[..digits.len().min(8)]) {
                 proptest::prop_assert_eq!(eight_digits(eight), naive_value(&eight));
             }

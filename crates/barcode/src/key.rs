@@ -20,6 +20,7 @@
 use std::fmt;
 use std::ops::Range;
 
+use crate::digits::wide_digits_value;
 use crate::error::{Error, ErrorKind};
 use crate::imb::{
     decode, routing_of_value, values_of_digit_fields, Bars, Imb, ROUTING_END, TRACKING_SPAN,
@@ -153,10 +154,8 @@ impl Barcode {
         let raw = match self {
             Barcode::Imb(imb) => imb_key(imb.tracking_value(), imb.routing_value()),
             Barcode::Impb(impb) => {
-                let number = impb
-                    .tracking()
-                    .bytes()
-                    .fold(0u128, |v, d| v * 10 + u128::from(d - b'0'));
+                let number = wide_digits_value(impb.tracking().as_bytes())
+                    .expect("an Impb's tracking number is at most 34 digits");
                 KIND_IMPB << KIND_SHIFT
                     | ((impb.tracking().len() - 20) as u128) << IMPB_LENGTH_SHIFT
                     | number

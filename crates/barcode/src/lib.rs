@@ -56,7 +56,7 @@ mod impb;
 mod key;
 mod tables;
 
-pub use crate::digits::{digits_value, eight_digits};
+pub use crate::digits::{digits_value, eight_digits, wide_digits_value};
 pub use crate::error::{Error, ErrorKind};
 pub use crate::imb::{
     decode, decode_exact, frame_check_sequence, BarRepair, Bars, DecodedImb, Imb, Orientation,

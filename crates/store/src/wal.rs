@@ -386,12 +386,25 @@ impl Wal {
     }
 
     fn push_record(&mut self, payload: &[u8]) {
-        self.pending_records += 1;
-        self.pending
-            .extend_from_slice(&(payload.len() as u32).to_le_bytes());
-        self.pending
-            .extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
+        let start = self.open_record();
         self.pending.extend_from_slice(payload);
+        self.close_record(start);
+    }
+
+    /// Starts a record in the pending bytes, its header left to [`Wal::close_record`]; the
+    /// payload is then written in place (events are encoded straight into the pending bytes).
+    fn open_record(&mut self) -> usize {
+        let start = self.pending.len();
+        self.pending.extend_from_slice(&[0; RECORD_HEADER]);
+        start
+    }
+
+    /// Fills in the header of the record opened at `start`: its payload's length and CRC.
+    fn close_record(&mut self, start: usize) {
+        let (header, payload) = self.pending[start..].split_at_mut(RECORD_HEADER);
+        header[..4].copy_from_slice(&(payload.len() as u32).to_le_bytes());
+        header[4..].copy_from_slice(&crc32fast::hash(payload).to_le_bytes());
+        self.pending_records += 1;
     }
 
     /// Queues a symbols record.
@@ -422,15 +435,20 @@ impl Wal {
     }
 
     /// Queues events, in records of at most 65,536 events.
-    pub(crate) fn add_events(&mut self, events: &[ScanEvent]) {
-        for chunk in events.chunks(1 << 16) {
-            let mut payload = Vec::with_capacity(5 + chunk.len() * EVENT_LEN);
-            payload.push(KIND_EVENTS);
-            payload.extend_from_slice(&(chunk.len() as u32).to_le_bytes());
-            for event in chunk {
-                event.encode_record(&mut payload);
+    pub(crate) fn add_events<'e>(&mut self, events: impl IntoIterator<Item = &'e ScanEvent>) {
+        let mut events = events.into_iter().peekable();
+        while events.peek().is_some() {
+            let start = self.open_record();
+            self.pending.push(KIND_EVENTS);
+            let count_at = self.pending.len();
+            self.pending.extend_from_slice(&[0; 4]);
+            let mut count = 0u32;
+            for event in events.by_ref().take(1 << 16) {
+                event.encode_record(&mut self.pending);
+                count += 1;
             }
-            self.push_record(&payload);
+            self.pending[count_at..count_at + 4].copy_from_slice(&count.to_le_bytes());
+            self.close_record(start);
         }
     }
 

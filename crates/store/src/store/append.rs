@@ -7,7 +7,7 @@ use std::sync::Arc;
 use imbtrack_feed::{ScanEvent, SymbolTable};
 use rayon::prelude::*;
 
-use super::head::HeadBucket;
+use super::head::{HeadBucket, ShardGroups};
 use super::layout::{bucket_id, BucketId};
 use super::{AppendReport, Store, View, Writer};
 use crate::bucket::BloomProbe;
@@ -54,23 +54,24 @@ impl Writer {
 impl View {
     /// Whether the store has no scan with this event's identity.
     pub(crate) fn is_new(&self, event: &ScanEvent) -> bool {
-        let id = bucket_id(event);
         let identity = event.identity();
-        if self
-            .heads_of_bucket(id)
+        !self
+            .heads_of_bucket(bucket_id(event))
             .any(|head| head.contains(&identity))
-        {
+            && !self.in_sealed(event)
+    }
+
+    /// Whether a sealed file of the event's day holds a scan with its identity.
+    fn in_sealed(&self, event: &ScanEvent) -> bool {
+        let Some(day) = self.sealed.get(&bucket_id(event)) else {
             return false;
-        }
-        let Some(day) = self.sealed.get(&id) else {
-            return true;
         };
         let mut found = Vec::new();
         let probe = BloomProbe::new(event.barcode);
         for bucket in day.all() {
             bucket.scans_of(event.barcode, &probe, &mut found);
         }
-        !found.iter().any(|s| {
+        found.iter().any(|s| {
             s.time_ms == event.time_ms
                 && s.code == event.code
                 && s.facility_zip == event.facility_zip
@@ -111,17 +112,51 @@ impl Store {
             }
         }
         let view = self.view.load_full();
-        let fresh: Vec<ScanEvent> = candidates
-            .into_par_iter()
-            .filter(|e| view.is_new(e))
-            .collect();
-        let fresh = drop_repeats(fresh);
+        // Which candidates are new: each bucket's events grouped by head shard and probed
+        // there (one lock a shard), then in the day's sealed files if it has any; repeats
+        // within the batch go last.
+        let mut bucket_indexes: BTreeMap<BucketId, Vec<u32>> = BTreeMap::new();
+        for (index, event) in candidates.iter().enumerate() {
+            bucket_indexes
+                .entry(bucket_id(event))
+                .or_default()
+                .push(index as u32);
+        }
+        let mut keep = vec![true; candidates.len()];
+        let mut buckets = Vec::with_capacity(bucket_indexes.len());
+        for (id, indexes) in bucket_indexes {
+            let groups = ShardGroups::new(&candidates, &indexes);
+            let mut open_probes = None;
+            for (n, head) in view.heads_of_bucket(id).enumerate() {
+                let probes = head.probe_all(&candidates, &groups);
+                for (index, probe) in groups.with_probes(&probes) {
+                    keep[index as usize] &= !probe.present;
+                }
+                // The open head comes first; a frozen one (being sealed) only answers.
+                if n == 0 && view.head.contains_key(&id) {
+                    open_probes = Some(probes);
+                }
+            }
+            if view.sealed.contains_key(&id) {
+                let in_sealed: Vec<u32> = indexes
+                    .par_iter()
+                    .copied()
+                    .filter(|&i| keep[i as usize] && view.in_sealed(&candidates[i as usize]))
+                    .collect();
+                for index in in_sealed {
+                    keep[index as usize] = false;
+                }
+            }
+            buckets.push((id, groups, open_probes));
+        }
+        drop_repeats(&candidates, &mut keep);
+        let fresh = keep.iter().filter(|&&k| k).count();
         let report = AppendReport {
-            accepted: fresh.len() as u64,
-            duplicates: (events.len() - fresh.len()) as u64 - expired,
+            accepted: fresh as u64,
+            duplicates: (events.len() - fresh) as u64 - expired,
             expired,
         };
-        if fresh.is_empty() && positions.is_empty() {
+        if fresh == 0 && positions.is_empty() {
             return Ok(report);
         }
         if writer.wal.segment_bytes() > self.options.wal_segment_bytes {
@@ -129,28 +164,31 @@ impl Store {
         } else {
             writer.log_new_symbols();
         }
-        if !fresh.is_empty() {
-            writer.wal.add_events(&fresh);
+        if fresh > 0 {
+            writer.wal.add_events(
+                candidates
+                    .iter()
+                    .zip(&keep)
+                    .filter_map(|(event, &k)| k.then_some(event)),
+            );
         }
         if !positions.is_empty() {
             writer.wal.add_positions(positions);
         }
         let ticket = writer.wal.write()?;
         writer.positions.extend(positions.iter().cloned());
-        writer.segment_has_events |= !fresh.is_empty();
-        writer.scans_since_checkpoint += fresh.len() as u64;
-        let mut by_bucket: BTreeMap<BucketId, Vec<ScanEvent>> = BTreeMap::new();
-        for event in fresh {
-            by_bucket.entry(bucket_id(&event)).or_default().push(event);
-        }
+        writer.segment_has_events |= fresh > 0;
+        writer.scans_since_checkpoint += fresh as u64;
         let seq = writer.wal.seq();
+        // Only buckets that take fresh scans get a head (if new) and a WAL segment entry.
+        buckets.retain(|(_, groups, _)| groups.indexes().iter().any(|&i| keep[i as usize]));
         // The view `fresh` was checked against is still current: only the writer changes it.
         // It needs the texts of any new symbols and a head bucket for any new day before the
         // events go in.
-        let new_ids: Vec<BucketId> = by_bucket
-            .keys()
+        let new_ids: Vec<BucketId> = buckets
+            .iter()
+            .map(|(id, _, _)| *id)
             .filter(|id| !view.head.contains_key(id))
-            .copied()
             .collect();
         let texts = (view.symbol_texts.len() < writer.symbols.len()).then(|| writer.symbol_texts());
         if texts.is_some() || !new_ids.is_empty() {
@@ -164,10 +202,10 @@ impl Store {
             });
         }
         let view = self.view.load();
-        for (id, events) in by_bucket {
+        for (id, groups, probes) in buckets {
             writer.segment_buckets.entry(seq).or_default().insert(id);
             if let Some(head) = view.head.get(&id) {
-                head.insert_all(events);
+                head.insert_probed(&candidates, &groups, probes.as_deref(), &keep);
             }
         }
         drop(guard);
@@ -176,15 +214,17 @@ impl Store {
     }
 }
 
-/// `events` without the later copies of any identity, order kept. Repeats inside one batch are
-/// rare, so identities are compared only where their 64-bit hashes meet, after sorting
-/// (hash, index) pairs rather than the 64-byte events themselves.
-fn drop_repeats(events: Vec<ScanEvent>) -> Vec<ScanEvent> {
+/// Clears `keep` for the later copies of any identity among the kept events. Repeats inside
+/// one batch are rare, so identities are compared only where their 64-bit hashes meet, after
+/// sorting (hash, index) pairs rather than the 64-byte events themselves.
+fn drop_repeats(events: &[ScanEvent], keep: &mut [bool]) {
     let hasher = hashbrown::DefaultHashBuilder::default();
     let mut hashes: Vec<(u64, u32)> = events
         .iter()
+        .zip(keep.iter())
         .enumerate()
-        .map(|(i, e)| {
+        .filter(|(_, (_, &k))| k)
+        .map(|(i, (e, _))| {
             (
                 std::hash::BuildHasher::hash_one(&hasher, e.identity()),
                 i as u32,
@@ -192,7 +232,6 @@ fn drop_repeats(events: Vec<ScanEvent>) -> Vec<ScanEvent> {
         })
         .collect();
     hashes.sort_unstable();
-    let mut repeat = vec![false; events.len()];
     for run in hashes
         .chunk_by(|a, b| a.0 == b.0)
         .filter(|run| run.len() > 1)
@@ -200,17 +239,12 @@ fn drop_repeats(events: Vec<ScanEvent>) -> Vec<ScanEvent> {
         for (n, &(_, later)) in run.iter().enumerate().skip(1) {
             let identity = events[later as usize].identity();
             if run[..n].iter().any(|&(_, earlier)| {
-                !repeat[earlier as usize] && events[earlier as usize].identity() == identity
+                keep[earlier as usize] && events[earlier as usize].identity() == identity
             }) {
-                repeat[later as usize] = true;
+                keep[later as usize] = false;
             }
         }
     }
-    events
-        .into_iter()
-        .zip(repeat)
-        .filter_map(|(e, r)| (!r).then_some(e))
-        .collect()
 }
 
 #[cfg(test)]
@@ -242,7 +276,10 @@ mod tests {
             let events: Vec<ScanEvent> = picks.iter().enumerate().map(|(i, &(s, t))| event(s, t, i as u32)).collect();
             let mut seen = std::collections::HashSet::new();
             let naive: Vec<ScanEvent> = events.iter().copied().filter(|e| seen.insert(e.identity())).collect();
-            proptest::prop_assert_eq!(drop_repeats(events), naive);
+            let mut keep = vec![true; events.len()];
+            drop_repeats(&events, &mut keep);
+            let kept: Vec<ScanEvent> = events.iter().zip(&keep).filter_map(|(e, &k)| k.then_some(*e)).collect();
+            proptest::prop_assert_eq!(kept, naive);
         }
     }
 }

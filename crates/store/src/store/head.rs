@@ -43,6 +43,8 @@ fn shard_of(key: BarcodeKey) -> usize {
 }
 
 const NO_SCAN: u32 = u32::MAX;
+/// [`Probe::piece`] when the shard has no piece of the key.
+const NO_PIECE: u32 = u32::MAX;
 /// [`Site::routing`] when the scan's routing ZIP is its piece's.
 const PIECE_ROUTING: u32 = u32::MAX;
 
@@ -263,10 +265,43 @@ impl HeadShard {
         })
     }
 
+    /// The piece of `identity` here ([`NO_PIECE`] if none) and whether that piece has a scan
+    /// with this identity: compared in place, no event built.
+    fn probe(&self, identity: &ScanIdentity) -> Probe {
+        let Some(piece) = self.piece_of(identity.barcode) else {
+            return Probe {
+                piece: NO_PIECE,
+                present: false,
+            };
+        };
+        let time_in_day = u32::try_from(identity.time_ms - self.day_start_ms).ok();
+        let present = self.chain(piece).any(|(_, scan)| {
+            Some(scan.time_in_day) == time_in_day
+                && scan.code == identity.code
+                && self.sites.values[scan.site as usize].facility_zip == identity.facility_zip
+        });
+        Probe { piece, present }
+    }
+
+    /// Inserts `event`, into `piece` when a probe under this same write turn found it there
+    /// (no second lookup), else into the piece its key finds or a new one.
+    fn insert_into(&mut self, event: ScanEvent, piece: u32) {
+        let piece = if piece == NO_PIECE {
+            self.piece_or_new(&event)
+        } else {
+            piece
+        };
+        self.push_scan(piece, &event);
+    }
+
     fn insert(&mut self, event: ScanEvent) {
+        self.insert_into(event, NO_PIECE);
+    }
+
+    fn piece_or_new(&mut self, event: &ScanEvent) -> u32 {
         let hash = self.hasher.hash_one(event.barcode);
         let (keys, pieces, hasher) = (&mut self.keys, &mut self.pieces, &self.hasher);
-        let piece = match pieces.find(hash, |&piece| *keys.get(piece) == event.barcode) {
+        match pieces.find(hash, |&piece| *keys.get(piece) == event.barcode) {
             Some(&piece) => piece,
             None => {
                 let piece = keys.push(event.barcode);
@@ -275,7 +310,10 @@ impl HeadShard {
                 pieces.insert_unique(hash, piece, |&p| hasher.hash_one(keys.get(p)));
                 piece
             }
-        };
+        }
+    }
+
+    fn push_scan(&mut self, piece: u32, event: &ScanEvent) {
         let routing = if *self.routings.get(piece) == event.routing {
             PIECE_ROUTING
         } else {
@@ -424,6 +462,69 @@ impl HeadShard {
     }
 }
 
+/// What a shard holds of one event: its piece ([`NO_PIECE`] if none) and whether the scan is
+/// there already.
+#[derive(Clone, Copy)]
+pub(crate) struct Probe {
+    piece: u32,
+    /// A scan with the event's identity is here.
+    pub(crate) present: bool,
+}
+
+/// Indexes of one bucket's events grouped by head shard, input order kept inside each group
+/// (a counting sort), so an append takes each shard's lock once, not once an event.
+pub(crate) struct ShardGroups {
+    order: Vec<u32>,
+    starts: [u32; HEAD_SHARDS + 1],
+}
+
+impl ShardGroups {
+    /// Groups `indexes` (into `events`) by the shard of each event's key.
+    pub(crate) fn new(events: &[ScanEvent], indexes: &[u32]) -> ShardGroups {
+        let shards: Vec<u8> = indexes
+            .iter()
+            .map(|&i| shard_of(events[i as usize].barcode) as u8)
+            .collect();
+        let mut starts = [0u32; HEAD_SHARDS + 1];
+        for &shard in &shards {
+            starts[shard as usize + 1] += 1;
+        }
+        for shard in 0..HEAD_SHARDS {
+            starts[shard + 1] += starts[shard];
+        }
+        let mut next = starts;
+        let mut order = vec![0; indexes.len()];
+        for (&index, &shard) in indexes.iter().zip(&shards) {
+            order[next[shard as usize] as usize] = index;
+            next[shard as usize] += 1;
+        }
+        ShardGroups { order, starts }
+    }
+
+    /// Every grouped index, shard by shard.
+    pub(crate) fn indexes(&self) -> &[u32] {
+        &self.order
+    }
+
+    /// The event indexes of `shard`, in input order.
+    fn of(&self, shard: usize) -> &[u32] {
+        &self.order[self.starts[shard] as usize..self.starts[shard + 1] as usize]
+    }
+
+    /// Every grouped index with its probe, shard by shard.
+    pub(crate) fn with_probes<'a>(
+        &'a self,
+        probes: &'a [Vec<Probe>],
+    ) -> impl Iterator<Item = (u32, Probe)> + 'a {
+        (0..HEAD_SHARDS).flat_map(move |shard| {
+            self.of(shard)
+                .iter()
+                .copied()
+                .zip(probes[shard].iter().copied())
+        })
+    }
+}
+
 /// The scans of one open (class, day), sharded by barcode. Shared (`Arc`) between the store's
 /// published view and its writer; only the writer inserts.
 pub(crate) struct HeadBucket {
@@ -486,11 +587,55 @@ impl HeadBucket {
 
     /// Whether a scan with this identity is here.
     pub(crate) fn contains(&self, identity: &ScanIdentity) -> bool {
-        self.with_shard_of(identity.barcode, |shard| {
-            shard
-                .scans_of(identity.barcode)
-                .any(|e| e.identity() == *identity)
-        })
+        self.with_shard_of(identity.barcode, |shard| shard.probe(identity).present)
+    }
+
+    /// Probes every grouped event in its shard, shards in parallel, each under its read lock
+    /// once; the probes of a shard follow its group's order.
+    pub(crate) fn probe_all(&self, events: &[ScanEvent], groups: &ShardGroups) -> Vec<Vec<Probe>> {
+        self.shards
+            .par_iter()
+            .enumerate()
+            .map(|(index, shard)| {
+                let group = groups.of(index);
+                if group.is_empty() {
+                    return Vec::new();
+                }
+                let shard = read(shard);
+                group
+                    .iter()
+                    .map(|&i| shard.probe(&events[i as usize].identity()))
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// Inserts the grouped events that `keep` says are new, shards in parallel, each shard's
+    /// lock held only for its own share. `probes` are this bucket's own, taken under the same
+    /// writer turn (nothing has changed a shard since); `None` for a bucket just made.
+    pub(crate) fn insert_probed(
+        &self,
+        events: &[ScanEvent],
+        groups: &ShardGroups,
+        probes: Option<&[Vec<Probe>]>,
+        keep: &[bool],
+    ) {
+        self.shards
+            .par_iter()
+            .enumerate()
+            .for_each(|(index, shard)| {
+                let group = groups.of(index);
+                if !group.iter().any(|&i| keep[i as usize]) {
+                    return;
+                }
+                let mut shard = write(shard);
+                for (n, &i) in group.iter().enumerate() {
+                    if keep[i as usize] {
+                        let piece = probes.map_or(NO_PIECE, |probes| probes[index][n].piece);
+                        shard.insert_into(events[i as usize], piece);
+                    }
+                }
+            });
     }
 
     /// Inserts one event (WAL replay).
@@ -498,23 +643,13 @@ impl HeadBucket {
         write(&self.shards[shard_of(event.barcode)]).insert(event);
     }
 
-    /// Inserts events known to be new, shards in parallel, each shard's lock held only for its
-    /// own share.
+    /// Inserts events known to be new (tests build heads so).
+    #[cfg(test)]
     pub(crate) fn insert_all(&self, events: Vec<ScanEvent>) {
-        let mut parts: Vec<Vec<ScanEvent>> = (0..HEAD_SHARDS).map(|_| Vec::new()).collect();
-        for event in events {
-            parts[shard_of(event.barcode)].push(event);
-        }
-        self.shards
-            .par_iter()
-            .zip(parts)
-            .filter(|(_, part)| !part.is_empty())
-            .for_each(|(shard, part)| {
-                let mut shard = write(shard);
-                for event in part {
-                    shard.insert(event);
-                }
-            });
+        let indexes: Vec<u32> = (0..events.len() as u32).collect();
+        let groups = ShardGroups::new(&events, &indexes);
+        let probes = self.probe_all(&events, &groups);
+        self.insert_probed(&events, &groups, Some(&probes), &vec![true; events.len()]);
     }
 
     /// Scans per shard, in shard order: what a checkpoint taken now covers.
