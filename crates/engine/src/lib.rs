@@ -454,6 +454,8 @@ impl Engine {
         let bytes_total = feed.len() as u64;
 
         let (sender, receiver) = crossbeam_channel::bounded::<(usize, ChunkOutput)>(window);
+        // Event buffers of appended chunks, back to the parser for reuse.
+        let (spare_sender, spares) = crossbeam_channel::unbounded::<Vec<ScanEvent>>();
         let mut summary = IngestSummary {
             files: 1,
             ..IngestSummary::default()
@@ -467,7 +469,11 @@ impl Engine {
                 for group in chunks.chunks(window) {
                     let outputs: Vec<(usize, ChunkOutput)> = group
                         .par_iter()
-                        .map(|chunk| (chunk.len(), feed.parse_chunk(*chunk, feed_options)))
+                        .map(|chunk| {
+                            let events = spares.try_recv().unwrap_or_default();
+                            let output = feed.parse_chunk_into(*chunk, feed_options, events);
+                            (chunk.len(), output)
+                        })
                         .collect();
                     for output in outputs {
                         if sender.send(output).is_err() {
@@ -489,6 +495,8 @@ impl Engine {
                     duplicates,
                     expired,
                 } = self.append_at(&output.events, &output.symbols, &[])?;
+                // The parser may have finished: then the buffer is simply dropped.
+                let _ = spare_sender.send(output.events);
                 summary.lines += output.report.records;
                 summary.accepted += accepted;
                 summary.duplicates += duplicates;

@@ -265,7 +265,23 @@ impl<'a> PreparedFeed<'a> {
 
     /// Parses one chunk.
     pub fn parse_chunk(&self, chunk: Chunk, options: &FeedOptions) -> ChunkOutput {
-        let mut out = ChunkOutput::default();
+        self.parse_chunk_into(chunk, options, Vec::new())
+    }
+
+    /// [`PreparedFeed::parse_chunk`] into `events` (emptied first): a caller that parses chunk
+    /// after chunk hands back an earlier chunk's buffer, whose pages are already in memory,
+    /// instead of faulting in a fresh one each time.
+    pub fn parse_chunk_into(
+        &self,
+        chunk: Chunk,
+        options: &FeedOptions,
+        mut events: Vec<ScanEvent>,
+    ) -> ChunkOutput {
+        events.clear();
+        let mut out = ChunkOutput {
+            events,
+            ..ChunkOutput::default()
+        };
         let bytes = &self.data[chunk.start..chunk.end];
         match &self.body {
             Body::Document => parse_document(bytes, options, &mut out),

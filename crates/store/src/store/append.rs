@@ -100,7 +100,8 @@ impl Store {
         // Remap symbols and drop days already expired, then find what is new: the checks only
         // read, so they run in parallel; repeats within the batch go last.
         let mut expired = 0;
-        let mut candidates = Vec::with_capacity(events.len());
+        let mut candidates = std::mem::take(&mut writer.candidates);
+        candidates.clear();
         for event in events {
             let mut event = *event;
             event.facility = remap.get(event.facility as usize).copied().unwrap_or(0);
@@ -208,6 +209,7 @@ impl Store {
                 head.insert_probed(&candidates, &groups, probes.as_deref(), &keep);
             }
         }
+        writer.candidates = candidates;
         drop(guard);
         self.group.wait(ticket)?;
         Ok(report)

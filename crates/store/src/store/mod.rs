@@ -47,7 +47,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use arc_swap::ArcSwap;
-use imbtrack_feed::SymbolTable;
+use imbtrack_feed::{ScanEvent, SymbolTable};
 use serde::Serialize;
 
 use crate::bucket::{BucketFormat, SealedBucket};
@@ -244,6 +244,9 @@ pub(crate) struct Writer {
     /// Scans appended since the last head checkpoint (or the store's opening).
     pub(crate) scans_since_checkpoint: u64,
     pub(crate) next_bucket_seq: u64,
+    /// The last append's candidate scans, kept for the next one's: its pages are in memory
+    /// already, where a fresh buffer of a large batch faults every page in again.
+    pub(crate) candidates: Vec<ScanEvent>,
 }
 
 /// The tracking-scan store. See the crate docs and `FORMAT.md`. `Sync`: lookups from any

@@ -102,6 +102,7 @@ impl Store {
             segment_has_events: false,
             scans_since_checkpoint: 0,
             next_bucket_seq,
+            candidates: Vec::new(),
         };
         // Where replay starts (the checkpoint's position), and from where the WAL's positions
         // records are newer than the positions already known.
