@@ -72,7 +72,8 @@ impl<T> Chunked<T> {
     fn push(&mut self, value: T) -> u32 {
         let chunk = self.len as usize / CHUNK;
         if chunk == self.chunks.len() {
-            self.chunks.push(Vec::new());
+            // Whole at once: grown by doubling, every chunk was reallocated and copied 10 times.
+            self.chunks.push(Vec::with_capacity(CHUNK));
         }
         self.chunks[chunk].push(value);
         self.len += 1;
@@ -147,6 +148,36 @@ const _: () = assert!(size_of::<HeadScan>() == 16);
 struct Interned<T> {
     values: Vec<T>,
     ids: HashMap<T, u32>,
+    /// Ids recently given, by a cheap hash of the value ([`RecentKey`]), checked against
+    /// `values`: a shard sees the same few sites over and over, and a hit skips hashing the
+    /// value in full and probing a table that no longer fits in cache.
+    recent: Box<[u32; RECENT_SLOTS]>,
+}
+
+const RECENT_BITS: u32 = 8;
+const RECENT_SLOTS: usize = 1 << RECENT_BITS;
+/// [`Interned::recent`] slot that holds no id.
+const NO_ID: u32 = u32::MAX;
+
+/// A value with a cheap hash for [`Interned::recent`].
+trait RecentKey {
+    /// Some 64 bits of the value; equal values give equal bits.
+    fn bits(&self) -> u64;
+}
+
+impl RecentKey for Site {
+    fn bits(&self) -> u64 {
+        self.facility_zip.to_bits()
+            ^ u64::from(self.facility).rotate_left(40)
+            ^ u64::from(self.machine).rotate_left(20)
+            ^ u64::from(self.routing).rotate_left(52)
+    }
+}
+
+impl RecentKey for Zip {
+    fn bits(&self) -> u64 {
+        self.to_bits()
+    }
 }
 
 impl<T> Default for Interned<T> {
@@ -154,21 +185,32 @@ impl<T> Default for Interned<T> {
         Interned {
             values: Vec::new(),
             ids: HashMap::new(),
+            recent: Box::new([NO_ID; RECENT_SLOTS]),
         }
     }
 }
 
-impl<T: Copy + Eq + std::hash::Hash> Interned<T> {
+impl<T: Copy + Eq + std::hash::Hash + RecentKey> Interned<T> {
     fn id(&mut self, value: T) -> u32 {
+        let slot =
+            (value.bits().wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - RECENT_BITS)) as usize;
+        let recent = self.recent[slot];
+        if recent != NO_ID && self.values[recent as usize] == value {
+            return recent;
+        }
         let values = &mut self.values;
-        *self.ids.entry(value).or_insert_with(|| {
+        let id = *self.ids.entry(value).or_insert_with(|| {
             values.push(value);
             values.len() as u32 - 1
-        })
+        });
+        self.recent[slot] = id;
+        id
     }
 
     fn heap_bytes(&self) -> usize {
-        self.values.capacity() * size_of::<T>() + self.ids.capacity() * (size_of::<(T, u32)>() + 1)
+        self.values.capacity() * size_of::<T>()
+            + self.ids.capacity() * (size_of::<(T, u32)>() + 1)
+            + size_of::<[u32; RECENT_SLOTS]>()
     }
 }
 
