@@ -157,7 +157,7 @@ fn bloom_hash(key: u128) -> u64 {
 /// Asks the processor to start loading every cache line of `bytes`, without waiting for any:
 /// a lookup across buckets first starts the loads it will need from each, so their cache and
 /// TLB misses overlap instead of adding up.
-fn prefetch_lines<T>(items: &[T]) {
+pub(crate) fn prefetch_lines<T>(items: &[T]) {
     #[cfg(target_arch = "x86_64")]
     for line in items.iter().step_by((64 / std::mem::size_of::<T>()).max(1)) {
         // SAFETY: a prefetch is a hint: it never faults (not even on a bad address), changes

@@ -20,7 +20,7 @@
 use std::hash::BuildHasher;
 use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use hashbrown::{DefaultHashBuilder, HashMap, HashTable};
+use hashbrown::{DefaultHashBuilder, HashMap};
 use imbtrack_barcode::BarcodeKey;
 use imbtrack_feed::{
     EventCode, HandlingEventType, MailClass, ScanEvent, ScanIdentity, Symbol, Zip,
@@ -29,7 +29,12 @@ use rayon::prelude::*;
 
 use super::codec::{put_u32, put_u64, take, take_u32, take_u64};
 use super::layout::BucketId;
+use super::pieces::PieceTable;
 use crate::retention::DAY_MS;
+
+/// How many lookups ahead a batch starts loading what it will read (see
+/// [`HeadShard::prefetch_ahead`]).
+const PREFETCH_AHEAD: usize = 8;
 
 /// Shards per open bucket.
 pub(crate) const HEAD_SHARDS: usize = 64;
@@ -224,8 +229,8 @@ pub(crate) struct HeadShard {
     keys: Chunked<BarcodeKey>,
     routings: Chunked<Zip>,
     newest: Chunked<u32>,
-    /// Piece indexes, hashed by key.
-    pieces: HashTable<u32>,
+    /// Piece indexes, by key hash.
+    pieces: PieceTable,
     hasher: DefaultHashBuilder,
     sites: Interned<Site>,
     other_routings: Interned<Zip>,
@@ -240,18 +245,31 @@ impl HeadShard {
             keys: Chunked::default(),
             routings: Chunked::default(),
             newest: Chunked::default(),
-            pieces: HashTable::new(),
+            pieces: PieceTable::default(),
             hasher: DefaultHashBuilder::default(),
             sites: Interned::default(),
             other_routings: Interned::default(),
         }
     }
 
+    fn hash(&self, key: BarcodeKey) -> u64 {
+        self.hasher.hash_one(key)
+    }
+
+    /// Starts loading the table slot that the lookup [`PREFETCH_AHEAD`] after `hashes[n]`
+    /// will read. (Prefetching the piece records too, in a second step, measured slower.)
+    fn prefetch_ahead(&self, hashes: &[u64], n: usize) {
+        if let Some(&ahead) = hashes.get(n + PREFETCH_AHEAD) {
+            self.pieces.prefetch(ahead);
+        }
+    }
+
     fn piece_of(&self, key: BarcodeKey) -> Option<u32> {
-        let hash = self.hasher.hash_one(key);
-        self.pieces
-            .find(hash, |&piece| *self.keys.get(piece) == key)
-            .copied()
+        self.piece_of_hashed(key, self.hash(key))
+    }
+
+    fn piece_of_hashed(&self, key: BarcodeKey, hash: u64) -> Option<u32> {
+        self.pieces.find(hash, |piece| *self.keys.get(piece) == key)
     }
 
     fn event(&self, piece: u32, scan: &HeadScan) -> ScanEvent {
@@ -309,8 +327,8 @@ impl HeadShard {
 
     /// The piece of `identity` here ([`NO_PIECE`] if none) and whether that piece has a scan
     /// with this identity: compared in place, no event built.
-    fn probe(&self, identity: &ScanIdentity) -> Probe {
-        let Some(piece) = self.piece_of(identity.barcode) else {
+    fn probe(&self, identity: &ScanIdentity, hash: u64) -> Probe {
+        let Some(piece) = self.piece_of_hashed(identity.barcode, hash) else {
             return Probe {
                 piece: NO_PIECE,
                 present: false,
@@ -327,9 +345,9 @@ impl HeadShard {
 
     /// Inserts `event`, into `piece` when a probe under this same write turn found it there
     /// (no second lookup), else into the piece its key finds or a new one.
-    fn insert_into(&mut self, event: ScanEvent, piece: u32) {
+    fn insert_into(&mut self, event: ScanEvent, piece: u32, hash: u64) {
         let piece = if piece == NO_PIECE {
-            self.piece_or_new(&event)
+            self.piece_or_new(&event, hash)
         } else {
             piece
         };
@@ -337,22 +355,19 @@ impl HeadShard {
     }
 
     fn insert(&mut self, event: ScanEvent) {
-        self.insert_into(event, NO_PIECE);
+        let hash = self.hash(event.barcode);
+        self.insert_into(event, NO_PIECE, hash);
     }
 
-    fn piece_or_new(&mut self, event: &ScanEvent) -> u32 {
-        let hash = self.hasher.hash_one(event.barcode);
-        let (keys, pieces, hasher) = (&mut self.keys, &mut self.pieces, &self.hasher);
-        match pieces.find(hash, |&piece| *keys.get(piece) == event.barcode) {
-            Some(&piece) => piece,
-            None => {
-                let piece = keys.push(event.barcode);
-                self.routings.push(event.routing);
-                self.newest.push(NO_SCAN);
-                pieces.insert_unique(hash, piece, |&p| hasher.hash_one(keys.get(p)));
-                piece
-            }
+    fn piece_or_new(&mut self, event: &ScanEvent, hash: u64) -> u32 {
+        if let Some(piece) = self.piece_of_hashed(event.barcode, hash) {
+            return piece;
         }
+        let piece = self.keys.push(event.barcode);
+        self.routings.push(event.routing);
+        self.newest.push(NO_SCAN);
+        self.pieces.insert(hash, piece);
+        piece
     }
 
     fn push_scan(&mut self, piece: u32, event: &ScanEvent) {
@@ -383,8 +398,7 @@ impl HeadShard {
             + self.keys.heap_bytes()
             + self.routings.heap_bytes()
             + self.newest.heap_bytes()
-            // A table of n slots holds 7n/8 pieces, a control byte per slot.
-            + self.pieces.capacity() * 8 / 7 * (size_of::<u32>() + 1)
+            + self.pieces.heap_bytes()
             + self.sites.heap_bytes()
             + self.other_routings.heap_bytes()
     }
@@ -467,8 +481,7 @@ impl HeadShard {
         shard.keys.reserve(pieces_fit);
         shard.routings.reserve(pieces_fit);
         shard.newest.reserve(pieces_fit);
-        // The table is empty: nothing to rehash, so the hasher is never called.
-        shard.pieces.reserve(pieces_fit, |_| 0);
+        shard.pieces.reserve(pieces_fit);
         shard.scans.reserve((scans as usize).min(bytes.len() / 12));
         for _ in 0..pieces {
             let key = BarcodeKey::from_u128(u128::from_le_bytes(take(bytes, 16)?.try_into().ok()?))
@@ -479,9 +492,8 @@ impl HeadShard {
             }
             let piece = shard.keys.push(key);
             shard.routings.push(routing);
-            let hash = shard.hasher.hash_one(key);
-            let (keys, pieces, hasher) = (&mut shard.keys, &mut shard.pieces, &shard.hasher);
-            pieces.insert_unique(hash, piece, |&p| hasher.hash_one(keys.get(p)));
+            let hash = shard.hash(key);
+            shard.pieces.insert(hash, piece);
             let mut previous = NO_SCAN;
             for _ in 0..take_u32(bytes)? {
                 let scan = HeadScan {
@@ -629,7 +641,9 @@ impl HeadBucket {
 
     /// Whether a scan with this identity is here.
     pub(crate) fn contains(&self, identity: &ScanIdentity) -> bool {
-        self.with_shard_of(identity.barcode, |shard| shard.probe(identity).present)
+        self.with_shard_of(identity.barcode, |shard| {
+            shard.probe(identity, shard.hash(identity.barcode)).present
+        })
     }
 
     /// Probes every grouped event in its shard, shards in parallel, each under its read lock
@@ -644,9 +658,18 @@ impl HeadBucket {
                     return Vec::new();
                 }
                 let shard = read(shard);
+                let hashes: Vec<u64> = group
+                    .iter()
+                    .map(|&i| shard.hash(events[i as usize].barcode))
+                    .collect();
                 group
                     .iter()
-                    .map(|&i| shard.probe(&events[i as usize].identity()))
+                    .zip(&hashes)
+                    .enumerate()
+                    .map(|(n, (&i, &hash))| {
+                        shard.prefetch_ahead(&hashes, n);
+                        shard.probe(&events[i as usize].identity(), hash)
+                    })
                     .collect()
             })
             .collect()
@@ -671,10 +694,15 @@ impl HeadBucket {
                     return;
                 }
                 let mut shard = write(shard);
+                let hashes: Vec<u64> = group
+                    .iter()
+                    .map(|&i| shard.hash(events[i as usize].barcode))
+                    .collect();
                 for (n, &i) in group.iter().enumerate() {
+                    shard.prefetch_ahead(&hashes, n);
                     if keep[i as usize] {
                         let piece = probes.map_or(NO_PIECE, |probes| probes[index][n].piece);
-                        shard.insert_into(events[i as usize], piece);
+                        shard.insert_into(events[i as usize], piece, hashes[n]);
                     }
                 }
             });

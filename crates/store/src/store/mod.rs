@@ -38,6 +38,7 @@ mod codec;
 pub(crate) mod head;
 pub(crate) mod layout;
 mod maintenance;
+mod pieces;
 mod query;
 mod recovery;
 
