@@ -1,13 +1,12 @@
 //! Appending: symbols, the expiry horizon, duplicates, the WAL write, the head insert, and the
 //! shared fsync.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use imbtrack_feed::{ScanEvent, SymbolTable};
+use imbtrack_feed::{MailClass, ScanEvent, SymbolTable};
 use rayon::prelude::*;
 
-use super::head::{HeadBucket, ShardGroups};
+use super::head::{HeadBucket, ShardGroups, HEAD_SHARDS};
 use super::layout::{bucket_id, BucketId};
 use super::{AppendReport, Store, View, Writer};
 use crate::bucket::BloomProbe;
@@ -97,32 +96,44 @@ impl Store {
         let remap: Vec<u32> = (0..symbols.len() as u32)
             .map(|id| writer.symbols.intern(symbols.get(id)))
             .collect();
-        // Remap symbols and drop days already expired, then find what is new: the checks only
-        // read, so they run in parallel; repeats within the batch go last.
+        // Remap symbols, drop days already expired and list each bucket's events, then find
+        // what is new: the checks only read, so they run in parallel.
+        let expired_through = [MailClass::Mail, MailClass::Package]
+            .map(|class| writer.manifest.expired_through_day(class));
         let mut expired = 0;
         let mut candidates = std::mem::take(&mut writer.candidates);
         candidates.clear();
+        // A batch spans few buckets: a short list, searched from the last one hit.
+        let mut bucket_indexes: Vec<(BucketId, Vec<u32>)> = Vec::new();
+        let mut last = 0;
         for event in events {
             let mut event = *event;
             event.facility = remap.get(event.facility as usize).copied().unwrap_or(0);
             event.machine = remap.get(event.machine as usize).copied().unwrap_or(0);
-            if writer.manifest.is_expired_day(&event) {
+            let id = bucket_id(&event);
+            if expired_through[id.0 as usize].is_some_and(|through| id.1 <= through) {
                 expired += 1;
-            } else {
-                candidates.push(event);
+                continue;
             }
+            if bucket_indexes
+                .get(last)
+                .is_none_or(|(known, _)| *known != id)
+            {
+                last = match bucket_indexes.iter().position(|(known, _)| *known == id) {
+                    Some(found) => found,
+                    None => {
+                        bucket_indexes.push((id, Vec::new()));
+                        bucket_indexes.len() - 1
+                    }
+                };
+            }
+            bucket_indexes[last].1.push(candidates.len() as u32);
+            candidates.push(event);
         }
         let view = self.view.load_full();
         // Which candidates are new: each bucket's events grouped by head shard and probed
-        // there (one lock a shard), then in the day's sealed files if it has any; repeats
-        // within the batch go last.
-        let mut bucket_indexes: BTreeMap<BucketId, Vec<u32>> = BTreeMap::new();
-        for (index, event) in candidates.iter().enumerate() {
-            bucket_indexes
-                .entry(bucket_id(event))
-                .or_default()
-                .push(index as u32);
-        }
+        // there (one lock a shard), then in the day's sealed files if it has any, then
+        // repeats within the batch (a repeat has its first copy's bucket and shard).
         let mut keep = vec![true; candidates.len()];
         let mut buckets = Vec::with_capacity(bucket_indexes.len());
         for (id, indexes) in bucket_indexes {
@@ -148,9 +159,15 @@ impl Store {
                     keep[index as usize] = false;
                 }
             }
+            let repeats: Vec<u32> = (0..HEAD_SHARDS)
+                .into_par_iter()
+                .flat_map_iter(|shard| repeats(&candidates, groups.of(shard), &keep))
+                .collect();
+            for index in repeats {
+                keep[index as usize] = false;
+            }
             buckets.push((id, groups, open_probes));
         }
-        drop_repeats(&candidates, &mut keep);
         let fresh = keep.iter().filter(|&&k| k).count();
         let report = AppendReport {
             accepted: fresh as u64,
@@ -216,37 +233,41 @@ impl Store {
     }
 }
 
-/// Clears `keep` for the later copies of any identity among the kept events. Repeats inside
-/// one batch are rare, so identities are compared only where their 64-bit hashes meet, after
-/// sorting (hash, index) pairs rather than the 64-byte events themselves.
-fn drop_repeats(events: &[ScanEvent], keep: &mut [bool]) {
+/// The later copies of any identity among the kept events of `indexes` (in input order).
+/// Repeats inside one batch are rare, so identities are compared only where their 64-bit
+/// hashes meet, after sorting (hash, index) pairs rather than the 64-byte events themselves.
+fn repeats(events: &[ScanEvent], indexes: &[u32], keep: &[bool]) -> Vec<u32> {
     let hasher = hashbrown::DefaultHashBuilder::default();
-    let mut hashes: Vec<(u64, u32)> = events
+    let mut hashes: Vec<(u64, u32)> = indexes
         .iter()
-        .zip(keep.iter())
-        .enumerate()
-        .filter(|(_, (_, &k))| k)
-        .map(|(i, (e, _))| {
-            (
-                std::hash::BuildHasher::hash_one(&hasher, e.identity()),
-                i as u32,
-            )
+        .filter(|&&i| keep[i as usize])
+        .map(|&i| {
+            let identity = events[i as usize].identity();
+            (std::hash::BuildHasher::hash_one(&hasher, identity), i)
         })
         .collect();
     hashes.sort_unstable();
+    let mut later_copies = Vec::new();
+    let mut firsts: Vec<u32> = Vec::new();
     for run in hashes
         .chunk_by(|a, b| a.0 == b.0)
         .filter(|run| run.len() > 1)
     {
-        for (n, &(_, later)) in run.iter().enumerate().skip(1) {
-            let identity = events[later as usize].identity();
-            if run[..n].iter().any(|&(_, earlier)| {
-                keep[earlier as usize] && events[earlier as usize].identity() == identity
-            }) {
-                keep[later as usize] = false;
+        // The run's distinct identities by their first copy: one, but for a hash collision.
+        firsts.clear();
+        for &(_, index) in run {
+            let identity = events[index as usize].identity();
+            if firsts
+                .iter()
+                .any(|&first| events[first as usize].identity() == identity)
+            {
+                later_copies.push(index);
+            } else {
+                firsts.push(index);
             }
         }
     }
+    later_copies
 }
 
 #[cfg(test)]
@@ -270,6 +291,16 @@ mod tests {
         }
     }
 
+    /// A hostile batch of one scan repeated: every copy but the first goes, in one pass.
+    #[test]
+    fn a_batch_of_one_scan_repeated_keeps_its_first() {
+        let events = vec![event(1, 0, 0); 200_000];
+        let indexes: Vec<u32> = (0..events.len() as u32).collect();
+        let later = repeats(&events, &indexes, &vec![true; events.len()]);
+        assert_eq!(later.len(), events.len() - 1);
+        assert!(!later.contains(&0));
+    }
+
     proptest::proptest! {
         /// The hash-based dedup keeps exactly the first copy of each identity, in order, like
         /// its naive twin.
@@ -278,9 +309,9 @@ mod tests {
             let events: Vec<ScanEvent> = picks.iter().enumerate().map(|(i, &(s, t))| event(s, t, i as u32)).collect();
             let mut seen = std::collections::HashSet::new();
             let naive: Vec<ScanEvent> = events.iter().copied().filter(|e| seen.insert(e.identity())).collect();
-            let mut keep = vec![true; events.len()];
-            drop_repeats(&events, &mut keep);
-            let kept: Vec<ScanEvent> = events.iter().zip(&keep).filter_map(|(e, &k)| k.then_some(*e)).collect();
+            let indexes: Vec<u32> = (0..events.len() as u32).collect();
+            let later = repeats(&events, &indexes, &vec![true; events.len()]);
+            let kept: Vec<ScanEvent> = events.iter().enumerate().filter(|(i, _)| !later.contains(&(*i as u32))).map(|(_, e)| *e).collect();
             proptest::prop_assert_eq!(kept, naive);
         }
     }

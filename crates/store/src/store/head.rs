@@ -561,7 +561,7 @@ impl ShardGroups {
     }
 
     /// The event indexes of `shard`, in input order.
-    fn of(&self, shard: usize) -> &[u32] {
+    pub(crate) fn of(&self, shard: usize) -> &[u32] {
         &self.order[self.starts[shard] as usize..self.starts[shard + 1] as usize]
     }
 

@@ -80,9 +80,13 @@ impl Manifest {
     /// Whether expiry already removed the event's day.
     pub(crate) fn is_expired_day(&self, event: &ScanEvent) -> bool {
         let (class, day) = bucket_id(event);
-        self.expired_through
-            .get(class.as_str())
-            .is_some_and(|&through| day <= through)
+        self.expired_through_day(class)
+            .is_some_and(|through| day <= through)
+    }
+
+    /// The last day of `class` expiry has removed, if any.
+    pub(crate) fn expired_through_day(&self, class: MailClass) -> Option<i64> {
+        self.expired_through.get(class.as_str()).copied()
     }
 }
 
