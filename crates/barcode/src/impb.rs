@@ -81,11 +81,8 @@ impl Impb {
     /// GS1 parentheses, or no separator at all), or a bare 20, 22 or 26-digit tracking number.
     /// Whitespace is ignored.
     pub fn parse(input: &str) -> Result<Impb, Error> {
-        let bytes = input.as_bytes();
-        if (MIN_TRACKING..=MAX_TRACKING + 12).contains(&bytes.len())
-            && bytes.iter().all(u8::is_ascii_digit)
-        {
-            return Impb::parse_digits(bytes, None);
+        if let Some(result) = Impb::from_digits(input.as_bytes()) {
+            return result;
         }
         let mut digits = [0u8; 64];
         let mut len = 0;
@@ -114,6 +111,15 @@ impl Impb {
             }
         }
         Impb::parse_digits(&digits[..len], separator_at)
+    }
+
+    /// What [`Impb::parse`] says of `bytes` when they are digits only and of a package
+    /// barcode's length (nearly every feed record's form), read without a UTF-8 check; `None`
+    /// for anything else.
+    pub fn from_digits(bytes: &[u8]) -> Option<Result<Impb, Error>> {
+        ((MIN_TRACKING..=MAX_TRACKING + 12).contains(&bytes.len())
+            && bytes.iter().all(u8::is_ascii_digit))
+        .then(|| Impb::parse_digits(bytes, None))
     }
 
     /// Digits only; `separator_at` is where an FNC1 or parenthesis ended the ZIP.

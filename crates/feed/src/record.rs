@@ -264,6 +264,13 @@ fn any_barcode(raw: &RawRecord<'_>) -> Result<(Barcode, Zip), RejectReason> {
             Imb::new(tracking, raw.text(Field::ImbRouting)?).map_err(RejectReason::BadBarcode)?;
         return Ok((Barcode::Imb(imb), imb_routing(&imb)?));
     }
+    if let Some(result) = Impb::from_digits(raw.get(Field::Impb)) {
+        let impb = result.map_err(RejectReason::BadBarcode)?;
+        return Ok((
+            Barcode::Impb(impb),
+            package_routing(&impb, raw, routing_of)?,
+        ));
+    }
     let package = raw.text(Field::Impb)?;
     if !package.is_empty() {
         let impb = Impb::parse(package).map_err(RejectReason::BadBarcode)?;
