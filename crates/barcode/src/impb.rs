@@ -34,11 +34,18 @@ pub struct Impb {
 /// The Mod 10 check digit of USPS tracking numbers: from the rightmost data digit leftwards,
 /// weights 3, 1, 3, 1 …; check = (10 − sum mod 10) mod 10.
 pub fn mod10_check_digit(data: impl DoubleEndedIterator<Item = u8>) -> u8 {
-    let sum: u32 = data
-        .rev()
-        .zip([3u32, 1].into_iter().cycle())
-        .map(|(digit, weight)| u32::from(digit - b'0') * weight)
-        .sum();
+    // Weight 3 on every other digit from the right: a running sum taken three times where
+    // the weight is 3, with no per-digit multiply or cycled iterator.
+    let (mut heavy, mut light) = (0u32, 0u32);
+    for (i, digit) in data.rev().enumerate() {
+        let value = u32::from(digit.wrapping_sub(b'0'));
+        if i % 2 == 0 {
+            heavy += value;
+        } else {
+            light += value;
+        }
+    }
+    let sum = heavy * 3 + light;
     ((10 - sum % 10) % 10) as u8
 }
 

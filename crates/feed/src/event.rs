@@ -214,14 +214,18 @@ pub struct EventCode([u8; 3]);
 impl EventCode {
     /// Accepts 1 to 3 ASCII letters or digits (upper-cased); `None` otherwise.
     pub fn parse(text: &[u8]) -> Option<EventCode> {
-        if text.is_empty() || text.len() > 3 || !text.iter().all(u8::is_ascii_alphanumeric) {
+        if !text.iter().all(u8::is_ascii_alphanumeric) {
             return None;
         }
-        let mut code = [0u8; 3];
-        for (slot, b) in code.iter_mut().zip(text) {
-            *slot = b.to_ascii_uppercase();
+        // Built as a value, not byte by byte in memory: a wider read of bytes just stored one
+        // at a time cannot be forwarded from the stores and waits for them.
+        let up = u8::to_ascii_uppercase;
+        match *text {
+            [a] => Some(EventCode([up(&a), 0, 0])),
+            [a, b] => Some(EventCode([up(&a), up(&b), 0])),
+            [a, b, c] => Some(EventCode([up(&a), up(&b), up(&c)])),
+            _ => None,
         }
-        Some(EventCode(code))
     }
 
     /// The code as text.
@@ -448,7 +452,14 @@ fn same_bytes(a: &[u8], b: &[u8]) -> bool {
     };
     let len = a.len();
     if len < 8 {
-        return a == b;
+        let half = |bytes: &[u8], at: usize| {
+            u32::from_le_bytes(bytes[at..at + 4].try_into().expect("four bytes"))
+        };
+        return if len >= 4 {
+            half(a, 0) == half(b, 0) && half(a, len - 4) == half(b, len - 4)
+        } else {
+            a.iter().zip(b).all(|(x, y)| x == y)
+        };
     }
     // Words from the front, and the last word (overlapping the one before it).
     (0..len - 8).step_by(8).all(|at| word(a, at) == word(b, at))
