@@ -12,10 +12,11 @@
 //! bucket knows its class and day), the index of its piece's previous scan, its site (facility
 //! ZIP, facility and machine, interned per shard: a plant has few) and its code and handling.
 //! Its routing ZIP is the piece's, kept once per piece; the rare scan whose routing differs
-//! has a site of its own that says so. A piece costs its key, routing and newest scan (28 bytes) and a
-//! 4-byte slot in a hash table of piece indexes. Arrays grow in chunks ([`Chunked`]), so
-//! growth never copies a shard and wastes at most part of one chunk; the table is the one
-//! thing that doubles, and it holds 4-byte slots only. [`HeadBucket::heap_bytes`] counts it all.
+//! has a site of its own that says so. A piece costs its key, routing and newest scan (28
+//! bytes) and an 8-byte slot in its shard's [`PieceTable`] (at most three in four slots full).
+//! Arrays grow in chunks ([`Chunked`]), so growth never copies a shard and wastes at most part of
+//! one chunk; the table is the one thing that doubles, and it holds 8-byte slots only.
+//! [`HeadBucket::heap_bytes`] counts it all.
 
 use std::hash::BuildHasher;
 use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
