@@ -151,6 +151,15 @@ impl Zip {
         fits.then_some(Zip(u64::from(len) << ZIP_LEN_SHIFT | value))
     }
 
+    /// The routing ZIP a barcode key implies: an IMb's routing code (read from the key's bits),
+    /// none for other kinds. A feed record's IMb routing is this; bucket format v2 stores a
+    /// piece's routing only when it differs from it.
+    pub fn implied_by(key: BarcodeKey) -> Zip {
+        key.imb_routing()
+            .and_then(|(len, number)| Zip::from_parts(number, len))
+            .unwrap_or(Zip::NONE)
+    }
+
     /// Number of digits: 0, 5, 9 or 11.
     pub fn len(self) -> u32 {
         (self.0 >> ZIP_LEN_SHIFT) as u32

@@ -202,26 +202,19 @@ pub(crate) fn build_event(
     })
 }
 
-/// The routing ZIP of an IMb key, read from its bits.
-fn key_routing(key: BarcodeKey) -> Zip {
-    key.imb_routing()
-        .and_then(|(len, number)| Zip::from_parts(number, len))
-        .unwrap_or(Zip::NONE)
-}
-
 /// The record's barcode key and routing ZIP, from whichever barcode columns it has. An IMb of
 /// plain digits (nearly every mail record) goes straight to its key.
 fn barcode(raw: &RawRecord<'_>) -> Result<(BarcodeKey, Zip), RejectReason> {
     let imb_bytes = raw.get(Field::Imb);
     if let Some((tracking, routing)) = imb_bytes.split_at_checked(20) {
         if let Some(key) = BarcodeKey::of_imb_digit_fields(tracking, routing) {
-            return Ok((key, key_routing(key)));
+            return Ok((key, Zip::implied_by(key)));
         }
     }
     let (tracking, routing) = (raw.get(Field::ImbTracking), raw.get(Field::ImbRouting));
     if imb_bytes.is_empty() {
         if let Some(key) = BarcodeKey::of_imb_digit_fields(tracking, routing) {
-            return Ok((key, key_routing(key)));
+            return Ok((key, Zip::implied_by(key)));
         }
     }
     let (barcode, routing) = any_barcode(raw)?;

@@ -135,14 +135,6 @@ pub(crate) fn mailer_id(key: BarcodeKey) -> Option<u32> {
     key.to_barcode().mailer_id()
 }
 
-/// The routing ZIP a key implies: an IMb's routing code, none for other kinds. Format v2
-/// stores a piece's routing only when it differs from this.
-fn implied_routing(key: BarcodeKey) -> Zip {
-    key.imb_routing()
-        .and_then(|(len, number)| Zip::from_parts(number, len))
-        .unwrap_or(Zip::NONE)
-}
-
 /// The 64-bit hash of a key that the Bloom filter uses (FORMAT.md gives it step by step, with a
 /// test vector): the key's two halves folded, then the murmur3 64-bit finaliser.
 fn bloom_hash(key: u128) -> u64 {
@@ -824,7 +816,7 @@ impl SealedBucket {
     /// Appends the scans of a piece whose key is `key`. Their table indexes are in range: open
     /// checked every v1 scan's, and every v2 site's (a v2 scan only names a site).
     fn push_piece(&self, entry: &PieceEntry, key: BarcodeKey, out: &mut Vec<StoredScan>) {
-        let routing = entry.routing.unwrap_or_else(|| implied_routing(key));
+        let routing = entry.routing.unwrap_or_else(|| Zip::implied_by(key));
         let day_start = self.header.day * DAY_MS;
         for j in 0..entry.scans {
             let Some(fields) = self.layout.scan(&self.map, entry, j) else {

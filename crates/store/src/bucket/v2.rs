@@ -15,9 +15,9 @@ use super::codec::{
     BIT_PADDING, MAX_FIELD_BITS,
 };
 use super::{
-    bloom_section, corrupt, frame, implied_routing, mailer_id, partition_point, pieces_of,
-    prefetch_lines, routing_key, routing_key_matches, u128_at, u32_at, u64_at, BucketKind, Header,
-    PieceEntry, ScanFields, TableBuilder, Tables, SECTIONS_OFFSET, SECTION_ENTRY_LEN,
+    bloom_section, corrupt, frame, mailer_id, partition_point, pieces_of, prefetch_lines,
+    routing_key, routing_key_matches, u128_at, u32_at, u64_at, BucketKind, Header, PieceEntry,
+    ScanFields, TableBuilder, Tables, SECTIONS_OFFSET, SECTION_ENTRY_LEN,
 };
 use crate::StoreError;
 
@@ -223,7 +223,7 @@ pub(super) fn encode(
         pieces.push(PieceToWrite {
             key: key.as_u128(),
             first_scan: start,
-            routing: (routing != implied_routing(key)).then_some(routing),
+            routing: (routing != Zip::implied_by(key)).then_some(routing),
         });
         start += piece_scans.len();
     }
