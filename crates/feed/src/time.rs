@@ -208,10 +208,15 @@ fn offset(cursor: &mut Cursor<'_>) -> Result<Option<i32>, TimeError> {
         cursor.eat(b':');
         cursor.digits(2)?
     };
+    minutes_east(sign, hours, minutes).map(Some)
+}
+
+/// An offset's minutes east of UTC from its sign (±1), hours (up to 18) and minutes.
+fn minutes_east(sign: i32, hours: u32, minutes: u32) -> Result<i32, TimeError> {
     if hours > 18 || minutes > 59 {
         return Err(TimeError::OutOfRange);
     }
-    Ok(Some(sign * (hours * 60 + minutes) as i32))
+    Ok(sign * (hours * 60 + minutes) as i32)
 }
 
 fn apply_offset(
@@ -265,14 +270,11 @@ fn fixed_rfc3339(text: &[u8]) -> Option<Result<i64, TimeError>> {
         Ok(local) => local,
         Err(e) => return Some(Err(e)),
     };
-    let minutes_east = match zone {
-        None => 0,
-        Some((_, hours, minutes)) if hours > 18 || minutes > 59 => {
-            return Some(Err(TimeError::OutOfRange))
-        }
-        Some((sign, hours, minutes)) => sign * (hours * 60 + minutes) as i32,
+    let east = match zone {
+        None => Ok(0),
+        Some((sign, hours, minutes)) => minutes_east(sign, hours, minutes),
     };
-    Some(Ok(local - i64::from(minutes_east) * 60_000))
+    Some(east.map(|east| local - i64::from(east) * 60_000))
 }
 
 /// Every accepted timestamp form, read field by field.
