@@ -63,8 +63,8 @@ pub use crate::bucket::{
 pub use crate::retention::{RetentionError, RetentionPolicy, DAY_MS};
 pub use crate::store::layout::{class_of, day_name, BucketId};
 pub use crate::store::{
-    AppendReport, CheckpointReport, CompactReport, DayPiece, ExpireReport, RecoveryReport,
-    SealReport, Store, StoreOptions, StoreStats,
+    AppendReport, CheckpointReport, CompactReport, DayPiece, ExpireReport, PendingAppend,
+    RecoveryReport, SealReport, Store, StoreOptions, StoreStats,
 };
 pub use crate::wal::WalRepair;
 

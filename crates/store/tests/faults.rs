@@ -2,6 +2,8 @@
 //! checkpoints, seals, expiry) is failed in turn, with EIO and with ENOSPC, writes also cut short. Each time
 //! the operation must fail with an error, the store must refuse further changes, and reopened it
 //! must hold every acknowledged batch exactly once and every other batch whole or not at all.
+//! The workload runs twice: each append waiting for its own fsync, and pipelined as ingest
+//! appends (a batch's fsync awaited only after the next batch is written).
 //! Then a real full disk: a 1 MiB tmpfs (when the test runs as root and may mount).
 //!
 //! The fault plan is process-wide, so this file is its own test binary and its tests take a lock.
@@ -73,19 +75,29 @@ fn present(store: &Store, n: u64, now: i64) -> usize {
 const SCANS_PER_BATCH: usize = (PIECES * 2 + 10) as usize;
 
 /// Runs the workload until it ends or an operation fails; returns the acknowledged batches and
-/// whether a fault stopped it.
-fn workload(dir: &Path) -> (Vec<u64>, bool) {
+/// whether a fault stopped it. `pipelined`, each batch's append waits for its fsync only after
+/// the next batch is written (as ingest does), and is acknowledged then.
+fn workload(dir: &Path, pipelined: bool) -> (Vec<u64>, bool) {
     let mut acked = Vec::new();
     let store = match Store::open(dir, options()) {
         Ok((store, _)) => store,
         Err(_) => return (acked, true),
     };
     let mut symbols = SymbolTable::default();
+    let mut waiting = None;
     for n in 0..BATCHES {
         let events = batch(n, &mut symbols);
         let step = store
-            .append(&events, &symbols)
-            .map(|_| ())
+            .append_pending(&events, &symbols, &[])
+            .and_then(|pending| {
+                if !pipelined {
+                    return store.durable(pending).map(|_| acked.push(n));
+                }
+                match waiting.replace((n, pending)) {
+                    Some((earlier, pending)) => store.durable(pending).map(|_| acked.push(earlier)),
+                    None => Ok(()),
+                }
+            })
             .and_then(|()| match n % 3 {
                 2 => {
                     store.seal(now_after(n)).map(|_| ())?;
@@ -95,7 +107,7 @@ fn workload(dir: &Path) -> (Vec<u64>, bool) {
                 _ => Ok(()),
             });
         match step {
-            Ok(()) => acked.push(n),
+            Ok(()) => {}
             Err(error) => {
                 // The append itself may have been durable before a seal failed.
                 if !matches!(error, StoreError::Io { .. } | StoreError::Corrupt { .. }) {
@@ -112,6 +124,12 @@ fn workload(dir: &Path) -> (Vec<u64>, bool) {
                 return (acked, true);
             }
         }
+    }
+    if let Some((last, pending)) = waiting {
+        if store.durable(pending).is_err() {
+            return (acked, true);
+        }
+        acked.push(last);
     }
     (acked, false)
 }
@@ -148,7 +166,10 @@ fn check_reopened(dir: &Path, acked: &[u64], context: &str) {
 fn every_write_fsync_and_rename_can_fail() {
     let _lock = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let mut fired = 0;
-    for op in [FaultOp::Write, FaultOp::Sync, FaultOp::Rename] {
+    for (op, pipelined) in [FaultOp::Write, FaultOp::Sync, FaultOp::Rename]
+        .into_iter()
+        .flat_map(|op| [(op, false), (op, true)])
+    {
         for errno in [5, 28] {
             for after in 0.. {
                 let dir = tempfile::tempdir().unwrap();
@@ -159,7 +180,7 @@ fn every_write_fsync_and_rename_can_fail() {
                     errno,
                     short_write,
                 });
-                let (acked, stopped) = workload(dir.path());
+                let (acked, stopped) = workload(dir.path(), pipelined);
                 let hits = fault::disarm();
                 if hits == 0 {
                     assert!(!stopped, "{op:?} {after}: stopped without a fault");
@@ -168,12 +189,14 @@ fn every_write_fsync_and_rename_can_fail() {
                 }
                 assert!(
                     stopped,
-                    "{op:?} #{after} errno {errno}: the fault went unnoticed"
+                    "{op:?} #{after} errno {errno} pipelined {pipelined}: the fault went unnoticed"
                 );
                 check_reopened(
                     dir.path(),
                     &acked,
-                    &format!("{op:?} #{after} errno {errno} short {short_write}"),
+                    &format!(
+                        "{op:?} #{after} errno {errno} short {short_write} pipelined {pipelined}"
+                    ),
                 );
                 fired += 1;
             }

@@ -8,7 +8,7 @@ use rayon::prelude::*;
 
 use super::head::{HeadBucket, ShardGroups, HEAD_SHARDS};
 use super::layout::{bucket_id, BucketId};
-use super::{AppendReport, Store, View, Writer};
+use super::{AppendReport, PendingAppend, Store, View, Writer};
 use crate::bucket::BloomProbe;
 use crate::StoreError;
 
@@ -79,14 +79,14 @@ impl View {
 }
 
 impl Store {
-    /// See [`Store::append_at`]. The writer lock covers the checks, the WAL write and the head
-    /// insert; the fsync is waited for after it is released.
+    /// See [`Store::append_pending`]. The writer lock covers the checks, the WAL write and the
+    /// head insert; the fsync is left to [`Store::durable`], after it is released.
     pub(super) fn append_now(
         &self,
         events: &[ScanEvent],
         symbols: &SymbolTable,
         positions: &[(String, i64)],
-    ) -> Result<AppendReport, StoreError> {
+    ) -> Result<PendingAppend, StoreError> {
         let mut guard = self.writer();
         let writer = &mut *guard;
         // Another appender may have failed since `guarded` looked.
@@ -175,7 +175,10 @@ impl Store {
             expired,
         };
         if fresh == 0 && positions.is_empty() {
-            return Ok(report);
+            return Ok(PendingAppend {
+                report,
+                ticket: None,
+            });
         }
         if writer.wal.segment_bytes() > self.options.wal_segment_bytes {
             writer.rotate_wal()?;
@@ -227,9 +230,10 @@ impl Store {
             }
         }
         writer.candidates = candidates;
-        drop(guard);
-        self.group.wait(ticket)?;
-        Ok(report)
+        Ok(PendingAppend {
+            report,
+            ticket: Some(ticket),
+        })
     }
 }
 

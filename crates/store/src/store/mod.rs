@@ -53,7 +53,7 @@ use serde::Serialize;
 
 use crate::bucket::{BucketFormat, SealedBucket};
 use crate::retention::{RetentionPolicy, DAY_MS};
-use crate::wal::{GroupCommit, Wal, WalRepair};
+use crate::wal::{GroupCommit, SyncTicket, Wal, WalRepair};
 use crate::StoreError;
 pub use checkpoint::CheckpointReport;
 use head::HeadBucket;
@@ -101,6 +101,17 @@ pub struct AppendReport {
     pub duplicates: u64,
     /// Scans of days the store has already expired, not kept.
     pub expired: u64,
+}
+
+/// An append whose new scans are in the head and written to the WAL, not yet fsynced.
+/// [`Store::durable`] waits for the fsync that covers it (shared with other appenders) and
+/// only then says what was accepted; until then nothing is acknowledged.
+#[derive(Debug)]
+#[must_use = "an append is acknowledged only once `Store::durable` returns"]
+pub struct PendingAppend {
+    report: AppendReport,
+    /// Where the append's WAL records end; `None` when it wrote nothing.
+    ticket: Option<SyncTicket>,
 }
 
 /// What an expiry pass did.
@@ -327,7 +338,7 @@ impl Store {
         events: &[imbtrack_feed::ScanEvent],
         symbols: &SymbolTable,
     ) -> Result<AppendReport, StoreError> {
-        self.guarded(|| self.append_now(events, symbols, &[]))
+        self.append_at(events, symbols, &[])
     }
 
     /// [`Store::append`], recording with the events how far each named source has been read
@@ -341,7 +352,33 @@ impl Store {
         symbols: &SymbolTable,
         positions: &[(String, i64)],
     ) -> Result<AppendReport, StoreError> {
+        let pending = self.append_pending(events, symbols, positions)?;
+        self.durable(pending)
+    }
+
+    /// [`Store::append_at`] up to the WAL write, without waiting for the fsync: a pipeline
+    /// appends its next batch while this one's fsync runs, and hands this to
+    /// [`Store::durable`] before it acknowledges anything. Lookups may see the new scans
+    /// before they are durable, as they may during any append's fsync.
+    pub fn append_pending(
+        &self,
+        events: &[imbtrack_feed::ScanEvent],
+        symbols: &SymbolTable,
+        positions: &[(String, i64)],
+    ) -> Result<PendingAppend, StoreError> {
         self.guarded(|| self.append_now(events, symbols, positions))
+    }
+
+    /// Waits until a [`Store::append_pending`]'s scans and positions are durable (running
+    /// the fsync when no other appender is) and returns what it did. If that fsync fails,
+    /// the store is marked failed and takes nothing more.
+    pub fn durable(&self, pending: PendingAppend) -> Result<AppendReport, StoreError> {
+        match pending.ticket {
+            None => Ok(pending.report),
+            Some(ticket) => self
+                .guarded(|| self.group.wait(ticket))
+                .map(|()| pending.report),
+        }
     }
 
     /// The last durable position of each source given to [`Store::append_at`]. An append's
