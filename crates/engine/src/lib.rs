@@ -7,10 +7,11 @@ status queries in Rust.
 - [`Engine`] owns a [`Store`] (whose lookups never wait for its appends, seals or fsyncs, so
   one engine serves lookups from many threads while it ingests) and the [`CodeTables`]. [`Engine::ingest`] takes a feed's bytes
   (or [`Engine::ingest_file`] a path, memory-mapped): the feed is cut into chunks at record
-  boundaries, chunks are parsed in parallel on rayon's pool a window at a time, and a writer
-  appends each parsed chunk to the store (one WAL fsync per chunk, shared with other appenders)
-  while the next window parses. A bounded channel between them keeps
-  memory flat whatever the feed's size.
+  boundaries, each chunk is parsed as its own task on rayon's pool, a writer appends the parsed
+  chunks to the store in feed order ([`Engine::append_pending`]) while later chunks parse, and
+  the calling thread waits for each append's WAL fsync ([`Engine::durable`], shared with other
+  appenders) before it counts the chunk, while the writer goes on. Bounded channels between the
+  three keep memory flat whatever the feed's size.
 - [`Clock`] is "now" for retention: fixed (tests, replays, the CLI's `--now`) or the system
   clock (a long-running server).
 - Every record ends accepted, duplicate or rejected; rejects go to a [`RejectSink`] and the
@@ -72,7 +73,6 @@ use imbtrack_store::{
     AppendReport, CheckpointReport, CompactReport, DayPiece, ExpireReport, RecoveryReport,
     SealReport, Store, StoreError, StoreOptions, StoreStats, StoredScan,
 };
-use rayon::prelude::*;
 use serde::Serialize;
 
 pub use crate::delivery::expected_delivery_day;
@@ -232,6 +232,22 @@ pub struct Engine {
     watched_appends: std::sync::Mutex<()>,
 }
 
+/// An append not yet acknowledged: [`Engine::durable`] waits for it.
+#[derive(Debug)]
+#[must_use = "an append is acknowledged only once `Engine::durable` returns"]
+pub enum PendingAppend {
+    /// Durable already (an append that changed a watched piece).
+    Durable(AppendReport),
+    /// Written, waiting for its fsync; `expired` scans were left out before the store saw
+    /// them.
+    Written {
+        /// The store's part.
+        store: imbtrack_store::PendingAppend,
+        /// Scans past their window, not stored.
+        expired: u64,
+    },
+}
+
 impl Engine {
     /// Opens the store in `dir` (recovering it as [`Store::open`] does) with the options' code
     /// tables.
@@ -340,20 +356,47 @@ impl Engine {
         symbols: &SymbolTable,
         positions: &[(String, i64)],
     ) -> Result<AppendReport, StoreError> {
+        let pending = self.append_pending(events, symbols, positions)?;
+        self.durable(pending)
+    }
+
+    /// [`Engine::append_at`] without waiting for the fsync (see [`Store::append_pending`]):
+    /// nothing is acknowledged until [`Engine::durable`] returns. An append that changes a
+    /// watched piece's status is durable, and told to the watch, before this returns, so
+    /// that changes are told one append at a time, in order.
+    pub fn append_pending(
+        &self,
+        events: &[ScanEvent],
+        symbols: &SymbolTable,
+        positions: &[(String, i64)],
+    ) -> Result<PendingAppend, StoreError> {
         let Some((watch, pieces)) = self.watched_pieces(events) else {
-            return self.append_unwatched(events, symbols, positions);
+            return self.append_unwatched_pending(events, symbols, positions);
         };
         let _one_at_a_time = self
             .watched_appends
             .lock()
             .unwrap_or_else(|e| e.into_inner());
         let before = self.statuses_of(&pieces);
-        let report = self.append_unwatched(events, symbols, positions)?;
+        let pending = self.append_unwatched_pending(events, symbols, positions)?;
+        let report = self.durable(pending)?;
         let changes = watch::changes(before, self.statuses_of(&pieces));
         if !changes.is_empty() {
             watch.changed(changes);
         }
-        Ok(report)
+        Ok(PendingAppend::Durable(report))
+    }
+
+    /// Waits until an [`Engine::append_pending`] is durable and returns what it did.
+    pub fn durable(&self, pending: PendingAppend) -> Result<AppendReport, StoreError> {
+        match pending {
+            PendingAppend::Durable(report) => Ok(report),
+            PendingAppend::Written { store, expired } => {
+                let mut report = self.store.durable(store)?;
+                report.expired += expired;
+                Ok(report)
+            }
+        }
     }
 
     /// [`Engine::append_at`] without telling the watch: for copies of scans that are told where
@@ -364,16 +407,30 @@ impl Engine {
         symbols: &SymbolTable,
         positions: &[(String, i64)],
     ) -> Result<AppendReport, StoreError> {
+        let pending = self.append_unwatched_pending(events, symbols, positions)?;
+        self.durable(pending)
+    }
+
+    fn append_unwatched_pending(
+        &self,
+        events: &[ScanEvent],
+        symbols: &SymbolTable,
+        positions: &[(String, i64)],
+    ) -> Result<PendingAppend, StoreError> {
         let now = self.now_ms();
         let retention = self.store.options().retention;
         let live = |e: &ScanEvent| retention.serves(e.class, e.time_ms, now);
         if events.iter().all(live) {
-            return self.store.append_at(events, symbols, positions);
+            return Ok(PendingAppend::Written {
+                store: self.store.append_pending(events, symbols, positions)?,
+                expired: 0,
+            });
         }
         let kept: Vec<ScanEvent> = events.iter().copied().filter(live).collect();
-        let mut report = self.store.append_at(&kept, symbols, positions)?;
-        report.expired += (events.len() - kept.len()) as u64;
-        Ok(report)
+        Ok(PendingAppend::Written {
+            store: self.store.append_pending(&kept, symbols, positions)?,
+            expired: (events.len() - kept.len()) as u64,
+        })
     }
 
     /// The last durable position of each named source (see [`Store::positions`]).
@@ -431,9 +488,9 @@ impl Engine {
         self.ingest(&name, &map, rejects, progress)
     }
 
-    /// Ingests a feed's bytes. Windows of chunks parse in parallel while a writer thread appends
-    /// the previous window's chunks to the store, in feed order; a record counts as accepted
-    /// only once its chunk's WAL write is fsynced.
+    /// Ingests a feed's bytes. Chunks parse in parallel while a writer thread appends the parsed
+    /// ones to the store, in feed order; a record counts as accepted only once its chunk's WAL
+    /// write is fsynced.
     pub fn ingest(
         &self,
         source: &str,
@@ -453,7 +510,12 @@ impl Engine {
         let window = self.options.threads.max(1) * 2;
         let bytes_total = feed.len() as u64;
 
-        let (sender, receiver) = crossbeam_channel::bounded::<(usize, ChunkOutput)>(window);
+        // Each chunk's parse is its own task on rayon's pool, its output awaited in feed order
+        // through a one-slot channel: a pool thread that finishes a chunk takes the next (or
+        // the writer's share of an append) at once, instead of idling until a whole window of
+        // chunks is done. At most `window` chunks are parsed ahead of the writer.
+        let (sender, receiver) =
+            crossbeam_channel::bounded::<crossbeam_channel::Receiver<(usize, ChunkOutput)>>(window);
         // Event buffers of appended chunks, back to the parser for reuse.
         let (spare_sender, spares) = crossbeam_channel::unbounded::<Vec<ScanEvent>>();
         let mut summary = IngestSummary {
@@ -461,31 +523,51 @@ impl Engine {
             ..IngestSummary::default()
         };
         let result: Result<(), EngineError> = std::thread::scope(|scope| {
-            // The parser: windows of chunks in parallel, sent in feed order. It stops when the
-            // writer below stops taking (an error).
+            // The parser: chunks handed to the pool in feed order. It stops when the writer
+            // below stops taking (an error).
             let feed = &feed;
             let feed_options = &feed_options;
+            let spares = &spares;
             scope.spawn(move || {
-                for group in chunks.chunks(window) {
-                    let outputs: Vec<(usize, ChunkOutput)> = group
-                        .par_iter()
-                        .map(|chunk| {
+                rayon::in_place_scope_fifo(|parse| {
+                    for chunk in chunks {
+                        let (output_sender, output) = crossbeam_channel::bounded(1);
+                        parse.spawn_fifo(move |_| {
                             let events = spares.try_recv().unwrap_or_default();
-                            let output = feed.parse_chunk_into(*chunk, feed_options, events);
-                            (chunk.len(), output)
-                        })
-                        .collect();
-                    for output in outputs {
+                            let parsed = feed.parse_chunk_into(chunk, feed_options, events);
+                            // The writer may have stopped: then the output is dropped.
+                            let _ = output_sender.send((chunk.len(), parsed));
+                        });
                         if sender.send(output).is_err() {
                             return;
                         }
                     }
+                });
+            });
+            // The writer: each chunk's store append, up to its WAL write, in feed order. It
+            // goes on to the next chunk while this thread waits for the fsync, so appends
+            // never wait for one another's fsyncs.
+            let (written_sender, written) = crossbeam_channel::bounded(window);
+            scope.spawn(move || {
+                for output in receiver {
+                    // A parse task always sends, unless it panicked (the scope then panics).
+                    let Ok((chunk_bytes, mut output)) = output.recv() else {
+                        return;
+                    };
+                    let events = std::mem::take(&mut output.events);
+                    let pending = self.append_pending(&events, &output.symbols, &[]);
+                    let failed = pending.is_err();
+                    // The parser may have finished: then the buffer is simply dropped.
+                    let _ = spare_sender.send(events);
+                    if written_sender.send((chunk_bytes, output, pending)).is_err() || failed {
+                        return;
+                    }
                 }
             });
-            // The writer, on this thread: rejects, then the store append that makes the chunk
-            // durable, then the counts.
+            // This thread: each chunk's rejects, then the fsync that makes its append durable,
+            // then its counts.
             let mut bytes_done = 0u64;
-            for (chunk_bytes, output) in receiver {
+            for (chunk_bytes, output, pending) in written {
                 output
                     .rejects
                     .replay(source, rejects)
@@ -494,9 +576,7 @@ impl Engine {
                     accepted,
                     duplicates,
                     expired,
-                } = self.append_at(&output.events, &output.symbols, &[])?;
-                // The parser may have finished: then the buffer is simply dropped.
-                let _ = spare_sender.send(output.events);
+                } = self.durable(pending?)?;
                 summary.lines += output.report.records;
                 summary.accepted += accepted;
                 summary.duplicates += duplicates;
