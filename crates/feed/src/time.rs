@@ -235,19 +235,44 @@ pub fn parse_timestamp(text: &[u8], default_offset: Option<i32>) -> Result<i64, 
     fixed_rfc3339(text).unwrap_or_else(|| any_timestamp(text, default_offset))
 }
 
+/// Eight ASCII `'0'`s: a digit's byte XOR this is its value.
+const ASCII_ZEROS: u64 = 0x3030_3030_3030_3030;
+
+/// Whether every byte of `words` that `lanes` selects is below ten. A byte of ten or more
+/// has a high nibble, or gets one when six is added; the carry out of a byte of 0xFA or more
+/// can only make the next byte look larger, so nothing is ever let through wrongly.
+fn all_below_ten<const N: usize>(words: [u64; N], lanes: [u64; N]) -> bool {
+    words.iter().zip(lanes).all(|(&word, lanes)| {
+        (word | word.wrapping_add(0x0606_0606_0606_0606)) & 0xF0F0_F0F0_F0F0_F0F0 & lanes == 0
+    })
+}
+
 /// `YYYY-MM-DDTHH:MM:SS` then `Z` or `±HH:MM`, the form nearly every feed writes, read at
 /// fixed positions with no loop; `None` for any other shape, which [`any_timestamp`] reads.
 /// Where it answers it answers as [`any_timestamp`] does, range errors included.
 fn fixed_rfc3339(text: &[u8]) -> Option<Result<i64, TimeError>> {
     let (head, zone) = text.split_at_checked(19)?;
-    if head[4] != b'-'
-        || head[7] != b'-'
-        || !matches!(head[10], b'T' | b't' | b' ')
-        || head[13] != b':'
-        || head[16] != b':'
-    {
+    // Three overlapping words: "YYYY-MM-", "DDTHH:MM" and "HH:MM:SS", each checked whole.
+    let word = |at: usize| u64::from_le_bytes(head[at..at + 8].try_into().expect("eight bytes"));
+    let (date, middle, time) = (word(0), word(8), word(11));
+    let separators_in_place = date & 0xFF00_00FF_0000_0000 == 0x2D00_002D_0000_0000
+        && time & 0x0000_FF00_00FF_0000 == 0x0000_3A00_003A_0000
+        && matches!(head[10], b'T' | b't' | b' ');
+    // Digits in place: each of those bytes, less '0', below ten. ("DD" is the middle word's
+    // first two bytes; its "HH:MM" is the time word's.)
+    let values = [date ^ ASCII_ZEROS, middle ^ ASCII_ZEROS, time ^ ASCII_ZEROS];
+    let digit_lanes = [0x00FF_FF00_FFFF_FFFF, 0xFFFF, 0xFFFF_00FF_FF00_FFFF];
+    if !separators_in_place || !all_below_ten(values, digit_lanes) {
         return None;
     }
+    let pair = |word: u64, at: u32| {
+        let digit = |at: u32| (word >> (8 * at)) as u32 & 0xF;
+        digit(at) * 10 + digit(at + 1)
+    };
+    let [date, middle, time] = values;
+    let year = pair(date, 0) * 100 + pair(date, 2);
+    let (month, day) = (pair(date, 5), pair(middle, 0));
+    let (hour, minute, second) = (pair(time, 0), pair(time, 3), pair(time, 6));
     let pair = |bytes: &[u8], at: usize| {
         let (tens, ones) = (
             bytes[at].wrapping_sub(b'0'),
@@ -255,9 +280,6 @@ fn fixed_rfc3339(text: &[u8]) -> Option<Result<i64, TimeError>> {
         );
         (tens < 10 && ones < 10).then(|| u32::from(tens) * 10 + u32::from(ones))
     };
-    let year = pair(head, 0)? * 100 + pair(head, 2)?;
-    let (month, day) = (pair(head, 5)?, pair(head, 8)?);
-    let (hour, minute, second) = (pair(head, 11)?, pair(head, 14)?, pair(head, 17)?);
     let zone = match zone {
         [b'Z' | b'z'] => None,
         [sign @ (b'+' | b'-'), _, _, b':', _, _] => {
