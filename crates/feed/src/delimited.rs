@@ -102,6 +102,7 @@ impl Header {
             if let Some(Some(field)) = self.columns.get(column) {
                 record.set(*field, &line[start..]);
             }
+            record.set_line(line);
             return self.check_count(column + 1);
         }
         split_fields(line, self.delimiter, fields)?;

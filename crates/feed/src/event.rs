@@ -390,31 +390,57 @@ pub struct SymbolTable {
     ids: HashTable<Symbol>,
     strings: Vec<Box<str>>,
     hasher: DefaultHashBuilder,
-    /// Ids recently interned, by the [`sketch`] of their parts (0: none). A feed repeats a few
-    /// hundred facility and machine names; a hit, checked against the stored string, skips
-    /// joining the parts and hashing them whole, which was a sixth of the parse.
-    recent: Box<[Symbol; RECENT_SLOTS]>,
+    /// Names recently interned, by the [`sketch`] of their parts as they lay. A feed repeats a
+    /// few hundred facility and machine names; a hit, one compare of the bytes a record holds
+    /// them in, skips joining the parts and hashing them, which was a sixth of the parse.
+    recent: Box<[RecentName]>,
 }
 
-const RECENT_BITS: u32 = 8;
+const RECENT_BITS: u32 = 10;
 const RECENT_SLOTS: usize = 1 << RECENT_BITS;
 
-/// A cheap hash of the parts of a name (each part's length and first, middle and last bytes),
-/// a slot of [`SymbolTable::recent`]. Names that share it only share a slot.
-fn sketch(parts: &[&[u8]]) -> usize {
-    let mut hash = 0u64;
-    for part in parts {
-        let bytes = match part {
-            [] => 0,
-            [first, ..] => {
-                u64::from(*first) << 16
-                    | u64::from(part[part.len() / 2]) << 8
-                    | u64::from(part[part.len() - 1])
-            }
-        };
-        hash = (hash ^ (part.len() as u64) << 24 ^ bytes).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+/// A name recently interned: the bytes its parts lay in, one byte apart (a record's adjacent
+/// columns with their delimiters, or the parts joined), and [`part_lengths`]. The two say
+/// exactly what the parts are, whatever the bytes between them.
+#[derive(Clone, Default)]
+struct RecentName {
+    symbol: Symbol,
+    lengths: u64,
+    bytes: Box<[u8]>,
+}
+
+/// Up to three part lengths below 64 KiB and their count, packed; `None` for other names,
+/// which are not cached.
+fn part_lengths(parts: &[&[u8]]) -> Option<u64> {
+    if parts.len() > 3 {
+        return None;
     }
-    (hash >> (64 - RECENT_BITS)) as usize
+    let mut packed = (parts.len() as u64) << 48;
+    for (i, part) in parts.iter().enumerate() {
+        packed |= u64::from(u16::try_from(part.len()).ok()?) << (16 * i);
+    }
+    Some(packed)
+}
+
+/// A cheap hash of a name's bytes (the first and last eight, or four, or the first, middle
+/// and last) and part lengths, a slot of [`SymbolTable::recent`]. Names that share it only
+/// share a slot.
+fn sketch(bytes: &[u8], lengths: u64) -> usize {
+    let word = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().expect("eight bytes"));
+    let half = |at: usize| {
+        u64::from(u32::from_le_bytes(
+            bytes[at..at + 4].try_into().expect("four bytes"),
+        ))
+    };
+    let ends = match bytes.len() {
+        8.. => word(0) ^ word(bytes.len() - 8).rotate_left(32),
+        4.. => half(0) ^ half(bytes.len() - 4) << 24,
+        0 => 0,
+        len => {
+            u64::from(bytes[0]) | u64::from(bytes[len / 2]) << 8 | u64::from(bytes[len - 1]) << 16
+        }
+    };
+    ((ends ^ lengths).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - RECENT_BITS)) as usize
 }
 
 impl Default for SymbolTable {
@@ -423,7 +449,7 @@ impl Default for SymbolTable {
             ids: HashTable::new(),
             strings: vec!["".into()],
             hasher: DefaultHashBuilder::default(),
-            recent: Box::new([0; RECENT_SLOTS]),
+            recent: vec![RecentName::default(); RECENT_SLOTS].into(),
         }
     }
 }
@@ -454,6 +480,7 @@ fn joins(stored: &str, parts: &[&[u8]]) -> bool {
 
 /// `a == b` for slices of one length, compared in place: names run 2 to 40 bytes, and a
 /// `memcmp` call for each part of every record was a twentieth of the parse.
+#[inline(always)]
 fn same_bytes(a: &[u8], b: &[u8]) -> bool {
     debug_assert_eq!(a.len(), b.len());
     let word = |bytes: &[u8], at: usize| {
@@ -507,16 +534,76 @@ impl SymbolTable {
     }
 
     /// The id of the parts joined, adding them if new; all-empty parts are 0. The parts are
-    /// checked to be UTF-8 only when they are new, so a known name costs one hash and one
-    /// compare; `None` when a new one is not UTF-8.
+    /// checked to be UTF-8 only when they are new, so a known name costs one compare; `None`
+    /// when a new one is not UTF-8.
     pub(crate) fn intern_bytes(&mut self, parts: &[&[u8]]) -> Option<Symbol> {
+        let mut buffer = [0u8; 64];
+        let len = parts
+            .iter()
+            .map(|p| p.len() + 1)
+            .sum::<usize>()
+            .saturating_sub(1);
+        let Some(joined) = buffer.get_mut(..len) else {
+            return self.intern_uncached(parts);
+        };
+        let mut at = 0;
+        for part in parts {
+            if at > 0 {
+                joined[at] = FIELD_SEPARATOR as u8;
+                at += 1;
+            }
+            joined[at..at + part.len()].copy_from_slice(part);
+            at += part.len();
+        }
+        self.intern_span(joined, parts)
+    }
+
+    /// [`SymbolTable::intern_bytes`] of parts that lie in `span` one byte apart, in order, and
+    /// fill it (a record's adjacent columns: the span runs from the first one's start to the
+    /// last one's end, delimiters included).
+    pub(crate) fn intern_span(&mut self, span: &[u8], parts: &[&[u8]]) -> Option<Symbol> {
+        debug_assert_eq!(
+            span.len(),
+            parts
+                .iter()
+                .map(|p| p.len() + 1)
+                .sum::<usize>()
+                .saturating_sub(1)
+        );
+        let Some(lengths) = part_lengths(parts) else {
+            return self.intern_uncached(parts);
+        };
+        // Two ways a set, the name seen last in the first: with one slot a name, a few dozen
+        // names would likely have two contending for one slot, each evicting the other on
+        // every record.
+        let slot = sketch(span, lengths) & !1;
+        let holds = |recent: &RecentName| {
+            recent.lengths == lengths
+                && recent.bytes.len() == span.len()
+                && same_bytes(&recent.bytes, span)
+        };
+        if holds(&self.recent[slot]) {
+            return Some(self.recent[slot].symbol);
+        }
+        if holds(&self.recent[slot + 1]) {
+            // Move to the front: the first way holds the name seen last.
+            self.recent.swap(slot, slot + 1);
+            return Some(self.recent[slot].symbol);
+        }
+        let symbol = self.intern_uncached(parts)?;
+        self.recent.swap(slot, slot + 1);
+        self.recent[slot] = RecentName {
+            symbol,
+            lengths,
+            bytes: span.into(),
+        };
+        Some(symbol)
+    }
+
+    /// The id of the parts joined, found by their hash or added.
+    fn intern_uncached(&mut self, parts: &[&[u8]]) -> Option<Symbol> {
         if parts.iter().all(|p| p.is_empty()) {
             return Some(0);
-        }
-        let slot = sketch(parts);
-        let recent = self.recent[slot];
-        if recent != 0 && joins(&self.strings[recent as usize], parts) {
-            return Some(recent);
         }
         let hash = Self::hash_joined(&self.hasher, parts);
         let strings = &self.strings;
@@ -524,7 +611,6 @@ impl SymbolTable {
             .ids
             .find(hash, |&id| joins(&strings[id as usize], parts))
         {
-            self.recent[slot] = id;
             return Some(id);
         }
         let mut joined = String::new();
@@ -536,7 +622,6 @@ impl SymbolTable {
         }
         let id = self.strings.len() as Symbol;
         self.strings.push(joined.into());
-        self.recent[slot] = id;
         let (strings, hasher) = (&self.strings, &self.hasher);
         self.ids.insert_unique(hash, id, |&id| {
             Self::hash_joined(hasher, &[strings[id as usize].as_bytes()])
@@ -694,21 +779,74 @@ mod tests {
         assert_eq!(table.len(), 3);
     }
 
-    /// Names whose parts share length, first, middle and last bytes share a recent slot, and
-    /// still keep their own ids.
+    /// Names that share their first and last eight bytes and part lengths share a recent slot,
+    /// and still keep their own ids.
     #[test]
     fn names_sharing_a_recent_slot_keep_their_ids() {
         let mut table = SymbolTable::new();
-        let (a, b): (&[&[u8]], &[&[u8]]) = (&[b"ABXCD", b"IL"], &[b"AEXFD", b"IL"]);
-        assert_eq!(sketch(a), sketch(b));
-        let ids: Vec<Symbol> = (0..4)
-            .map(|i| table.intern_bytes(if i % 2 == 0 { a } else { b }).unwrap())
+        let names: [&[u8]; 3] = [
+            b"ABCDEFGH-1-IJKLMNOP",
+            b"ABCDEFGH-2-IJKLMNOP",
+            b"ABCDEFGH-3-IJKLMNOP",
+        ];
+        let lengths = part_lengths(&[names[0]]).unwrap();
+        assert!(names
+            .iter()
+            .all(|name| sketch(name, lengths) == sketch(names[0], lengths)));
+        let ids: Vec<Symbol> = (0..9)
+            .map(|i| table.intern_span(names[i % 3], &[names[i % 3]]).unwrap())
             .collect();
-        assert_eq!(ids, [1, 2, 1, 2]);
-        assert_eq!(table.get(2), "AEXFD\u{1f}IL");
+        assert_eq!(ids, [1, 2, 3, 1, 2, 3, 1, 2, 3]);
+        assert_eq!(table.get(2), "ABCDEFGH-2-IJKLMNOP");
+    }
+
+    /// The same bytes cut into other parts are another name.
+    #[test]
+    fn a_span_is_read_by_its_part_lengths() {
+        let mut table = SymbolTable::new();
+        let span = b"A|BC|D";
+        let first = table.intern_span(span, &[b"A", b"BC", b"D"]).unwrap();
+        let second = table.intern_span(span, &[b"A|B", b"|", b""]).unwrap();
+        assert_ne!(first, second);
+        assert_eq!(table.get(first), "A\u{1f}BC\u{1f}D");
+        assert_eq!(table.get(second), "A|B\u{1f}|\u{1f}");
+        assert_eq!(table.intern_span(span, &[b"A", b"BC", b"D"]), Some(first));
     }
 
     proptest::proptest! {
+        /// Names interned in parts, through the recent slots (laid out with any byte between
+        /// the parts, or joined) or not, get the ids a map of their joined texts gives: each
+        /// new text the next id, the empty name 0.
+        #[test]
+        fn interning_equals_a_map_of_joined_texts(
+            names in proptest::collection::vec(
+                (proptest::collection::vec("[ab|\u{1f}]{0,3}", 1..4), 0u8..3),
+                0..80,
+            )
+        ) {
+            let mut table = SymbolTable::new();
+            let mut model: std::collections::HashMap<String, Symbol> = std::collections::HashMap::new();
+            for (parts, between) in &names {
+                let joined = parts.join("\u{1f}");
+                let expected = if parts.iter().all(|p| p.is_empty()) {
+                    0
+                } else {
+                    let next = model.len() as Symbol + 1;
+                    *model.entry(joined).or_insert(next)
+                };
+                let bytes: Vec<&[u8]> = parts.iter().map(|p| p.as_bytes()).collect();
+                let id = match between {
+                    0 => table.intern_bytes(&bytes),
+                    _ => {
+                        let separator = if *between == 1 { "|" } else { "a" };
+                        let span = parts.join(separator);
+                        table.intern_span(span.as_bytes(), &bytes)
+                    }
+                };
+                proptest::prop_assert_eq!(id, Some(expected));
+            }
+        }
+
         #[test]
         fn same_bytes_is_equality(a in proptest::collection::vec(0u8..3, 0..40), flip in proptest::num::usize::ANY) {
             proptest::prop_assert!(same_bytes(&a, &a));

@@ -90,11 +90,42 @@ pub(crate) fn field_for_name(name: &str) -> Option<Field> {
 #[derive(Debug, Default, Clone, Copy)]
 pub(crate) struct RawRecord<'a> {
     values: [&'a [u8]; FIELD_COUNT],
+    /// The line every value lies in, when they all do (an unquoted delimited row); else empty.
+    line: &'a [u8],
 }
 
 impl<'a> RawRecord<'a> {
+    /// Says that every value set lies in `line`.
+    pub(crate) fn set_line(&mut self, line: &'a [u8]) {
+        self.line = line;
+    }
+
+    /// The bytes `parts` lie in, from the first one's start to the last one's end, when they
+    /// lie in the record's line in order one byte apart (adjacent columns); `None` otherwise.
+    fn span_of(&self, parts: &[&[u8]]) -> Option<&'a [u8]> {
+        // Where each part starts in the line, by address: a part that is not the line's has no
+        // offset inside it (allocations do not overlap), and `get` below checks the range.
+        let base = self.line.as_ptr() as usize;
+        let offset = |part: &[u8]| (part.as_ptr() as usize).checked_sub(base);
+        let start = offset(parts.first()?)?;
+        let mut end = start;
+        for (i, part) in parts.iter().enumerate() {
+            let at = offset(part)?;
+            if i > 0 && at != end + 1 {
+                return None;
+            }
+            end = at + part.len();
+        }
+        self.line.get(start..end)
+    }
+
     pub(crate) fn set(&mut self, field: Field, value: &'a [u8]) {
-        self.values[field as usize] = value.trim_ascii();
+        // Nearly every value starts and ends with a byte above the space, which no trimming
+        // would remove: two compares instead of two whitespace scans.
+        self.values[field as usize] = match (value.first(), value.last()) {
+            (Some(&first), Some(&last)) if first > b' ' && last > b' ' => value,
+            _ => value.trim_ascii(),
+        };
     }
 
     pub(crate) fn get(&self, field: Field) -> &'a [u8] {
@@ -179,15 +210,19 @@ pub(crate) fn build_event(
         })?,
     };
 
-    let facility = symbols
-        .intern_bytes(&[
-            raw.get(Field::FacilityName),
-            raw.get(Field::FacilityCity),
-            raw.get(Field::FacilityState),
-        ])
-        .ok_or(RejectReason::InvalidUtf8)?;
+    let facility_parts = [
+        raw.get(Field::FacilityName),
+        raw.get(Field::FacilityCity),
+        raw.get(Field::FacilityState),
+    ];
+    let facility = match raw.span_of(&facility_parts) {
+        Some(span) => symbols.intern_span(span, &facility_parts),
+        None => symbols.intern_bytes(&facility_parts),
+    }
+    .ok_or(RejectReason::InvalidUtf8)?;
+    let machine = raw.get(Field::Machine);
     let machine = symbols
-        .intern_bytes(&[raw.get(Field::Machine)])
+        .intern_span(machine, &[machine])
         .ok_or(RejectReason::InvalidUtf8)?;
     Ok(ScanEvent {
         barcode,

@@ -335,3 +335,63 @@ fn a_header_without_required_columns_fails_the_feed() {
     .unwrap_err();
     assert_eq!(err.to_string(), "bad header row: no scanEventCode column");
 }
+
+/// A facility's name, city and state read the same whether its columns are adjacent (read
+/// from the line as one span), apart, padded or quoted, and names that differ in one part
+/// stay apart.
+#[test]
+fn facility_columns_read_alike_in_any_layout() {
+    let rows = [
+        ("CHICAGO P&DC", "CHICAGO", "IL", "DBCS"),
+        ("CHICAGO P&DC", "CHICAGO", "IN", "DBCS"),
+        ("CHICAGO P&DC", "CHICAG", "OIL", "DBCS"),
+        ("CHICAGO P&DC", "CHICAGO", "IL", "AFCS"),
+    ];
+    let feeds = [
+        ("adjacent", "imb|scanDatetime|scanEventCode|scanFacilityZip|scanFacilityName|scanFacilityCity|scanFacilityState|machineName", "{imb}|{time}|918|60607|{name}|{city}|{state}|{machine}"),
+        ("apart", "scanFacilityName|imb|scanFacilityCity|scanDatetime|scanFacilityState|scanEventCode|scanFacilityZip|machineName", "{name}|{imb}|{city}|{time}|{state}|918|60607|{machine}"),
+        ("padded", "imb|scanDatetime|scanEventCode|scanFacilityZip|scanFacilityName|scanFacilityCity|scanFacilityState|machineName", "{imb}|{time}|918|60607| {name} |{city} | {state}| {machine}"),
+        ("quoted", "imb,scanDatetime,scanEventCode,scanFacilityZip,scanFacilityName,scanFacilityCity,scanFacilityState,machineName", "{imb},{time},918,60607,\"{name}\",{city},{state},{machine}"),
+    ];
+    let imb = "0027012345678912345612345678901";
+    for (layout, header, row) in feeds {
+        let mut feed = format!("{header}\n");
+        for (n, (name, city, state, machine)) in rows.iter().chain(&rows).enumerate() {
+            let line = row
+                .replace("{imb}", imb)
+                .replace("{time}", &format!("2025-01-15T10:00:{n:02}Z"))
+                .replace("{name}", name)
+                .replace("{city}", city)
+                .replace("{state}", state)
+                .replace("{machine}", machine);
+            feed.push_str(&line);
+            feed.push('\n');
+        }
+        let mut rejects = RejectList::default();
+        let parsed = parse_feed(layout, feed.as_bytes(), &options(), &mut rejects).unwrap();
+        assert!(
+            rejects.rejects.is_empty(),
+            "{layout}: {:?}",
+            reasons(&rejects)
+        );
+        let read: Vec<(String, String, String, String)> = parsed
+            .events
+            .iter()
+            .map(|e| {
+                let facility = parsed.symbols.facility(e.facility);
+                (
+                    facility.name.to_string(),
+                    facility.city.to_string(),
+                    facility.state.to_string(),
+                    parsed.symbols.get(e.machine).to_string(),
+                )
+            })
+            .collect();
+        let expected: Vec<(String, String, String, String)> = rows
+            .iter()
+            .chain(&rows)
+            .map(|&(a, b, c, d)| (a.into(), b.into(), c.into(), d.into()))
+            .collect();
+        assert_eq!(read, expected, "{layout}");
+    }
+}
