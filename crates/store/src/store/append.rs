@@ -6,10 +6,11 @@ use std::sync::Arc;
 use imbtrack_feed::{MailClass, ScanEvent, SymbolTable};
 use rayon::prelude::*;
 
-use super::head::{HeadBucket, ShardGroups, HEAD_SHARDS};
+use super::head::{HeadBucket, ShardGroups};
 use super::layout::{bucket_id, BucketId};
 use super::{AppendReport, PendingAppend, Store, View, Writer};
 use crate::bucket::BloomProbe;
+use crate::wal::SyncTicket;
 use crate::StoreError;
 
 impl Writer {
@@ -34,6 +35,37 @@ impl Writer {
         self.logged_symbols = 1;
         self.log_new_symbols();
         self.wal.commit()
+    }
+
+    /// Writes an append's WAL records (starting a new segment first when the open one is past
+    /// `segment_limit`): the `fresh` kept events, the positions, and any symbols they need;
+    /// returns the ticket its fsync waits for.
+    fn log_append(
+        &mut self,
+        candidates: &[ScanEvent],
+        (keep, fresh): (&[bool], u64),
+        positions: &[(String, i64)],
+        segment_limit: u64,
+    ) -> Result<SyncTicket, StoreError> {
+        if self.wal.segment_bytes() > segment_limit {
+            self.rotate_wal()?;
+        } else {
+            self.log_new_symbols();
+        }
+        self.wal.add_events(
+            candidates
+                .iter()
+                .zip(keep)
+                .filter_map(|(event, &k)| k.then_some(event)),
+        );
+        if !positions.is_empty() {
+            self.wal.add_positions(positions);
+        }
+        let ticket = self.wal.write()?;
+        self.positions.extend(positions.iter().cloned());
+        self.segment_has_events |= fresh > 0;
+        self.scans_since_checkpoint += fresh;
+        Ok(ticket)
     }
 
     /// Queues a record of the symbols the open segment has none for yet: those interned since
@@ -131,26 +163,25 @@ impl Store {
             candidates.push(event);
         }
         let view = self.view.load_full();
-        // Which candidates are new: each bucket's events grouped by head shard and probed
-        // there (one lock a shard), then in the day's sealed files if it has any, then
-        // repeats within the batch (a repeat has its first copy's bucket and shard).
+        // Which candidates are new, bucket by bucket, each bucket's events grouped by head
+        // shard (one lock a shard): first what only answers, a frozen head being sealed and
+        // the day's sealed files; then the open head takes each event it lacks, a repeat of
+        // one it took earlier in the batch included, in one probe per event.
         let mut keep = vec![true; candidates.len()];
-        let mut buckets = Vec::with_capacity(bucket_indexes.len());
-        for (id, indexes) in bucket_indexes {
-            let groups = ShardGroups::new(&candidates, &indexes);
-            let mut open_probes = None;
-            for (n, head) in view.heads_of_bucket(id).enumerate() {
-                let probes = head.probe_all(&candidates, &groups);
+        let buckets: Vec<(BucketId, ShardGroups)> = bucket_indexes
+            .into_iter()
+            .map(|(id, indexes)| (id, ShardGroups::new(&candidates, &indexes)))
+            .collect();
+        for (id, groups) in &buckets {
+            for head in view.frozen_heads_of_bucket(*id) {
+                let probes = head.probe_all(&candidates, groups);
                 for (index, probe) in groups.with_probes(&probes) {
                     keep[index as usize] &= !probe.present;
                 }
-                // The open head comes first; a frozen one (being sealed) only answers.
-                if n == 0 && view.head.contains_key(&id) {
-                    open_probes = Some(probes);
-                }
             }
-            if view.sealed.contains_key(&id) {
-                let in_sealed: Vec<u32> = indexes
+            if view.sealed.contains_key(id) {
+                let in_sealed: Vec<u32> = groups
+                    .indexes()
                     .par_iter()
                     .copied()
                     .filter(|&i| keep[i as usize] && view.in_sealed(&candidates[i as usize]))
@@ -159,57 +190,16 @@ impl Store {
                     keep[index as usize] = false;
                 }
             }
-            let repeats: Vec<u32> = (0..HEAD_SHARDS)
-                .into_par_iter()
-                .flat_map_iter(|shard| repeats(&candidates, groups.of(shard), &keep))
-                .collect();
-            for index in repeats {
-                keep[index as usize] = false;
-            }
-            buckets.push((id, groups, open_probes));
         }
-        let fresh = keep.iter().filter(|&&k| k).count();
-        let report = AppendReport {
-            accepted: fresh as u64,
-            duplicates: (events.len() - fresh) as u64 - expired,
-            expired,
-        };
-        if fresh == 0 && positions.is_empty() {
-            return Ok(PendingAppend {
-                report,
-                ticket: None,
-            });
-        }
-        if writer.wal.segment_bytes() > self.options.wal_segment_bytes {
-            writer.rotate_wal()?;
-        } else {
-            writer.log_new_symbols();
-        }
-        if fresh > 0 {
-            writer.wal.add_events(
-                candidates
-                    .iter()
-                    .zip(&keep)
-                    .filter_map(|(event, &k)| k.then_some(event)),
-            );
-        }
-        if !positions.is_empty() {
-            writer.wal.add_positions(positions);
-        }
-        let ticket = writer.wal.write()?;
-        writer.positions.extend(positions.iter().cloned());
-        writer.segment_has_events |= fresh > 0;
-        writer.scans_since_checkpoint += fresh as u64;
-        let seq = writer.wal.seq();
-        // Only buckets that take fresh scans get a head (if new) and a WAL segment entry.
-        buckets.retain(|(_, groups, _)| groups.indexes().iter().any(|&i| keep[i as usize]));
-        // The view `fresh` was checked against is still current: only the writer changes it.
-        // It needs the texts of any new symbols and a head bucket for any new day before the
-        // events go in.
+        // The view the checks read is still current: only the writer changes it. It needs the
+        // texts of any new symbols, and a head bucket for any day with events still to go in
+        // (an empty one would be sealed into an empty file), before events go in.
         let new_ids: Vec<BucketId> = buckets
             .iter()
-            .map(|(id, _, _)| *id)
-            .filter(|id| !view.head.contains_key(id))
+            .filter(|(id, groups)| {
+                !view.head.contains_key(id) && groups.indexes().iter().any(|&i| keep[i as usize])
+            })
+            .map(|(id, _)| *id)
             .collect();
         let texts = (view.symbol_texts.len() < writer.symbols.len()).then(|| writer.symbol_texts());
         if texts.is_some() || !new_ids.is_empty() {
@@ -222,11 +212,48 @@ impl Store {
                 }
             });
         }
+        // Events go into the head before their WAL write: lookups may see a scan before it is
+        // durable either way (until the fsync), and a failed write fails the store below,
+        // under this same writer turn.
         let view = self.view.load();
-        for (id, groups, probes) in buckets {
-            writer.segment_buckets.entry(seq).or_default().insert(id);
-            if let Some(head) = view.head.get(&id) {
-                head.insert_probed(&candidates, &groups, probes.as_deref(), &keep);
+        for (id, groups) in &buckets {
+            if let Some(head) = view.head.get(id) {
+                for index in head.insert_new(&candidates, groups, &keep) {
+                    keep[index as usize] = false;
+                }
+            }
+        }
+        let fresh = keep.iter().filter(|&&k| k).count();
+        let report = AppendReport {
+            accepted: fresh as u64,
+            duplicates: (events.len() - fresh) as u64 - expired,
+            expired,
+        };
+        if fresh == 0 && positions.is_empty() {
+            writer.candidates = candidates;
+            return Ok(PendingAppend {
+                report,
+                ticket: None,
+            });
+        }
+        let logged = writer.log_append(
+            &candidates,
+            (&keep, fresh as u64),
+            positions,
+            self.options.wal_segment_bytes,
+        );
+        let ticket = match logged {
+            Ok(ticket) => ticket,
+            Err(error) => {
+                // The head holds scans the WAL lacks: no other change may follow them.
+                self.fail(&error);
+                return Err(error);
+            }
+        };
+        let seq = writer.wal.seq();
+        for (id, groups) in &buckets {
+            if groups.indexes().iter().any(|&i| keep[i as usize]) {
+                writer.segment_buckets.entry(seq).or_default().insert(*id);
             }
         }
         writer.candidates = candidates;
@@ -235,43 +262,6 @@ impl Store {
             ticket: Some(ticket),
         })
     }
-}
-
-/// The later copies of any identity among the kept events of `indexes` (in input order).
-/// Repeats inside one batch are rare, so identities are compared only where their 64-bit
-/// hashes meet, after sorting (hash, index) pairs rather than the 64-byte events themselves.
-fn repeats(events: &[ScanEvent], indexes: &[u32], keep: &[bool]) -> Vec<u32> {
-    let hasher = hashbrown::DefaultHashBuilder::default();
-    let mut hashes: Vec<(u64, u32)> = indexes
-        .iter()
-        .filter(|&&i| keep[i as usize])
-        .map(|&i| {
-            let identity = events[i as usize].identity();
-            (std::hash::BuildHasher::hash_one(&hasher, identity), i)
-        })
-        .collect();
-    hashes.sort_unstable();
-    let mut later_copies = Vec::new();
-    let mut firsts: Vec<u32> = Vec::new();
-    for run in hashes
-        .chunk_by(|a, b| a.0 == b.0)
-        .filter(|run| run.len() > 1)
-    {
-        // The run's distinct identities by their first copy: one, but for a hash collision.
-        firsts.clear();
-        for &(_, index) in run {
-            let identity = events[index as usize].identity();
-            if firsts
-                .iter()
-                .any(|&first| events[first as usize].identity() == identity)
-            {
-                later_copies.push(index);
-            } else {
-                firsts.push(index);
-            }
-        }
-    }
-    later_copies
 }
 
 #[cfg(test)]
@@ -295,28 +285,77 @@ mod tests {
         }
     }
 
-    /// A hostile batch of one scan repeated: every copy but the first goes, in one pass.
+    /// What `insert_new` keeps of `events` into `head`, in order.
+    fn kept_by_insert(head: &HeadBucket, events: &[ScanEvent]) -> Vec<ScanEvent> {
+        let indexes: Vec<u32> = (0..events.len() as u32).collect();
+        let groups = ShardGroups::new(events, &indexes);
+        let present = head.insert_new(events, &groups, &vec![true; events.len()]);
+        let present: std::collections::HashSet<u32> = present.into_iter().collect();
+        events
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !present.contains(&(*i as u32)))
+            .map(|(_, e)| *e)
+            .collect()
+    }
+
+    /// A hostile batch of one scan repeated: every copy but the first goes, each found by one
+    /// probe of a one-scan chain.
     #[test]
     fn a_batch_of_one_scan_repeated_keeps_its_first() {
         let events = vec![event(1, 0, 0); 200_000];
-        let indexes: Vec<u32> = (0..events.len() as u32).collect();
-        let later = repeats(&events, &indexes, &vec![true; events.len()]);
-        assert_eq!(later.len(), events.len() - 1);
-        assert!(!later.contains(&0));
+        let head = HeadBucket::new(bucket_id(&events[0]));
+        assert_eq!(kept_by_insert(&head, &events), [events[0]]);
+        assert_eq!(head.scan_count(), 1);
+    }
+
+    /// One piece with hundreds of scans a day (past the long-chain set) keeps each identity
+    /// once, within a batch and across batches, and a later batch of it costs one set probe a
+    /// scan, not a walk of its chain.
+    #[test]
+    fn a_piece_with_many_scans_keeps_each_once() {
+        let scans = |times: std::ops::Range<i64>| -> Vec<ScanEvent> {
+            times
+                .flat_map(|t| [event(7, t, 0), event(7, t, 1)])
+                .collect()
+        };
+        let head = HeadBucket::new(bucket_id(&event(7, 0, 0)));
+        let first = scans(0..300);
+        let kept = kept_by_insert(&head, &first);
+        assert_eq!(kept.len(), 300);
+        let second = scans(200..2_000);
+        assert_eq!(kept_by_insert(&head, &second).len(), 1_700);
+        assert_eq!(head.scan_count(), 2_000);
+        assert!(head.contains(&event(7, 1_999, 0).identity()));
+        assert!(!head.contains(&event(7, 2_000, 0).identity()));
+        assert!(kept_by_insert(&head, &scans(0..2_000)).is_empty());
     }
 
     proptest::proptest! {
-        /// The hash-based dedup keeps exactly the first copy of each identity, in order, like
-        /// its naive twin.
+        /// Two batches into one head keep exactly the first copy of each identity, in order,
+        /// across the batches as within each, like the naive twin; events `keep` leaves out
+        /// are neither inserted nor reported.
         #[test]
-        fn drop_repeats_equals_naive(picks in proptest::collection::vec((0u64..5, 0i64..4), 0..60)) {
-            let events: Vec<ScanEvent> = picks.iter().enumerate().map(|(i, &(s, t))| event(s, t, i as u32)).collect();
+        fn insert_new_equals_naive(
+            first in proptest::collection::vec((0u64..5, 0i64..4), 0..60),
+            second in proptest::collection::vec((0u64..5, 0i64..4), 0..60),
+        ) {
+            let batch = |picks: &[(u64, i64)]| -> Vec<ScanEvent> {
+                picks.iter().enumerate().map(|(i, &(s, t))| event(s, t, i as u32)).collect()
+            };
+            let (first, second) = (batch(&first), batch(&second));
             let mut seen = std::collections::HashSet::new();
-            let naive: Vec<ScanEvent> = events.iter().copied().filter(|e| seen.insert(e.identity())).collect();
-            let indexes: Vec<u32> = (0..events.len() as u32).collect();
-            let later = repeats(&events, &indexes, &vec![true; events.len()]);
-            let kept: Vec<ScanEvent> = events.iter().enumerate().filter(|(i, _)| !later.contains(&(*i as u32))).map(|(_, e)| *e).collect();
-            proptest::prop_assert_eq!(kept, naive);
+            let mut naive = |events: &[ScanEvent]| -> Vec<ScanEvent> {
+                events.iter().copied().filter(|e| seen.insert(e.identity())).collect()
+            };
+            let head = HeadBucket::new(bucket_id(&event(0, 0, 0)));
+            proptest::prop_assert_eq!(kept_by_insert(&head, &first), naive(&first));
+            proptest::prop_assert_eq!(kept_by_insert(&head, &second), naive(&second));
+            let indexes: Vec<u32> = (0..second.len() as u32).collect();
+            let groups = ShardGroups::new(&second, &indexes);
+            let scans = head.scan_count();
+            proptest::prop_assert!(head.insert_new(&second, &groups, &vec![false; second.len()]).is_empty());
+            proptest::prop_assert_eq!(head.scan_count(), scans);
         }
     }
 }

@@ -21,7 +21,7 @@
 use std::hash::BuildHasher;
 use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use hashbrown::{DefaultHashBuilder, HashMap};
+use hashbrown::{DefaultHashBuilder, HashMap, HashSet};
 use imbtrack_barcode::BarcodeKey;
 use imbtrack_feed::{
     EventCode, HandlingEventType, MailClass, ScanEvent, ScanIdentity, Symbol, Zip,
@@ -222,7 +222,7 @@ impl<T: Copy + Eq + std::hash::Hash + RecentKey> Interned<T> {
 
 /// One shard of an open bucket: every scan in one array, each piece's scans chained newest to
 /// oldest through [`HeadScan::previous`], so a piece costs no allocation of its own and
-/// deduplication walks the piece's few scans.
+/// deduplication walks the piece's few scans (a set answers for a piece with many).
 pub(crate) struct HeadShard {
     class: MailClass,
     day_start_ms: i64,
@@ -235,7 +235,18 @@ pub(crate) struct HeadShard {
     hasher: DefaultHashBuilder,
     sites: Interned<Site>,
     other_routings: Interned<Zip>,
+    /// The scan identities (time in day, code, facility ZIP) of each piece with a long chain.
+    /// A piece with more than [`LONG_CHAIN`] scans in a day is hostile or broken, and walking
+    /// its chain for each new scan of it would make a batch of them quadratic; an insert that
+    /// walks that far builds the piece's set, and probes read it instead of the chain.
+    long_chains: HashMap<u32, HashSet<ChainIdentity>>,
 }
+
+/// A scan's identity within its piece and day: time in day, event code, facility ZIP.
+type ChainIdentity = (u32, EventCode, Zip);
+
+/// Chain length past which a piece's identities are kept in a set ([`HeadShard::long_chains`]).
+const LONG_CHAIN: u32 = 64;
 
 impl HeadShard {
     fn new((class, day): BucketId) -> HeadShard {
@@ -250,6 +261,7 @@ impl HeadShard {
             hasher: DefaultHashBuilder::default(),
             sites: Interned::default(),
             other_routings: Interned::default(),
+            long_chains: HashMap::new(),
         }
     }
 
@@ -333,31 +345,87 @@ impl HeadShard {
             return Probe {
                 piece: NO_PIECE,
                 present: false,
+                walked: 0,
             };
         };
-        let time_in_day = u32::try_from(identity.time_ms - self.day_start_ms).ok();
+        let Ok(time_in_day) = u32::try_from(identity.time_ms - self.day_start_ms) else {
+            return Probe {
+                piece,
+                present: false,
+                walked: 0,
+            };
+        };
+        let wanted = (time_in_day, identity.code, identity.facility_zip);
+        if let Some(identities) = self.long_chains.get(&piece) {
+            return Probe {
+                piece,
+                present: identities.contains(&wanted),
+                walked: 0,
+            };
+        }
+        let mut walked = 0;
         let present = self.chain(piece).any(|(_, scan)| {
-            Some(scan.time_in_day) == time_in_day
-                && scan.code == identity.code
-                && self.sites.values[scan.site as usize].facility_zip == identity.facility_zip
+            walked += 1;
+            self.chain_identity(scan) == wanted
         });
-        Probe { piece, present }
+        Probe {
+            piece,
+            present,
+            walked,
+        }
+    }
+
+    fn chain_identity(&self, scan: &HeadScan) -> ChainIdentity {
+        let facility_zip = self.sites.values[scan.site as usize].facility_zip;
+        (scan.time_in_day, scan.code, facility_zip)
     }
 
     /// Inserts `event`, into `piece` when a probe under this same write turn found it there
-    /// (no second lookup), else into the piece its key finds or a new one.
-    fn insert_into(&mut self, event: ScanEvent, piece: u32, hash: u64) {
+    /// (no second lookup), else into the piece its key finds or a new one; returns the piece.
+    fn insert_into(&mut self, event: ScanEvent, piece: u32, hash: u64) -> u32 {
         let piece = if piece == NO_PIECE {
             self.piece_or_new(&event, hash)
         } else {
             piece
         };
         self.push_scan(piece, &event);
+        piece
+    }
+
+    /// Inserts `event` unless a scan with its identity is here; whether it went in. A probe
+    /// that walks a long chain gives the piece its set of identities.
+    fn insert_if_new(&mut self, event: &ScanEvent, hash: u64) -> bool {
+        let probe = self.probe(&event.identity(), hash);
+        if probe.walked >= LONG_CHAIN {
+            let identities = self
+                .chain(probe.piece)
+                .map(|(_, scan)| self.chain_identity(scan))
+                .collect();
+            self.long_chains.insert(probe.piece, identities);
+        }
+        if probe.present {
+            return false;
+        }
+        let piece = self.insert_into(*event, probe.piece, hash);
+        self.note_newest(piece);
+        true
+    }
+
+    /// Adds `piece`'s newest scan to its identity set, if it has one.
+    fn note_newest(&mut self, piece: u32) {
+        if !self.long_chains.contains_key(&piece) {
+            return;
+        }
+        let identity = self.chain_identity(self.scans.get(*self.newest.get(piece)));
+        if let Some(identities) = self.long_chains.get_mut(&piece) {
+            identities.insert(identity);
+        }
     }
 
     fn insert(&mut self, event: ScanEvent) {
         let hash = self.hash(event.barcode);
-        self.insert_into(event, NO_PIECE, hash);
+        let piece = self.insert_into(event, NO_PIECE, hash);
+        self.note_newest(piece);
     }
 
     fn piece_or_new(&mut self, event: &ScanEvent, hash: u64) -> u32 {
@@ -402,6 +470,11 @@ impl HeadShard {
             + self.pieces.heap_bytes()
             + self.sites.heap_bytes()
             + self.other_routings.heap_bytes()
+            + self
+                .long_chains
+                .values()
+                .map(|identities| identities.capacity() * (size_of::<ChainIdentity>() + 1))
+                .sum::<usize>()
     }
 
     /// Appends the shard's first `scans` scans to `out` (see `checkpoint.rs` for the layout):
@@ -524,6 +597,8 @@ pub(crate) struct Probe {
     piece: u32,
     /// A scan with the event's identity is here.
     pub(crate) present: bool,
+    /// Scans of the piece's chain compared (0 when its identity set answered).
+    walked: u32,
 }
 
 /// Indexes of one bucket's events grouped by head shard, input order kept inside each group
@@ -676,23 +751,24 @@ impl HeadBucket {
             .collect()
     }
 
-    /// Inserts the grouped events that `keep` says are new, shards in parallel, each shard's
-    /// lock held only for its own share. `probes` are this bucket's own, taken under the same
-    /// writer turn (nothing has changed a shard since); `None` for a bucket just made.
-    pub(crate) fn insert_probed(
+    /// Inserts each grouped event that `keep` takes and the bucket lacks, shards in parallel,
+    /// each under its write lock once, and returns the indexes of those it already had. A
+    /// repeat within the batch is had by the time it comes: its first copy went in before it
+    /// (a shard's group keeps input order), so each event costs one probe, repeats included.
+    pub(crate) fn insert_new(
         &self,
         events: &[ScanEvent],
         groups: &ShardGroups,
-        probes: Option<&[Vec<Probe>]>,
         keep: &[bool],
-    ) {
+    ) -> Vec<u32> {
         self.shards
             .par_iter()
             .enumerate()
-            .for_each(|(index, shard)| {
+            .flat_map_iter(|(index, shard)| {
                 let group = groups.of(index);
+                let mut present = Vec::new();
                 if !group.iter().any(|&i| keep[i as usize]) {
-                    return;
+                    return present;
                 }
                 let mut shard = write(shard);
                 let hashes: Vec<u64> = group
@@ -701,12 +777,13 @@ impl HeadBucket {
                     .collect();
                 for (n, &i) in group.iter().enumerate() {
                     shard.prefetch_ahead(&hashes, n);
-                    if keep[i as usize] {
-                        let piece = probes.map_or(NO_PIECE, |probes| probes[index][n].piece);
-                        shard.insert_into(events[i as usize], piece, hashes[n]);
+                    if keep[i as usize] && !shard.insert_if_new(&events[i as usize], hashes[n]) {
+                        present.push(i);
                     }
                 }
-            });
+                present
+            })
+            .collect()
     }
 
     /// Inserts one event (WAL replay).
@@ -719,8 +796,7 @@ impl HeadBucket {
     pub(crate) fn insert_all(&self, events: Vec<ScanEvent>) {
         let indexes: Vec<u32> = (0..events.len() as u32).collect();
         let groups = ShardGroups::new(&events, &indexes);
-        let probes = self.probe_all(&events, &groups);
-        self.insert_probed(&events, &groups, Some(&probes), &vec![true; events.len()]);
+        self.insert_new(&events, &groups, &vec![true; events.len()]);
     }
 
     /// Scans per shard, in shard order: what a checkpoint taken now covers.

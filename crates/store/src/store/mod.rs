@@ -232,11 +232,22 @@ pub(crate) struct View {
 impl View {
     /// The open head bucket of `id` and the frozen one a seal is writing out, if any.
     pub(crate) fn heads_of_bucket(&self, id: BucketId) -> impl Iterator<Item = &Arc<HeadBucket>> {
-        let frozen = self.sealing.iter().filter(move |(frozen, _)| *frozen == id);
         self.head
             .get(&id)
             .into_iter()
-            .chain(frozen.map(|(_, head)| head))
+            .chain(self.frozen_heads_of_bucket(id))
+    }
+
+    /// The frozen heads of bucket `id`, being sealed: lookups and duplicate checks still read
+    /// them, appends no longer reach them.
+    pub(crate) fn frozen_heads_of_bucket(
+        &self,
+        id: BucketId,
+    ) -> impl Iterator<Item = &Arc<HeadBucket>> {
+        self.sealing
+            .iter()
+            .filter(move |(frozen, _)| *frozen == id)
+            .map(|(_, head)| head)
     }
 }
 
