@@ -1,9 +1,11 @@
 //! The write-ahead log: numbered segment files of checksummed records. An append is
 //! acknowledged only after its records are written and the segment is fsynced. The writer
-//! writes records under the store's writer lock ([`Wal::write`]) and each appender then waits
-//! for an fsync that covers them outside it ([`GroupCommit::wait`]): one appender's fsync makes
-//! every record written before it durable, so appenders arriving together share fsyncs (group
-//! commit) and no lock is held across one.
+//! encodes records under the store's writer lock and queues them ([`Wal::write`]); each
+//! appender then waits, outside it, for an fsync that covers them ([`GroupCommit::wait`]),
+//! whose runner first writes everything queued, in order: one appender's fsync makes every
+//! record queued before it durable, so appenders arriving together share fsyncs (group commit),
+//! no lock is held across one, and the writer's turn does not include copying records into the
+//! kernel.
 //!
 //! ```text
 //! segment: "IMBTWAL1" | first record ...
@@ -28,6 +30,8 @@ const RECORD_HEADER: usize = 8;
 const KIND_SYMBOLS: u8 = 1;
 const KIND_EVENTS: u8 = 2;
 const KIND_POSITIONS: u8 = 3;
+/// Written buffers kept for reuse: the one being filled and the one being written.
+const SPARE_BUFFERS: usize = 2;
 /// Bytes of one event in a record: the scan's own record ([`ScanEvent::encode_record`]).
 pub(crate) const EVENT_LEN: usize = SCAN_RECORD_LEN;
 /// Longest record a reader accepts; a larger length field is damage, not data.
@@ -160,13 +164,27 @@ struct SyncState {
     written: SyncTicket,
     /// Durable so far.
     synced: SyncTicket,
+    /// Records handed over by [`Wal::write`] and not yet written to their segment, oldest
+    /// first: whoever runs the next fsync writes them first.
+    queued: Vec<QueuedWrite>,
+    /// Buffers of written records, emptied, for [`Wal::write`] to fill again (fresh ones
+    /// would fault their pages in on every append).
+    spare: Vec<Vec<u8>>,
     /// An appender is fsyncing now; the others wait for it.
     syncing: bool,
     /// An fsync failed: nothing after the last good one can be trusted.
     failed: Option<String>,
 }
 
-/// The fsyncs appenders share: whoever needs one while none runs does it for everybody.
+/// Bytes for a segment, waiting to be written.
+struct QueuedWrite {
+    file: Arc<File>,
+    path: PathBuf,
+    bytes: Vec<u8>,
+}
+
+/// The fsyncs appenders share: whoever needs one while none runs does it for everybody,
+/// writing the records queued before it first.
 pub(crate) struct GroupCommit {
     state: Mutex<SyncState>,
     done: Condvar,
@@ -198,16 +216,32 @@ impl GroupCommit {
             }
             state.syncing = true;
             let target = state.written;
+            let queued = std::mem::take(&mut state.queued);
             let (file, path) = (state.file.clone(), state.path.clone());
             drop(state);
-            let result = fault::sync(&file, true);
+            // The queue holds only the open segment's records: a rotation commits the old
+            // segment (this very wait) before it switches files.
+            let result = queued
+                .iter()
+                .try_for_each(|write| {
+                    fault::write_all(&mut &*write.file, &write.bytes)
+                        .map_err(|e| (write.path.clone(), e))
+                })
+                .and_then(|()| fault::sync(&file, true).map_err(|e| (path, e)));
             state = self.state();
             state.syncing = false;
             self.done.notify_all();
+            for mut write in queued {
+                if state.spare.len() < SPARE_BUFFERS {
+                    write.bytes.clear();
+                    state.spare.push(write.bytes);
+                }
+            }
             match result {
                 Ok(()) => state.synced = state.synced.max(target),
-                Err(e) => {
+                Err((path, e)) => {
                     // This thread reports the error itself; the others see the store failed.
+                    // A failed or short write leaves a torn tail that replay cuts.
                     let error = StoreError::io(&path, e);
                     state.failed = Some(error.to_string());
                     return Err(error);
@@ -230,9 +264,19 @@ impl GroupCommit {
         state.synced = state.synced.max(synced);
     }
 
-    fn note_written(&self, through: SyncTicket) {
+    /// Queues `bytes` for `file`, to be written by the next fsync's runner; `through` is where
+    /// they end. Returns an empty buffer to queue the next records in.
+    fn queue_write(
+        &self,
+        file: Arc<File>,
+        path: PathBuf,
+        bytes: Vec<u8>,
+        through: SyncTicket,
+    ) -> Vec<u8> {
         let mut state = self.state();
+        state.queued.push(QueuedWrite { file, path, bytes });
         state.written = state.written.max(through);
+        state.spare.pop().unwrap_or_default()
     }
 }
 
@@ -349,6 +393,8 @@ impl Wal {
                     path,
                     written: start,
                     synced: start,
+                    queued: Vec::new(),
+                    spare: Vec::new(),
                     syncing: false,
                     failed: None,
                 }),
@@ -452,21 +498,24 @@ impl Wal {
         }
     }
 
-    /// Writes what was queued, without an fsync, and returns the ticket to wait for with
-    /// [`GroupCommit::wait`]. A failed or short write leaves a torn tail that replay cuts; the
-    /// store takes no more changes after it.
-    pub(crate) fn write(&mut self) -> Result<SyncTicket, StoreError> {
+    /// Hands what was queued to the group commit, which writes it (in order) before its next
+    /// fsync, and returns the ticket to wait for with [`GroupCommit::wait`]: the appender does
+    /// not spend its turn copying records into the kernel. A failed or short write, found by
+    /// that wait, leaves a torn tail that replay cuts; the store takes no more changes after it.
+    pub(crate) fn write(&mut self) -> SyncTicket {
         if !self.pending.is_empty() {
-            let path = self.dir.join(segment_name(self.seq));
-            fault::write_all(&mut &*self.file, &self.pending)
-                .map_err(|e| StoreError::io(&path, e))?;
-            self.bytes += self.pending.len() as u64;
+            let bytes = std::mem::take(&mut self.pending);
+            self.bytes += bytes.len() as u64;
             self.records += self.pending_records;
             self.pending_records = 0;
-            self.pending.clear();
-            self.group.note_written((self.seq, self.bytes));
+            self.pending = self.group.queue_write(
+                self.file.clone(),
+                self.dir.join(segment_name(self.seq)),
+                bytes,
+                (self.seq, self.bytes),
+            );
         }
-        Ok(self.written())
+        self.written()
     }
 
     /// Where the written bytes end: the ticket that covers every record written so far.
@@ -476,7 +525,7 @@ impl Wal {
 
     /// Writes what was queued and waits until it is durable.
     pub(crate) fn commit(&mut self) -> Result<(), StoreError> {
-        let ticket = self.write()?;
+        let ticket = self.write();
         self.group.wait(ticket)
     }
 

@@ -37,7 +37,7 @@ impl Writer {
         self.wal.commit()
     }
 
-    /// Writes an append's WAL records (starting a new segment first when the open one is past
+    /// Queues an append's WAL records (starting a new segment first when the open one is past
     /// `segment_limit`): the `fresh` kept events, the positions, and any symbols they need;
     /// returns the ticket its fsync waits for.
     fn log_append(
@@ -61,7 +61,7 @@ impl Writer {
         if !positions.is_empty() {
             self.wal.add_positions(positions);
         }
-        let ticket = self.wal.write()?;
+        let ticket = self.wal.write();
         self.positions.extend(positions.iter().cloned());
         self.segment_has_events |= fresh > 0;
         self.scans_since_checkpoint += fresh;
@@ -212,9 +212,9 @@ impl Store {
                 }
             });
         }
-        // Events go into the head before their WAL write: lookups may see a scan before it is
-        // durable either way (until the fsync), and a failed write fails the store below,
-        // under this same writer turn.
+        // Events go into the head before their WAL records: lookups may see a scan before it
+        // is durable either way (until the fsync), and a failure to log them (a segment
+        // rotation's) fails the store below, under this same writer turn.
         let view = self.view.load();
         for (id, groups) in &buckets {
             if let Some(head) = view.head.get(id) {

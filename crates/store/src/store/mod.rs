@@ -9,11 +9,12 @@
 //! lock of the one head shard that holds its piece. Changes go through the writer lock, which
 //! readers never take:
 //!
-//! - an append checks for duplicates, writes its WAL records (no fsync), inserts into the head
-//!   shards (each shard's lock held only for its share of the batch), and leaves the writer
-//!   lock; it then waits for an fsync covering its records, shared with the appenders around
-//!   it ([`crate::wal::GroupCommit`]). A scan can be seen by a lookup up to one fsync before
-//!   its append is acknowledged; an acknowledged scan is durable.
+//! - an append checks each event and inserts the new ones into the head shards in one pass
+//!   (each shard's lock held only for its share of the batch), queues their WAL records, and
+//!   leaves the writer lock; it then waits for an fsync covering its records, which writes
+//!   the queued records first and is shared with the appenders around it
+//!   ([`crate::wal::GroupCommit`]). A scan can be seen by a lookup up to one fsync before its
+//!   append is acknowledged; an acknowledged scan is durable.
 //! - a seal freezes the due head buckets (moves them, in a new view, from `head` to `sealing`,
 //!   where lookups still find them and appends no longer reach them), sorts, encodes, writes
 //!   and maps their files with no lock held, and then installs them and drops the frozen
