@@ -238,8 +238,8 @@ pub struct Engine {
 pub enum PendingAppend {
     /// Durable already (an append that changed a watched piece).
     Durable(AppendReport),
-    /// Written, waiting for its fsync; `expired` scans were left out before the store saw
-    /// them.
+    /// In the store, waiting for its WAL write and fsync; `expired` scans were left out
+    /// before the store saw them.
     Written {
         /// The store's part.
         store: imbtrack_store::PendingAppend,
@@ -544,9 +544,9 @@ impl Engine {
                     }
                 });
             });
-            // The writer: each chunk's store append, up to its WAL write, in feed order. It
-            // goes on to the next chunk while this thread waits for the fsync, so appends
-            // never wait for one another's fsyncs.
+            // The writer: each chunk's store append, up to its queued WAL records, in feed
+            // order. It goes on to the next chunk while this thread waits for the write and
+            // fsync, so appends never wait for one another's fsyncs.
             let (written_sender, written) = crossbeam_channel::bounded(window);
             scope.spawn(move || {
                 for output in receiver {

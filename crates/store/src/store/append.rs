@@ -38,12 +38,12 @@ impl Writer {
     }
 
     /// Queues an append's WAL records (starting a new segment first when the open one is past
-    /// `segment_limit`): the `fresh` kept events, the positions, and any symbols they need;
-    /// returns the ticket its fsync waits for.
+    /// `segment_limit`): the kept events, the positions, and any symbols they need; returns
+    /// the ticket its fsync waits for.
     fn log_append(
         &mut self,
         candidates: &[ScanEvent],
-        (keep, fresh): (&[bool], u64),
+        keep: &[bool],
         positions: &[(String, i64)],
         segment_limit: u64,
     ) -> Result<SyncTicket, StoreError> {
@@ -63,8 +63,6 @@ impl Writer {
         }
         let ticket = self.wal.write();
         self.positions.extend(positions.iter().cloned());
-        self.segment_has_events |= fresh > 0;
-        self.scans_since_checkpoint += fresh;
         Ok(ticket)
     }
 
@@ -111,8 +109,9 @@ impl View {
 }
 
 impl Store {
-    /// See [`Store::append_pending`]. The writer lock covers the checks, the WAL write and the
-    /// head insert; the fsync is left to [`Store::durable`], after it is released.
+    /// See [`Store::append_pending`]. The writer lock covers the checks, the head insert and
+    /// queueing the WAL records; their write and fsync are left to [`Store::durable`], after
+    /// it is released.
     pub(super) fn append_now(
         &self,
         events: &[ScanEvent],
@@ -238,7 +237,7 @@ impl Store {
         }
         let logged = writer.log_append(
             &candidates,
-            (&keep, fresh as u64),
+            &keep,
             positions,
             self.options.wal_segment_bytes,
         );
@@ -250,6 +249,8 @@ impl Store {
                 return Err(error);
             }
         };
+        writer.segment_has_events |= fresh > 0;
+        writer.scans_since_checkpoint += fresh as u64;
         let seq = writer.wal.seq();
         for (id, groups) in &buckets {
             if groups.indexes().iter().any(|&i| keep[i as usize]) {

@@ -104,9 +104,10 @@ pub struct AppendReport {
     pub expired: u64,
 }
 
-/// An append whose new scans are in the head and written to the WAL, not yet fsynced.
-/// [`Store::durable`] waits for the fsync that covers it (shared with other appenders) and
-/// only then says what was accepted; until then nothing is acknowledged.
+/// An append whose new scans are in the head and whose WAL records are queued, not yet
+/// written and fsynced. [`Store::durable`] waits for the fsync that covers it (shared with
+/// other appenders, and writing the queued records first) and only then says what was
+/// accepted; until then nothing is acknowledged.
 #[derive(Debug)]
 #[must_use = "an append is acknowledged only once `Store::durable` returns"]
 pub struct PendingAppend {
@@ -368,10 +369,10 @@ impl Store {
         self.durable(pending)
     }
 
-    /// [`Store::append_at`] up to the WAL write, without waiting for the fsync: a pipeline
-    /// appends its next batch while this one's fsync runs, and hands this to
-    /// [`Store::durable`] before it acknowledges anything. Lookups may see the new scans
-    /// before they are durable, as they may during any append's fsync.
+    /// [`Store::append_at`] up to queueing the WAL records, without waiting for their write
+    /// and fsync: a pipeline appends its next batch while this one's fsync runs, and hands
+    /// this to [`Store::durable`] before it acknowledges anything. Lookups may see the new
+    /// scans before they are durable, as they may during any append's fsync.
     pub fn append_pending(
         &self,
         events: &[imbtrack_feed::ScanEvent],
