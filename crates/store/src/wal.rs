@@ -164,9 +164,10 @@ struct SyncState {
     written: SyncTicket,
     /// Durable so far.
     synced: SyncTicket,
-    /// Records handed over by [`Wal::write`] and not yet written to their segment, oldest
-    /// first: whoever runs the next fsync writes them first.
-    queued: Vec<QueuedWrite>,
+    /// Records of the open segment handed over by [`Wal::write`] and not yet written, oldest
+    /// first: whoever runs the next fsync writes them first. (A rotation commits the old
+    /// segment, emptying this, before [`GroupCommit::reset`] switches files.)
+    queued: Vec<Vec<u8>>,
     /// Buffers of written records, emptied, for [`Wal::write`] to fill again (fresh ones
     /// would fault their pages in on every append).
     spare: Vec<Vec<u8>>,
@@ -174,13 +175,6 @@ struct SyncState {
     syncing: bool,
     /// An fsync failed: nothing after the last good one can be trusted.
     failed: Option<String>,
-}
-
-/// Bytes for a segment, waiting to be written.
-struct QueuedWrite {
-    file: Arc<File>,
-    path: PathBuf,
-    bytes: Vec<u8>,
 }
 
 /// The fsyncs appenders share: whoever needs one while none runs does it for everybody,
@@ -219,27 +213,22 @@ impl GroupCommit {
             let queued = std::mem::take(&mut state.queued);
             let (file, path) = (state.file.clone(), state.path.clone());
             drop(state);
-            // The queue holds only the open segment's records: a rotation commits the old
-            // segment (this very wait) before it switches files.
             let result = queued
                 .iter()
-                .try_for_each(|write| {
-                    fault::write_all(&mut &*write.file, &write.bytes)
-                        .map_err(|e| (write.path.clone(), e))
-                })
-                .and_then(|()| fault::sync(&file, true).map_err(|e| (path, e)));
+                .try_for_each(|bytes| fault::write_all(&mut &*file, bytes))
+                .and_then(|()| fault::sync(&file, true));
             state = self.state();
             state.syncing = false;
             self.done.notify_all();
-            for mut write in queued {
+            for mut bytes in queued {
                 if state.spare.len() < SPARE_BUFFERS {
-                    write.bytes.clear();
-                    state.spare.push(write.bytes);
+                    bytes.clear();
+                    state.spare.push(bytes);
                 }
             }
             match result {
                 Ok(()) => state.synced = state.synced.max(target),
-                Err((path, e)) => {
+                Err(e) => {
                     // This thread reports the error itself; the others see the store failed.
                     // A failed or short write leaves a torn tail that replay cuts.
                     let error = StoreError::io(&path, e);
@@ -258,23 +247,21 @@ impl GroupCommit {
     /// The open segment changed, and everything before `synced` is durable.
     fn reset(&self, file: Arc<File>, path: PathBuf, synced: SyncTicket) {
         let mut state = self.state();
+        debug_assert!(
+            state.queued.is_empty(),
+            "a rotation commits the old segment before it switches"
+        );
         state.file = file;
         state.path = path;
         state.written = state.written.max(synced);
         state.synced = state.synced.max(synced);
     }
 
-    /// Queues `bytes` for `file`, to be written by the next fsync's runner; `through` is where
-    /// they end. Returns an empty buffer to queue the next records in.
-    fn queue_write(
-        &self,
-        file: Arc<File>,
-        path: PathBuf,
-        bytes: Vec<u8>,
-        through: SyncTicket,
-    ) -> Vec<u8> {
+    /// Queues `bytes` for the open segment, to be written by the next fsync's runner;
+    /// `through` is where they end. Returns an empty buffer to queue the next records in.
+    fn queue_write(&self, bytes: Vec<u8>, through: SyncTicket) -> Vec<u8> {
         let mut state = self.state();
-        state.queued.push(QueuedWrite { file, path, bytes });
+        state.queued.push(bytes);
         state.written = state.written.max(through);
         state.spare.pop().unwrap_or_default()
     }
@@ -508,12 +495,7 @@ impl Wal {
             self.bytes += bytes.len() as u64;
             self.records += self.pending_records;
             self.pending_records = 0;
-            self.pending = self.group.queue_write(
-                self.file.clone(),
-                self.dir.join(segment_name(self.seq)),
-                bytes,
-                (self.seq, self.bytes),
-            );
+            self.pending = self.group.queue_write(bytes, (self.seq, self.bytes));
         }
         self.written()
     }
