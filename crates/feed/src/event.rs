@@ -426,21 +426,25 @@ fn part_lengths(parts: &[&[u8]]) -> Option<u64> {
 /// and last) and part lengths, a slot of [`SymbolTable::recent`]. Names that share it only
 /// share a slot.
 fn sketch(bytes: &[u8], lengths: u64) -> usize {
-    let word = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().expect("eight bytes"));
-    let half = |at: usize| {
-        u64::from(u32::from_le_bytes(
-            bytes[at..at + 4].try_into().expect("four bytes"),
-        ))
-    };
     let ends = match bytes.len() {
-        8.. => word(0) ^ word(bytes.len() - 8).rotate_left(32),
-        4.. => half(0) ^ half(bytes.len() - 4) << 24,
+        8.. => word_at(bytes, 0) ^ word_at(bytes, bytes.len() - 8).rotate_left(32),
+        4.. => u64::from(half_at(bytes, 0)) ^ u64::from(half_at(bytes, bytes.len() - 4)) << 24,
         0 => 0,
         len => {
             u64::from(bytes[0]) | u64::from(bytes[len / 2]) << 8 | u64::from(bytes[len - 1]) << 16
         }
     };
     ((ends ^ lengths).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - RECENT_BITS)) as usize
+}
+
+/// The eight bytes of `bytes` from `at`, little-endian.
+pub(crate) fn word_at(bytes: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(bytes[at..at + 8].try_into().expect("eight bytes"))
+}
+
+/// The four bytes of `bytes` from `at`, little-endian.
+fn half_at(bytes: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(bytes[at..at + 4].try_into().expect("four bytes"))
 }
 
 impl Default for SymbolTable {
@@ -458,6 +462,26 @@ impl fmt::Debug for SymbolTable {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_list().entries(self.strings.iter()).finish()
     }
+}
+
+/// Bytes of `parts` joined by [`FIELD_SEPARATOR`].
+fn joined_len(parts: &[&[u8]]) -> usize {
+    parts.iter().map(|p| p.len()).sum::<usize>() + parts.len().saturating_sub(1)
+}
+
+/// `parts` joined by [`FIELD_SEPARATOR`] at the start of `buffer`; `None` when they do not fit.
+fn join_parts<'b>(parts: &[&[u8]], buffer: &'b mut [u8]) -> Option<&'b [u8]> {
+    let joined = buffer.get_mut(..joined_len(parts))?;
+    let mut at = 0;
+    for (i, part) in parts.iter().enumerate() {
+        if i > 0 {
+            joined[at] = FIELD_SEPARATOR as u8;
+            at += 1;
+        }
+        joined[at..at + part.len()].copy_from_slice(part);
+        at += part.len();
+    }
+    Some(joined)
 }
 
 /// Whether `stored` is `parts` joined by [`FIELD_SEPARATOR`].
@@ -483,23 +507,19 @@ fn joins(stored: &str, parts: &[&[u8]]) -> bool {
 #[inline(always)]
 fn same_bytes(a: &[u8], b: &[u8]) -> bool {
     debug_assert_eq!(a.len(), b.len());
-    let word = |bytes: &[u8], at: usize| {
-        u64::from_le_bytes(bytes[at..at + 8].try_into().expect("eight bytes"))
-    };
     let len = a.len();
     if len < 8 {
-        let half = |bytes: &[u8], at: usize| {
-            u32::from_le_bytes(bytes[at..at + 4].try_into().expect("four bytes"))
-        };
         return if len >= 4 {
-            half(a, 0) == half(b, 0) && half(a, len - 4) == half(b, len - 4)
+            half_at(a, 0) == half_at(b, 0) && half_at(a, len - 4) == half_at(b, len - 4)
         } else {
             a.iter().zip(b).all(|(x, y)| x == y)
         };
     }
     // Words from the front, and the last word (overlapping the one before it).
-    (0..len - 8).step_by(8).all(|at| word(a, at) == word(b, at))
-        && word(a, len - 8) == word(b, len - 8)
+    (0..len - 8)
+        .step_by(8)
+        .all(|at| word_at(a, at) == word_at(b, at))
+        && word_at(a, len - 8) == word_at(b, len - 8)
 }
 
 impl SymbolTable {
@@ -512,25 +532,15 @@ impl SymbolTable {
     /// it comes in parts or already joined (a hasher's `write` calls do not compose).
     fn hash_joined(hasher: &DefaultHashBuilder, parts: &[&[u8]]) -> u64 {
         let mut buffer = [0u8; 192];
-        let len: usize =
-            parts.iter().map(|p| p.len()).sum::<usize>() + parts.len().saturating_sub(1);
-        let mut heap = Vec::new();
-        let joined: &mut [u8] = if len <= buffer.len() {
-            &mut buffer[..len]
-        } else {
-            heap.resize(len, 0);
-            &mut heap
-        };
-        let mut at = 0;
-        for (i, part) in parts.iter().enumerate() {
-            if i > 0 {
-                joined[at] = FIELD_SEPARATOR as u8;
-                at += 1;
+        let mut heap;
+        let joined = match join_parts(parts, &mut buffer) {
+            Some(joined) => joined,
+            None => {
+                heap = vec![0; joined_len(parts)];
+                join_parts(parts, &mut heap).expect("sized to fit")
             }
-            joined[at..at + part.len()].copy_from_slice(part);
-            at += part.len();
-        }
-        hasher.hash_one(&*joined)
+        };
+        hasher.hash_one(joined)
     }
 
     /// The id of the parts joined, adding them if new; all-empty parts are 0. The parts are
@@ -538,38 +548,17 @@ impl SymbolTable {
     /// when a new one is not UTF-8.
     pub(crate) fn intern_bytes(&mut self, parts: &[&[u8]]) -> Option<Symbol> {
         let mut buffer = [0u8; 64];
-        let len = parts
-            .iter()
-            .map(|p| p.len() + 1)
-            .sum::<usize>()
-            .saturating_sub(1);
-        let Some(joined) = buffer.get_mut(..len) else {
-            return self.intern_uncached(parts);
-        };
-        let mut at = 0;
-        for part in parts {
-            if at > 0 {
-                joined[at] = FIELD_SEPARATOR as u8;
-                at += 1;
-            }
-            joined[at..at + part.len()].copy_from_slice(part);
-            at += part.len();
+        match join_parts(parts, &mut buffer) {
+            Some(joined) => self.intern_span(joined, parts),
+            None => self.intern_uncached(parts),
         }
-        self.intern_span(joined, parts)
     }
 
     /// [`SymbolTable::intern_bytes`] of parts that lie in `span` one byte apart, in order, and
     /// fill it (a record's adjacent columns: the span runs from the first one's start to the
     /// last one's end, delimiters included).
     pub(crate) fn intern_span(&mut self, span: &[u8], parts: &[&[u8]]) -> Option<Symbol> {
-        debug_assert_eq!(
-            span.len(),
-            parts
-                .iter()
-                .map(|p| p.len() + 1)
-                .sum::<usize>()
-                .saturating_sub(1)
-        );
+        debug_assert_eq!(span.len(), joined_len(parts));
         let Some(lengths) = part_lengths(parts) else {
             return self.intern_uncached(parts);
         };

@@ -3,6 +3,8 @@
 //! form `M/D/YYYY` + `hh:mmAM`. A time without an offset takes the source's default offset or is
 //! rejected. Everything becomes milliseconds since the Unix epoch, UTC.
 
+use crate::event::word_at;
+
 /// Why a timestamp was not accepted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TimeError {
@@ -253,8 +255,7 @@ fn all_below_ten<const N: usize>(words: [u64; N], lanes: [u64; N]) -> bool {
 fn fixed_rfc3339(text: &[u8]) -> Option<Result<i64, TimeError>> {
     let (head, zone) = text.split_at_checked(19)?;
     // Three overlapping words: "YYYY-MM-", "DDTHH:MM" and "HH:MM:SS", each checked whole.
-    let word = |at: usize| u64::from_le_bytes(head[at..at + 8].try_into().expect("eight bytes"));
-    let (date, middle, time) = (word(0), word(8), word(11));
+    let (date, middle, time) = (word_at(head, 0), word_at(head, 8), word_at(head, 11));
     let separators_in_place = date & 0xFF00_00FF_0000_0000 == 0x2D00_002D_0000_0000
         && time & 0x0000_FF00_00FF_0000 == 0x0000_3A00_003A_0000
         && matches!(head[10], b'T' | b't' | b' ');
@@ -273,17 +274,14 @@ fn fixed_rfc3339(text: &[u8]) -> Option<Result<i64, TimeError>> {
     let year = pair(date, 0) * 100 + pair(date, 2);
     let (month, day) = (pair(date, 5), pair(middle, 0));
     let (hour, minute, second) = (pair(time, 0), pair(time, 3), pair(time, 6));
-    let pair = |bytes: &[u8], at: usize| {
-        let (tens, ones) = (
-            bytes[at].wrapping_sub(b'0'),
-            bytes[at + 1].wrapping_sub(b'0'),
-        );
+    let zone_pair = |at: usize| {
+        let (tens, ones) = (zone[at].wrapping_sub(b'0'), zone[at + 1].wrapping_sub(b'0'));
         (tens < 10 && ones < 10).then(|| u32::from(tens) * 10 + u32::from(ones))
     };
     let zone = match zone {
         [b'Z' | b'z'] => None,
         [sign @ (b'+' | b'-'), _, _, b':', _, _] => {
-            let (hours, minutes) = (pair(zone, 1)?, pair(zone, 4)?);
+            let (hours, minutes) = (zone_pair(1)?, zone_pair(4)?);
             Some((if *sign == b'-' { -1 } else { 1 }, hours, minutes))
         }
         _ => return None,
