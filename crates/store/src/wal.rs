@@ -12,7 +12,11 @@
 //! record:  length u32 | CRC-32 of payload u32 | payload
 //! payload: 1 = symbols: count u32, then (id u32, length u32, UTF-8)...
 //!          2 = events:  count u32, then EVENT_LEN bytes each
+//!          3 = positions: count u32, then (name length u32, UTF-8, position i64)...
+//!          4 = scans:   count u32, then the compact body of [`scans`] (32 bytes a scan)
 //! ```
+//! Appends write kind 4; kind 2 is read (segments written before it) and written for scans
+//! whose times span more than 49 days.
 //! Every segment starts with the whole symbol table, so segments before it can be deleted.
 
 use std::fs::{self, File, OpenOptions};
@@ -25,11 +29,14 @@ use crate::fault;
 use crate::fsutil::sync_dir;
 use crate::StoreError;
 
+mod scans;
+
 const SEGMENT_MAGIC: &[u8; 8] = b"IMBTWAL1";
 const RECORD_HEADER: usize = 8;
 const KIND_SYMBOLS: u8 = 1;
 const KIND_EVENTS: u8 = 2;
 const KIND_POSITIONS: u8 = 3;
+const KIND_SCANS: u8 = 4;
 /// Written buffers kept for reuse: the one being filled and the one being written.
 const SPARE_BUFFERS: usize = 2;
 /// Bytes of one event in a record: the scan's own record ([`ScanEvent::encode_record`]).
@@ -114,6 +121,7 @@ fn decode_payload(payload: &[u8]) -> Option<WalRecord> {
                 .collect::<Option<Vec<_>>>()
                 .map(WalRecord::Events)
         }
+        KIND_SCANS => scans::decode(count, body).map(WalRecord::Events),
         _ => None,
     }
 }
@@ -280,6 +288,7 @@ pub(crate) struct Wal {
     older: Vec<u64>,
     pending: Vec<u8>,
     group: Arc<GroupCommit>,
+    scans: scans::ScansEncoder,
 }
 
 impl Wal {
@@ -394,6 +403,7 @@ impl Wal {
             pending_records: 0,
             older,
             pending: Vec::new(),
+            scans: scans::ScansEncoder::default(),
         })
     }
 
@@ -467,21 +477,35 @@ impl Wal {
         self.push_record(&payload);
     }
 
-    /// Queues events, in records of at most 65,536 events.
-    pub(crate) fn add_events<'e>(&mut self, events: impl IntoIterator<Item = &'e ScanEvent>) {
-        let mut events = events.into_iter().peekable();
-        while events.peek().is_some() {
-            let start = self.open_record();
-            self.pending.push(KIND_EVENTS);
-            let count_at = self.pending.len();
-            self.pending.extend_from_slice(&[0; 4]);
-            let mut count = 0u32;
-            for event in events.by_ref().take(1 << 16) {
-                event.encode_record(&mut self.pending);
-                count += 1;
+    /// Queues events, in records of at most 65,536: compact scans records, or 56-byte events
+    /// records for those whose times span too far for them.
+    pub(crate) fn add_events<'e, I>(&mut self, events: I)
+    where
+        I: IntoIterator<Item = &'e ScanEvent>,
+        I::IntoIter: Clone,
+    {
+        let mut events = events.into_iter();
+        loop {
+            let record = events.clone().take(scans::MAX_SCANS);
+            let count = record.clone().count();
+            if count == 0 {
+                return;
             }
-            self.pending[count_at..count_at + 4].copy_from_slice(&count.to_le_bytes());
+            let start = self.open_record();
+            let base = scans::base_ms(record.clone());
+            self.pending.push(if base.is_some() {
+                KIND_SCANS
+            } else {
+                KIND_EVENTS
+            });
+            self.pending
+                .extend_from_slice(&(count as u32).to_le_bytes());
+            match base {
+                Some(base) => self.scans.encode(record, base, &mut self.pending),
+                None => record.for_each(|event| event.encode_record(&mut self.pending)),
+            }
             self.close_record(start);
+            events.nth(count - 1);
         }
     }
 
@@ -596,7 +620,7 @@ mod tests {
         assert_eq!(repairs.len(), 1);
         assert_eq!(
             repairs[0].dropped_bytes,
-            (RECORD_HEADER + 5 + EVENT_LEN - 5) as u64
+            (RECORD_HEADER + 5 + scans::body_len(1, 1) - 5) as u64
         );
         let records = &replayed[0].records;
         assert_eq!(
@@ -619,7 +643,7 @@ mod tests {
         drop(wal);
         let mut bytes = fs::read(&path).unwrap();
         let second_record =
-            SEGMENT_MAGIC.len() + RECORD_HEADER + 5 + EVENT_LEN + RECORD_HEADER + 20;
+            SEGMENT_MAGIC.len() + RECORD_HEADER + 5 + scans::body_len(1, 1) + RECORD_HEADER + 20;
         bytes[second_record] ^= 0x40;
         fs::write(&path, &bytes).unwrap();
         let Opened {
@@ -628,7 +652,7 @@ mod tests {
         assert_eq!(replayed[0].records, vec![WalRecord::Events(vec![event(0)])]);
         assert_eq!(
             repairs[0].kept_bytes as usize,
-            SEGMENT_MAGIC.len() + RECORD_HEADER + 5 + EVENT_LEN
+            SEGMENT_MAGIC.len() + RECORD_HEADER + 5 + scans::body_len(1, 1)
         );
     }
 
@@ -643,7 +667,7 @@ mod tests {
         let path = dir.path().join(segment_name(wal.seq()));
         drop(wal);
         let full = fs::read(&path).unwrap();
-        let first_end = SEGMENT_MAGIC.len() + RECORD_HEADER + 5 + EVENT_LEN;
+        let first_end = SEGMENT_MAGIC.len() + RECORD_HEADER + 5 + scans::body_len(1, 1);
         for cut in first_end..full.len() {
             let (records, _, good) = read_segment(&full[..cut], 0);
             assert_eq!(good, first_end, "cut at {cut}");
@@ -660,6 +684,27 @@ mod tests {
             )
         );
         assert_eq!(read_segment(&full, 5), (vec![], 2, full.len()));
+    }
+
+    #[test]
+    fn scans_far_apart_in_time_are_logged_in_the_long_form() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut wal = Wal::open(dir.path(), None).unwrap().wal;
+        let far = [event(0), event(1 << 40)];
+        wal.add_events(&far);
+        wal.add_events(&[event(5), event(7)]);
+        wal.commit().unwrap();
+        let bytes = fs::read(dir.path().join(segment_name(wal.seq()))).unwrap();
+        let long = SEGMENT_MAGIC.len() + RECORD_HEADER;
+        assert_eq!(bytes[long], KIND_EVENTS);
+        assert_eq!(bytes[long + 5 + 2 * EVENT_LEN + RECORD_HEADER], KIND_SCANS);
+        assert_eq!(
+            read_segment(&bytes, 0).0,
+            vec![
+                WalRecord::Events(far.to_vec()),
+                WalRecord::Events(vec![event(5), event(7)])
+            ]
+        );
     }
 
     #[test]
