@@ -134,6 +134,8 @@ impl Store {
         let mut expired = 0;
         let mut candidates = std::mem::take(&mut writer.candidates);
         candidates.clear();
+        let mut site_numbers = std::mem::take(&mut writer.candidate_site_numbers);
+        site_numbers.clear();
         // A batch spans few buckets: a short list, searched from the last one hit.
         let mut bucket_indexes: Vec<(BucketId, Vec<u32>)> = Vec::new();
         let mut last = 0;
@@ -159,6 +161,7 @@ impl Store {
                 };
             }
             bucket_indexes[last].1.push(candidates.len() as u32);
+            site_numbers.push(writer.site_numbers.number(&event));
             candidates.push(event);
         }
         let view = self.view.load_full();
@@ -217,7 +220,7 @@ impl Store {
         let view = self.view.load();
         for (id, groups) in &buckets {
             if let Some(head) = view.head.get(id) {
-                for index in head.insert_new(&candidates, groups, &keep) {
+                for index in head.insert_new(&candidates, &site_numbers, groups, &keep) {
                     keep[index as usize] = false;
                 }
             }
@@ -230,6 +233,7 @@ impl Store {
         };
         if fresh == 0 && positions.is_empty() {
             writer.candidates = candidates;
+            writer.candidate_site_numbers = site_numbers;
             return Ok(PendingAppend {
                 report,
                 ticket: None,
@@ -258,6 +262,7 @@ impl Store {
             }
         }
         writer.candidates = candidates;
+        writer.candidate_site_numbers = site_numbers;
         Ok(PendingAppend {
             report,
             ticket: Some(ticket),
@@ -271,6 +276,7 @@ mod tests {
     use imbtrack_feed::{EventCode, HandlingEventType, MailClass, Zip};
 
     use super::*;
+    use crate::store::head::{SiteNumbers, NO_SITE_NUMBER};
 
     fn event(serial: u64, time_ms: i64, machine: u32) -> ScanEvent {
         ScanEvent {
@@ -286,11 +292,17 @@ mod tests {
         }
     }
 
-    /// What `insert_new` keeps of `events` into `head`, in order.
-    fn kept_by_insert(head: &HeadBucket, events: &[ScanEvent]) -> Vec<ScanEvent> {
+    /// What `insert_new` keeps of `events` into `head`, in order, their sites numbered by
+    /// `numbers` (one for the head's life, as the store's writer keeps one).
+    fn kept_by_insert(
+        head: &HeadBucket,
+        numbers: &mut SiteNumbers,
+        events: &[ScanEvent],
+    ) -> Vec<ScanEvent> {
         let indexes: Vec<u32> = (0..events.len() as u32).collect();
         let groups = ShardGroups::new(events, &indexes);
-        let present = head.insert_new(events, &groups, &vec![true; events.len()]);
+        let site_numbers: Vec<u32> = events.iter().map(|e| numbers.number(e)).collect();
+        let present = head.insert_new(events, &site_numbers, &groups, &vec![true; events.len()]);
         let present: std::collections::HashSet<u32> = present.into_iter().collect();
         events
             .iter()
@@ -306,7 +318,10 @@ mod tests {
     fn a_batch_of_one_scan_repeated_keeps_its_first() {
         let events = vec![event(1, 0, 0); 200_000];
         let head = HeadBucket::new(bucket_id(&events[0]));
-        assert_eq!(kept_by_insert(&head, &events), [events[0]]);
+        assert_eq!(
+            kept_by_insert(&head, &mut SiteNumbers::default(), &events),
+            [events[0]]
+        );
         assert_eq!(head.scan_count(), 1);
     }
 
@@ -321,15 +336,16 @@ mod tests {
                 .collect()
         };
         let head = HeadBucket::new(bucket_id(&event(7, 0, 0)));
+        let mut numbers = SiteNumbers::default();
         let first = scans(0..300);
-        let kept = kept_by_insert(&head, &first);
+        let kept = kept_by_insert(&head, &mut numbers, &first);
         assert_eq!(kept.len(), 300);
         let second = scans(200..2_000);
-        assert_eq!(kept_by_insert(&head, &second).len(), 1_700);
+        assert_eq!(kept_by_insert(&head, &mut numbers, &second).len(), 1_700);
         assert_eq!(head.scan_count(), 2_000);
         assert!(head.contains(&event(7, 1_999, 0).identity()));
         assert!(!head.contains(&event(7, 2_000, 0).identity()));
-        assert!(kept_by_insert(&head, &scans(0..2_000)).is_empty());
+        assert!(kept_by_insert(&head, &mut numbers, &scans(0..2_000)).is_empty());
     }
 
     proptest::proptest! {
@@ -350,13 +366,23 @@ mod tests {
                 events.iter().copied().filter(|e| seen.insert(e.identity())).collect()
             };
             let head = HeadBucket::new(bucket_id(&event(0, 0, 0)));
-            proptest::prop_assert_eq!(kept_by_insert(&head, &first), naive(&first));
-            proptest::prop_assert_eq!(kept_by_insert(&head, &second), naive(&second));
+            let mut numbers = SiteNumbers::default();
+            let (kept_first, kept_second) = (naive(&first), naive(&second));
+            proptest::prop_assert_eq!(kept_by_insert(&head, &mut numbers, &first), kept_first.clone());
+            proptest::prop_assert_eq!(kept_by_insert(&head, &mut numbers, &second), kept_second.clone());
             let indexes: Vec<u32> = (0..second.len() as u32).collect();
             let groups = ShardGroups::new(&second, &indexes);
             let scans = head.scan_count();
-            proptest::prop_assert!(head.insert_new(&second, &groups, &vec![false; second.len()]).is_empty());
+            let site_numbers = vec![NO_SITE_NUMBER; second.len()];
+            proptest::prop_assert!(head.insert_new(&second, &site_numbers, &groups, &vec![false; second.len()]).is_empty());
             proptest::prop_assert_eq!(head.scan_count(), scans);
+            // Each scan reads back whole: its site, found by number, is its own.
+            let order = |mut events: Vec<ScanEvent>| {
+                events.sort_by_key(|e| (e.barcode, e.time_ms, e.machine));
+                events
+            };
+            let kept = [kept_first, kept_second].concat();
+            proptest::prop_assert_eq!(order(head.events()), order(kept));
         }
     }
 }

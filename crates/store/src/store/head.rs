@@ -31,6 +31,7 @@ use rayon::prelude::*;
 use super::codec::{put_u32, put_u64, take, take_u32, take_u64};
 use super::layout::BucketId;
 use super::pieces::PieceTable;
+use crate::bucket::prefetch_lines;
 use crate::retention::DAY_MS;
 
 /// How many lookups ahead a batch starts loading what it will read (see
@@ -135,6 +136,49 @@ struct Site {
     routing: u32,
 }
 
+/// Numbers for the sites (facility ZIP, facility, machine) appends see, store-wide, so each
+/// head shard finds its id for a scan's site by index ([`HeadShard::site_ids`]) instead of
+/// hashing the site into its own table: a batch touches every shard of several days, and each
+/// shard's table is cold by its turn (that hashing led the ingest profile). The first
+/// [`NUMBERED_SITES`] sites are numbered (a nation's plants and machines are a few thousand);
+/// later ones, from a hostile feed, are interned as before.
+#[derive(Default)]
+pub(crate) struct SiteNumbers {
+    numbers: HashMap<(Zip, Symbol, Symbol), u32>,
+}
+
+/// Sites [`SiteNumbers`] numbers at most: bounds each shard's [`HeadShard::site_ids`].
+const NUMBERED_SITES: usize = 4096;
+/// The number of a site [`SiteNumbers`] has none for.
+pub(crate) const NO_SITE_NUMBER: u32 = u32::MAX;
+
+impl SiteNumbers {
+    /// The number of `event`'s site, or [`NO_SITE_NUMBER`] once the numbers are all given.
+    pub(crate) fn number(&mut self, event: &ScanEvent) -> u32 {
+        let site = (event.facility_zip, event.facility, event.machine);
+        if let Some(&number) = self.numbers.get(&site) {
+            return number;
+        }
+        if self.numbers.len() >= NUMBERED_SITES {
+            return NO_SITE_NUMBER;
+        }
+        let number = self.numbers.len() as u32;
+        self.numbers.insert(site, number);
+        number
+    }
+}
+
+impl Site {
+    fn of(event: &ScanEvent, routing: u32) -> Site {
+        Site {
+            facility_zip: event.facility_zip,
+            facility: event.facility,
+            machine: event.machine,
+            routing,
+        }
+    }
+}
+
 /// One scan in the head (16 bytes; see the module docs).
 #[derive(Clone, Copy)]
 struct HeadScan {
@@ -234,6 +278,9 @@ pub(crate) struct HeadShard {
     pieces: PieceTable,
     hasher: DefaultHashBuilder,
     sites: Interned<Site>,
+    /// This shard's site id by [`SiteNumbers`] number, for sites at the piece's routing
+    /// ([`NO_ID`] for a number not seen here yet).
+    site_ids: Vec<u32>,
     other_routings: Interned<Zip>,
     /// The scan identities (time in day, code, facility ZIP) of each piece with a long chain.
     /// A piece with more than [`LONG_CHAIN`] scans in a day is hostile or broken, and walking
@@ -260,6 +307,7 @@ impl HeadShard {
             pieces: PieceTable::default(),
             hasher: DefaultHashBuilder::default(),
             sites: Interned::default(),
+            site_ids: Vec::new(),
             other_routings: Interned::default(),
             long_chains: HashMap::new(),
         }
@@ -382,19 +430,20 @@ impl HeadShard {
 
     /// Inserts `event`, into `piece` when a probe under this same write turn found it there
     /// (no second lookup), else into the piece its key finds or a new one; returns the piece.
-    fn insert_into(&mut self, event: ScanEvent, piece: u32, hash: u64) -> u32 {
+    fn insert_into(&mut self, event: ScanEvent, piece: u32, hash: u64, site_number: u32) -> u32 {
         let piece = if piece == NO_PIECE {
             self.piece_or_new(&event, hash)
         } else {
             piece
         };
-        self.push_scan(piece, &event);
+        self.push_scan(piece, &event, site_number);
         piece
     }
 
-    /// Inserts `event` unless a scan with its identity is here; whether it went in. A probe
-    /// that walks a long chain gives the piece its set of identities.
-    fn insert_if_new(&mut self, event: &ScanEvent, hash: u64) -> bool {
+    /// Inserts `event` (its site numbered `site_number`) unless a scan with its identity is
+    /// here; whether it went in. A probe that walks a long chain gives the piece its set of
+    /// identities.
+    fn insert_if_new(&mut self, event: &ScanEvent, hash: u64, site_number: u32) -> bool {
         let probe = self.probe(&event.identity(), hash);
         if probe.walked >= LONG_CHAIN {
             let identities = self
@@ -406,7 +455,7 @@ impl HeadShard {
         if probe.present {
             return false;
         }
-        let piece = self.insert_into(*event, probe.piece, hash);
+        let piece = self.insert_into(*event, probe.piece, hash, site_number);
         self.note_newest(piece);
         true
     }
@@ -424,7 +473,7 @@ impl HeadShard {
 
     fn insert(&mut self, event: ScanEvent) {
         let hash = self.hash(event.barcode);
-        let piece = self.insert_into(event, NO_PIECE, hash);
+        let piece = self.insert_into(event, NO_PIECE, hash, NO_SITE_NUMBER);
         self.note_newest(piece);
     }
 
@@ -439,18 +488,13 @@ impl HeadShard {
         piece
     }
 
-    fn push_scan(&mut self, piece: u32, event: &ScanEvent) {
-        let routing = if *self.routings.get(piece) == event.routing {
-            PIECE_ROUTING
+    fn push_scan(&mut self, piece: u32, event: &ScanEvent, site_number: u32) {
+        let site = if *self.routings.get(piece) == event.routing {
+            self.numbered_site_id(event, site_number)
         } else {
-            self.other_routings.id(event.routing)
+            let routing = self.other_routings.id(event.routing);
+            self.sites.id(Site::of(event, routing))
         };
-        let site = self.sites.id(Site {
-            facility_zip: event.facility_zip,
-            facility: event.facility,
-            machine: event.machine,
-            routing,
-        });
         let newest = self.newest.get_mut(piece);
         let index = self.scans.push(HeadScan {
             time_in_day: (event.time_ms - self.day_start_ms) as u32,
@@ -462,8 +506,26 @@ impl HeadShard {
         *newest = index;
     }
 
+    /// The id of `event`'s site at its piece's routing, found by the site's number when this
+    /// shard has seen it, else interned (and remembered by number).
+    fn numbered_site_id(&mut self, event: &ScanEvent, site_number: u32) -> u32 {
+        let number = site_number as usize;
+        if let Some(&id) = self.site_ids.get(number).filter(|&&id| id != NO_ID) {
+            return id;
+        }
+        let id = self.sites.id(Site::of(event, PIECE_ROUTING));
+        if site_number != NO_SITE_NUMBER {
+            if self.site_ids.len() <= number {
+                self.site_ids.resize(number + 1, NO_ID);
+            }
+            self.site_ids[number] = id;
+        }
+        id
+    }
+
     fn heap_bytes(&self) -> usize {
         self.scans.heap_bytes()
+            + self.site_ids.capacity() * size_of::<u32>()
             + self.keys.heap_bytes()
             + self.routings.heap_bytes()
             + self.newest.heap_bytes()
@@ -734,9 +796,17 @@ impl HeadBucket {
                     return Vec::new();
                 }
                 let shard = read(shard);
+                // A shard's events are scattered through the batch: each is loaded a few
+                // lookups ahead, as the piece-table slots are below.
                 let hashes: Vec<u64> = group
                     .iter()
-                    .map(|&i| shard.hash(events[i as usize].barcode))
+                    .enumerate()
+                    .map(|(n, &i)| {
+                        if let Some(&ahead) = group.get(n + PREFETCH_AHEAD) {
+                            prefetch_lines(std::slice::from_ref(&events[ahead as usize]));
+                        }
+                        shard.hash(events[i as usize].barcode)
+                    })
                     .collect();
                 group
                     .iter()
@@ -758,6 +828,7 @@ impl HeadBucket {
     pub(crate) fn insert_new(
         &self,
         events: &[ScanEvent],
+        site_numbers: &[u32],
         groups: &ShardGroups,
         keep: &[bool],
     ) -> Vec<u32> {
@@ -771,14 +842,23 @@ impl HeadBucket {
                     return present;
                 }
                 let mut shard = write(shard);
+                // A shard's events are scattered through the batch: each is loaded a few
+                // lookups ahead, as the piece-table slots are below.
                 let hashes: Vec<u64> = group
                     .iter()
-                    .map(|&i| shard.hash(events[i as usize].barcode))
+                    .enumerate()
+                    .map(|(n, &i)| {
+                        if let Some(&ahead) = group.get(n + PREFETCH_AHEAD) {
+                            prefetch_lines(std::slice::from_ref(&events[ahead as usize]));
+                        }
+                        shard.hash(events[i as usize].barcode)
+                    })
                     .collect();
                 for (n, &i) in group.iter().enumerate() {
                     shard.prefetch_ahead(&hashes, n);
-                    if keep[i as usize] && !shard.insert_if_new(&events[i as usize], hashes[n]) {
-                        present.push(i);
+                    let i = i as usize;
+                    if keep[i] && !shard.insert_if_new(&events[i], hashes[n], site_numbers[i]) {
+                        present.push(i as u32);
                     }
                 }
                 present
@@ -796,7 +876,9 @@ impl HeadBucket {
     pub(crate) fn insert_all(&self, events: Vec<ScanEvent>) {
         let indexes: Vec<u32> = (0..events.len() as u32).collect();
         let groups = ShardGroups::new(&events, &indexes);
-        self.insert_new(&events, &groups, &vec![true; events.len()]);
+        let mut numbers = SiteNumbers::default();
+        let site_numbers: Vec<u32> = events.iter().map(|e| numbers.number(e)).collect();
+        self.insert_new(&events, &site_numbers, &groups, &vec![true; events.len()]);
     }
 
     /// Scans per shard, in shard order: what a checkpoint taken now covers.

@@ -57,7 +57,7 @@ use crate::retention::{RetentionPolicy, DAY_MS};
 use crate::wal::{GroupCommit, SyncTicket, Wal, WalRepair};
 use crate::StoreError;
 pub use checkpoint::CheckpointReport;
-use head::HeadBucket;
+use head::{HeadBucket, SiteNumbers};
 use layout::{BucketId, Manifest};
 pub use query::DayPiece;
 
@@ -272,6 +272,9 @@ pub(crate) struct Writer {
     /// The last append's candidate scans, kept for the next one's: its pages are in memory
     /// already, where a fresh buffer of a large batch faults every page in again.
     pub(crate) candidates: Vec<ScanEvent>,
+    /// Each candidate's site number, beside it.
+    pub(crate) candidate_site_numbers: Vec<u32>,
+    pub(crate) site_numbers: SiteNumbers,
 }
 
 /// The tracking-scan store. See the crate docs and `FORMAT.md`. `Sync`: lookups from any

@@ -12,7 +12,7 @@ use imbtrack_feed::SymbolTable;
 use rayon::prelude::*;
 
 use super::checkpoint::{read_checkpoint, LoadedCheckpoint};
-use super::head::HeadBucket;
+use super::head::{HeadBucket, SiteNumbers};
 use super::layout::{
     bucket_dir_seq, bucket_id, bucket_name, Manifest, BUCKETS, LOCK, QUARANTINE, WAL_DIR,
 };
@@ -103,6 +103,8 @@ impl Store {
             scans_since_checkpoint: 0,
             next_bucket_seq,
             candidates: Vec::new(),
+            candidate_site_numbers: Vec::new(),
+            site_numbers: SiteNumbers::default(),
         };
         // Where replay starts (the checkpoint's position), and from where the WAL's positions
         // records are newer than the positions already known.
