@@ -567,7 +567,9 @@ impl Engine {
             // This thread: each chunk's rejects, then the fsync that makes its append durable,
             // then its counts.
             let mut bytes_done = 0u64;
-            for (chunk_bytes, output, pending) in written {
+            let mut lines = feed.line_numbers();
+            for (chunk_bytes, mut output, pending) in written {
+                lines.place(&mut output);
                 output
                     .rejects
                     .replay(source, rejects)

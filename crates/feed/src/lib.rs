@@ -61,7 +61,7 @@ pub use crate::generate::{
 };
 pub use crate::parse::{
     parse_feed, parse_feed_at, parse_feed_parallel, Chunk, ChunkOutput, FeedError, Format,
-    ParsedFeed, PreparedFeed,
+    LineNumbers, ParsedFeed, PreparedFeed,
 };
 pub use crate::record::FeedOptions;
 pub use crate::reject::{

@@ -86,7 +86,6 @@ pub struct PreparedFeed<'a> {
 pub struct Chunk {
     start: usize,
     end: usize,
-    first_line: u64,
 }
 
 impl Chunk {
@@ -108,10 +107,31 @@ pub struct ChunkOutput {
     pub events: Vec<ScanEvent>,
     /// The symbols the events' facility and machine ids refer to.
     pub symbols: SymbolTable,
-    /// Rejected records, in input order.
+    /// Rejected records, in input order, their lines counted from the chunk's first line as 0
+    /// until [`LineNumbers::place`] numbers them in the feed.
     pub rejects: RejectList,
+    /// Lines the chunk spans.
+    pub lines: u64,
     /// Counts.
     pub report: ParseReport,
+}
+
+/// Numbers chunks' rejects in their feed, chunk after chunk in feed order: a chunk knows its
+/// lines only once parsed, so cutting a feed into chunks needs no pass counting them.
+#[derive(Debug, Clone, Copy)]
+pub struct LineNumbers {
+    next: u64,
+}
+
+impl LineNumbers {
+    /// Gives `output`'s rejects their line numbers in the feed; `output` is the chunk after
+    /// the one placed before (the feed's first, at first).
+    pub fn place(&mut self, output: &mut ChunkOutput) {
+        for reject in &mut output.rejects.rejects {
+            reject.0 += self.next;
+        }
+        self.next += output.lines;
+    }
 }
 
 /// A whole parsed feed.
@@ -209,17 +229,14 @@ impl<'a> PreparedFeed<'a> {
     /// Cuts the body into chunks of whole records, each starting at or after the given cut
     /// offsets moved forward to the next line start. A JSON document is one chunk.
     pub fn chunks_at(&self, cuts: &[usize]) -> Vec<Chunk> {
-        let (start, first_line) = match self.body {
+        let start = match self.body {
             Body::Document => {
                 return vec![Chunk {
                     start: 0,
                     end: self.data.len(),
-                    first_line: 1,
                 }]
             }
-            Body::Lines {
-                start, first_line, ..
-            } => (start, first_line),
+            Body::Lines { start, .. } => start,
         };
         let end = self.data.len();
         let mut bounds = vec![start];
@@ -235,24 +252,23 @@ impl<'a> PreparedFeed<'a> {
             }
         }
         bounds.push(end);
-        let newlines: Vec<u64> = bounds
-            .par_windows(2)
-            .map(|w| memchr_iter(b'\n', &self.data[w[0]..w[1]]).count() as u64)
-            .collect();
-        let mut line = first_line;
         bounds
             .windows(2)
-            .zip(newlines)
-            .map(|(w, count)| {
-                let chunk = Chunk {
-                    start: w[0],
-                    end: w[1],
-                    first_line: line,
-                };
-                line += count;
-                chunk
+            .map(|w| Chunk {
+                start: w[0],
+                end: w[1],
             })
             .collect()
+    }
+
+    /// Numbers its chunks' rejects from the feed's first record on (see [`LineNumbers`]).
+    pub fn line_numbers(&self) -> LineNumbers {
+        LineNumbers {
+            next: match self.body {
+                Body::Document => 1,
+                Body::Lines { first_line, .. } => first_line,
+            },
+        }
     }
 
     /// About `count` chunks of similar size.
@@ -285,9 +301,7 @@ impl<'a> PreparedFeed<'a> {
         let bytes = &self.data[chunk.start..chunk.end];
         match &self.body {
             Body::Document => parse_document(bytes, options, &mut out),
-            Body::Lines { header, .. } => {
-                parse_lines(bytes, chunk.first_line, header.as_ref(), options, &mut out)
-            }
+            Body::Lines { header, .. } => parse_lines(bytes, header.as_ref(), options, &mut out),
         }
         out
     }
@@ -324,14 +338,13 @@ const BYTES_PER_RECORD_GUESS: usize = 64;
 
 fn parse_lines(
     bytes: &[u8],
-    first_line: u64,
     header: Option<&Header>,
     options: &FeedOptions,
     out: &mut ChunkOutput,
 ) {
     out.events.reserve(bytes.len() / BYTES_PER_RECORD_GUESS);
     let mut fields = Vec::new();
-    let mut line_no = first_line;
+    let mut line_no = 0;
     let mut start = 0;
     while start < bytes.len() {
         let end = memchr(b'\n', &bytes[start..]).map_or(bytes.len(), |i| start + i);
@@ -391,6 +404,7 @@ fn parse_lines(
             },
         }
     }
+    out.lines = line_no;
 }
 
 fn json_event(
@@ -436,19 +450,19 @@ fn parse_document(bytes: &[u8], options: &FeedOptions, out: &mut ChunkOutput) {
         Ok(Document::Events(events, inherited)) => (events, inherited),
         Ok(Document::Event(object)) => {
             let result = build_event(&object.fields.raw(), options, &mut out.symbols);
-            return take(out, 1, None, bytes, result);
+            return take(out, 0, None, bytes, result);
         }
         Err(e) => {
             return take(
                 out,
-                1,
+                0,
                 None,
                 bytes,
                 Err(RejectReason::MalformedJson(e.to_string())),
             )
         }
     };
-    let (mut line, mut counted_to) = (1u64, 0usize);
+    let (mut line, mut counted_to) = (0u64, 0usize);
     for (index, event) in events.into_iter().enumerate() {
         let offset = (event.get().as_ptr() as usize)
             .saturating_sub(base)
@@ -542,7 +556,9 @@ fn merge_outputs(
         .map(|chunk| feed.parse_chunk(chunk, options))
         .collect();
     let mut parsed = ParsedFeed::default();
-    for output in outputs {
+    let mut lines = feed.line_numbers();
+    for mut output in outputs {
+        lines.place(&mut output);
         merge(&mut parsed, output, source, rejects)?;
     }
     Ok(parsed)
