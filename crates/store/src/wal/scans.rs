@@ -23,7 +23,8 @@ pub(crate) const SCAN_LEN: usize = 32;
 const SITE_LEN: usize = 16;
 /// Most scans in one record (and so most sites).
 pub(crate) const MAX_SCANS: usize = 1 << 16;
-/// Bits of a ZIP's packed form ([`Zip::to_bits`]: length above bit 40, value below) kept.
+/// Low bytes of a ZIP's packed form ([`Zip::to_bits`]: its digit count from bit 40, its value
+/// below; 44 bits at most) that a scan keeps.
 const ZIP_BYTES: usize = 6;
 
 /// Where a scan was made, as the table holds it.
@@ -80,7 +81,12 @@ impl ScansEncoder {
             let mut scan = [0u8; SCAN_LEN];
             scan[..16].copy_from_slice(&event.barcode.as_u128().to_le_bytes());
             scan[16..20].copy_from_slice(&((event.time_ms - base) as u32).to_le_bytes());
-            scan[20..26].copy_from_slice(&event.routing.to_bits().to_le_bytes()[..ZIP_BYTES]);
+            let routing = event.routing.to_bits();
+            debug_assert!(
+                routing >> (8 * ZIP_BYTES) == 0,
+                "a ZIP's bits fit six bytes"
+            );
+            scan[20..26].copy_from_slice(&routing.to_le_bytes()[..ZIP_BYTES]);
             scan[26..28].copy_from_slice(&site.to_le_bytes());
             scan[28..31].copy_from_slice(&event.code.to_bytes());
             scan[31] = event.class as u8 | (event.handling as u8) << 4;
