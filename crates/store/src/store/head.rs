@@ -317,6 +317,22 @@ impl HeadShard {
         self.hasher.hash_one(key)
     }
 
+    /// The key hashes of the events `group` indexes, in its order. A shard's events are
+    /// scattered through the batch: each is loaded a few ahead, as [`HeadShard::prefetch_ahead`]
+    /// loads the table slots after.
+    fn hashes_of(&self, events: &[ScanEvent], group: &[u32]) -> Vec<u64> {
+        group
+            .iter()
+            .enumerate()
+            .map(|(n, &i)| {
+                if let Some(&ahead) = group.get(n + PREFETCH_AHEAD) {
+                    prefetch_lines(std::slice::from_ref(&events[ahead as usize]));
+                }
+                self.hash(events[i as usize].barcode)
+            })
+            .collect()
+    }
+
     /// Starts loading the table slot that the lookup [`PREFETCH_AHEAD`] after `hashes[n]`
     /// will read. (Prefetching the piece records too, in a second step, measured slower.)
     fn prefetch_ahead(&self, hashes: &[u64], n: usize) {
@@ -796,18 +812,7 @@ impl HeadBucket {
                     return Vec::new();
                 }
                 let shard = read(shard);
-                // A shard's events are scattered through the batch: each is loaded a few
-                // lookups ahead, as the piece-table slots are below.
-                let hashes: Vec<u64> = group
-                    .iter()
-                    .enumerate()
-                    .map(|(n, &i)| {
-                        if let Some(&ahead) = group.get(n + PREFETCH_AHEAD) {
-                            prefetch_lines(std::slice::from_ref(&events[ahead as usize]));
-                        }
-                        shard.hash(events[i as usize].barcode)
-                    })
-                    .collect();
+                let hashes = shard.hashes_of(events, group);
                 group
                     .iter()
                     .zip(&hashes)
@@ -842,18 +847,7 @@ impl HeadBucket {
                     return present;
                 }
                 let mut shard = write(shard);
-                // A shard's events are scattered through the batch: each is loaded a few
-                // lookups ahead, as the piece-table slots are below.
-                let hashes: Vec<u64> = group
-                    .iter()
-                    .enumerate()
-                    .map(|(n, &i)| {
-                        if let Some(&ahead) = group.get(n + PREFETCH_AHEAD) {
-                            prefetch_lines(std::slice::from_ref(&events[ahead as usize]));
-                        }
-                        shard.hash(events[i as usize].barcode)
-                    })
-                    .collect();
+                let hashes = shard.hashes_of(events, group);
                 for (n, &i) in group.iter().enumerate() {
                     shard.prefetch_ahead(&hashes, n);
                     let i = i as usize;
