@@ -602,13 +602,10 @@ impl SymbolTable {
         {
             return Some(id);
         }
-        let mut joined = String::new();
-        for (i, part) in parts.iter().enumerate() {
-            if i > 0 {
-                joined.push(FIELD_SEPARATOR);
-            }
-            joined.push_str(std::str::from_utf8(part).ok()?);
-        }
+        // The separator is ASCII: the joined bytes are UTF-8 exactly when every part is.
+        let mut joined = vec![0; joined_len(parts)];
+        join_parts(parts, &mut joined).expect("sized to fit");
+        let joined = String::from_utf8(joined).ok()?;
         let id = self.strings.len() as Symbol;
         self.strings.push(joined.into());
         let (strings, hasher) = (&self.strings, &self.hasher);
