@@ -154,10 +154,12 @@ impl Barcode {
         let raw = match self {
             Barcode::Imb(imb) => imb_key(imb.tracking_value(), imb.routing_value()),
             Barcode::Impb(impb) => {
-                let number = wide_digits_value(impb.tracking().as_bytes())
+                // The digits as bytes: `tracking()` would check them as UTF-8, twice a key.
+                let digits = impb.tracking_digits();
+                let number = wide_digits_value(digits)
                     .expect("an Impb's tracking number is at most 34 digits");
                 KIND_IMPB << KIND_SHIFT
-                    | ((impb.tracking().len() - 20) as u128) << IMPB_LENGTH_SHIFT
+                    | ((digits.len() - 20) as u128) << IMPB_LENGTH_SHIFT
                     | number
             }
             Barcode::Imcb(imcb) => {
