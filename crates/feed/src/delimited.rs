@@ -79,16 +79,18 @@ impl Header {
         first.len() == 20 && first.iter().all(u8::is_ascii_digit) && fields.count() == 5
     }
 
-    /// Reads a row into `record` (which starts empty), checking its column count. A line
-    /// without quotes (nearly all) is split in one pass, sixteen bytes at a time, each value
-    /// placed by its column as it is found; a line with quotes is split by [`split_fields`]
-    /// into `fields`, reused between lines, which the record then borrows.
-    pub(crate) fn read<'r, 'i: 'r>(
+    /// Reads a row without quotes (nearly all) into `record`, checking its column count: one
+    /// pass, sixty-four bytes at a time, each value placed by its column as it is found.
+    /// `None` when the row holds a quote: [`Header::read_quoted`] reads it.
+    ///
+    /// A row whose count is right sets the field of every column, so a caller may keep one
+    /// record for all its rows: no value of an earlier row is left in it (fields no column
+    /// names are never set).
+    pub(crate) fn read_unquoted<'i>(
         &self,
         line: &'i [u8],
-        fields: &'r mut Vec<Cow<'i, [u8]>>,
-        record: &mut RawRecord<'r>,
-    ) -> Result<(), RejectReason> {
+        record: &mut RawRecord<'i>,
+    ) -> Option<Result<(), RejectReason>> {
         let mut column = 0;
         let mut start = 0;
         let unquoted = for_each_delimiter(line, self.delimiter, |end| {
@@ -98,16 +100,26 @@ impl Header {
             column += 1;
             start = end + 1;
         });
-        if unquoted {
-            if let Some(Some(field)) = self.columns.get(column) {
-                record.set(*field, &line[start..]);
-            }
-            record.set_line(line);
-            return self.check_count(column + 1);
+        if !unquoted {
+            return None;
         }
+        if let Some(Some(field)) = self.columns.get(column) {
+            record.set(*field, &line[start..]);
+        }
+        record.set_line(line);
+        Some(self.check_count(column + 1))
+    }
+
+    /// Reads a row with quotes into `record` (which starts empty), split by [`split_fields`]
+    /// into `fields`, reused between rows, which the record then borrows.
+    pub(crate) fn read_quoted<'r, 'i: 'r>(
+        &self,
+        line: &'i [u8],
+        fields: &'r mut Vec<Cow<'i, [u8]>>,
+        record: &mut RawRecord<'r>,
+    ) -> Result<(), RejectReason> {
         split_fields(line, self.delimiter, fields)?;
         self.check_count(fields.len())?;
-        *record = RawRecord::default();
         for (column, value) in self.columns.iter().zip(fields.iter()) {
             if let Some(field) = column {
                 record.set(*field, value);

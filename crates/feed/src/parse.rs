@@ -344,6 +344,9 @@ fn parse_lines(
 ) {
     out.events.reserve(bytes.len() / BYTES_PER_RECORD_GUESS);
     let mut fields = Vec::new();
+    // One record for every row without quotes: each sets all its columns (`read_unquoted`), so
+    // the record is not emptied (15 slices) a row.
+    let mut row = RawRecord::default();
     let mut line_no = 0;
     let mut start = 0;
     while start < bytes.len() {
@@ -370,10 +373,15 @@ fn parse_lines(
         // serde_json for JSON: a second pass over every line would cost a tenth of the parse.
         match header {
             Some(header) => {
-                let mut record = RawRecord::default();
-                let result = header
-                    .read(line, &mut fields, &mut record)
-                    .and_then(|()| build_event(&record, options, &mut out.symbols));
+                let result = match header.read_unquoted(line, &mut row) {
+                    Some(read) => read.and_then(|()| build_event(&row, options, &mut out.symbols)),
+                    None => {
+                        let mut record = RawRecord::default();
+                        header
+                            .read_quoted(line, &mut fields, &mut record)
+                            .and_then(|()| build_event(&record, options, &mut out.symbols))
+                    }
+                };
                 take(out, this_line, None, line, result);
             }
             None => match serde_json::from_slice::<JsonObject<'_>>(line) {

@@ -395,3 +395,52 @@ fn facility_columns_read_alike_in_any_layout() {
         assert_eq!(read, expected, "{layout}");
     }
 }
+
+/// Each row reads the same after any other rows as alone under the header: no value of an
+/// earlier row (longer, shorter, quoted or rejected) is left for a later one to pick up.
+#[test]
+fn each_row_reads_as_if_alone() {
+    let feed = fixture("rejects.psv");
+    let mut lines = feed.split(|&b| b == b'\n').filter(|l| !l.is_empty());
+    let header = lines.next().unwrap();
+    let rows: Vec<Vec<u8>> = lines.map(<[u8]>::to_vec).collect();
+    let read = |rows: &[Vec<u8>]| {
+        let mut feed = header.to_vec();
+        for row in rows {
+            feed.push(b'\n');
+            feed.extend_from_slice(row);
+        }
+        let mut rejects = RejectList::default();
+        let parsed = parse_feed("x", &feed, &options(), &mut rejects).unwrap();
+        let codes: Vec<&str> = rejects.rejects.iter().map(|r| r.2.code()).collect();
+        (summary(&parsed), codes)
+    };
+    let good = rows
+        .iter()
+        .find(|row| read(std::slice::from_ref(row)).0.len() == 1)
+        .unwrap();
+    let fields: Vec<&[u8]> = good.split(|&b| b == b'|').collect();
+    // The good row with its last value missing, with one value too many, and quoted.
+    let short = fields[..fields.len() - 1].join(&b'|');
+    let long = [good.as_slice(), b"|extra"].concat();
+    let quoted = fields
+        .iter()
+        .map(|f| [b"\"", *f, b"\""].concat())
+        .collect::<Vec<_>>()
+        .join(&b'|');
+    let mut all = rows.clone();
+    all.extend([short, good.clone(), long, good.clone(), quoted]);
+    all.extend(rows.iter().rev().cloned());
+    let together = read(&all);
+    let mut alone = (Vec::new(), Vec::new());
+    for row in &all {
+        let (events, codes) = read(std::slice::from_ref(row));
+        alone.0.extend(events);
+        alone.1.extend(codes);
+    }
+    assert_eq!(together, alone);
+    assert!(
+        together.0.len() >= 5 && together.1.len() >= 28,
+        "{together:?}"
+    );
+}
