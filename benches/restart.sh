@@ -48,7 +48,8 @@ open_and_measure() {
   rss=$(awk '/VmRSS/ {print $2}' "/proc/$SERVER/status")
   kill "$SERVER"
   wait "$SERVER" 2> /dev/null || true
-  echo "$(bc <<< "$listening - $started") $((rss / 1024))"
+  # printf: bc writes .36 for 0.36, which is not JSON.
+  echo "$(printf %.3f "$(bc <<< "$listening - $started")") $((rss / 1024))"
 }
 
 EMPTY=$WORK/empty
