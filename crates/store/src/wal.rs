@@ -487,12 +487,11 @@ impl Wal {
         let mut events = events.into_iter();
         loop {
             let record = events.clone().take(scans::MAX_SCANS);
-            let count = record.clone().count();
+            let (count, base) = scans::count_and_base_ms(record.clone());
             if count == 0 {
                 return;
             }
             let start = self.open_record();
-            let base = scans::base_ms(record.clone());
             self.pending.push(if base.is_some() {
                 KIND_SCANS
             } else {

@@ -45,12 +45,19 @@ impl Site {
     }
 }
 
-/// The earliest time of `events` when all fit within a u32 of milliseconds after it.
-pub(crate) fn base_ms<'e>(events: impl Iterator<Item = &'e ScanEvent>) -> Option<i64> {
-    let (min, max) = events.fold((i64::MAX, i64::MIN), |(min, max), event| {
-        (min.min(event.time_ms), max.max(event.time_ms))
+/// How many `events` there are, and their earliest time when all fit within a u32 of
+/// milliseconds after it: one pass, for a caller that needs both.
+pub(crate) fn count_and_base_ms<'e>(
+    events: impl Iterator<Item = &'e ScanEvent>,
+) -> (usize, Option<i64>) {
+    let (count, min, max) = events.fold((0, i64::MAX, i64::MIN), |(count, min, max), event| {
+        (count + 1, min.min(event.time_ms), max.max(event.time_ms))
     });
-    (max.checked_sub(min)? <= i64::from(u32::MAX)).then_some(min)
+    let base = max
+        .checked_sub(min)
+        .filter(|&span| span <= i64::from(u32::MAX))
+        .map(|_| min);
+    (count, base)
 }
 
 /// Encodes records' bodies, its site table reused from one to the next.
@@ -62,7 +69,7 @@ pub(crate) struct ScansEncoder {
 
 impl ScansEncoder {
     /// Appends the body of a record of `events` (at most [`MAX_SCANS`], every time within a
-    /// u32 of milliseconds after `base`, as [`base_ms`] found) to `out`.
+    /// u32 of milliseconds after `base`, as [`count_and_base_ms`] found) to `out`.
     pub(crate) fn encode<'e>(
         &mut self,
         events: impl Iterator<Item = &'e ScanEvent>,
@@ -207,7 +214,7 @@ mod tests {
     }
 
     fn encoded(events: &[ScanEvent]) -> Option<Vec<u8>> {
-        let base = base_ms(events.iter())?;
+        let base = count_and_base_ms(events.iter()).1?;
         let mut body = Vec::new();
         ScansEncoder::default().encode(events.iter(), base, &mut body);
         Some(body)
