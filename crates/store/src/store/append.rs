@@ -80,18 +80,45 @@ impl Writer {
     }
 }
 
-impl View {
-    /// Whether the store has no scan with this event's identity.
-    pub(crate) fn is_new(&self, event: &ScanEvent) -> bool {
-        let identity = event.identity();
-        !self
-            .heads_of_bucket(bucket_id(event))
-            .any(|head| head.contains(&identity))
-            && !self.in_sealed(event)
+/// A batch's events (as indexes into it) by bucket, in the order each bucket was first seen.
+#[derive(Default)]
+pub(crate) struct BucketIndexes {
+    buckets: Vec<(BucketId, Vec<u32>)>,
+    last: usize,
+}
+
+impl BucketIndexes {
+    /// Files event `index` under bucket `id`. A batch spans few buckets: a short list,
+    /// searched from the last one hit.
+    pub(crate) fn push(&mut self, id: BucketId, index: u32) {
+        if self
+            .buckets
+            .get(self.last)
+            .is_none_or(|(known, _)| *known != id)
+        {
+            self.last = match self.buckets.iter().position(|(known, _)| *known == id) {
+                Some(found) => found,
+                None => {
+                    self.buckets.push((id, Vec::new()));
+                    self.buckets.len() - 1
+                }
+            };
+        }
+        self.buckets[self.last].1.push(index);
     }
 
+    /// Each bucket's events grouped by head shard, for one lock a shard.
+    pub(crate) fn into_shard_groups(self, events: &[ScanEvent]) -> Vec<(BucketId, ShardGroups)> {
+        self.buckets
+            .into_iter()
+            .map(|(id, indexes)| (id, ShardGroups::new(events, &indexes)))
+            .collect()
+    }
+}
+
+impl View {
     /// Whether a sealed file of the event's day holds a scan with its identity.
-    fn in_sealed(&self, event: &ScanEvent) -> bool {
+    pub(crate) fn in_sealed(&self, event: &ScanEvent) -> bool {
         let Some(day) = self.sealed.get(&bucket_id(event)) else {
             return false;
         };
@@ -136,9 +163,7 @@ impl Store {
         candidates.clear();
         let mut site_numbers = std::mem::take(&mut writer.candidate_site_numbers);
         site_numbers.clear();
-        // A batch spans few buckets: a short list, searched from the last one hit.
-        let mut bucket_indexes: Vec<(BucketId, Vec<u32>)> = Vec::new();
-        let mut last = 0;
+        let mut bucket_indexes = BucketIndexes::default();
         for event in events {
             let mut event = *event;
             event.facility = remap.get(event.facility as usize).copied().unwrap_or(0);
@@ -148,19 +173,7 @@ impl Store {
                 expired += 1;
                 continue;
             }
-            if bucket_indexes
-                .get(last)
-                .is_none_or(|(known, _)| *known != id)
-            {
-                last = match bucket_indexes.iter().position(|(known, _)| *known == id) {
-                    Some(found) => found,
-                    None => {
-                        bucket_indexes.push((id, Vec::new()));
-                        bucket_indexes.len() - 1
-                    }
-                };
-            }
-            bucket_indexes[last].1.push(candidates.len() as u32);
+            bucket_indexes.push(id, candidates.len() as u32);
             site_numbers.push(writer.site_numbers.number(&event));
             candidates.push(event);
         }
@@ -170,10 +183,7 @@ impl Store {
         // the day's sealed files; then the open head takes each event it lacks, a repeat of
         // one it took earlier in the batch included, in one probe per event.
         let mut keep = vec![true; candidates.len()];
-        let buckets: Vec<(BucketId, ShardGroups)> = bucket_indexes
-            .into_iter()
-            .map(|(id, indexes)| (id, ShardGroups::new(&candidates, &indexes)))
-            .collect();
+        let buckets = bucket_indexes.into_shard_groups(&candidates);
         for (id, groups) in &buckets {
             for head in view.frozen_heads_of_bucket(*id) {
                 let probes = head.probe_all(&candidates, groups);

@@ -499,12 +499,6 @@ impl HeadShard {
         }
     }
 
-    fn insert(&mut self, event: ScanEvent) {
-        let hash = self.hash(event.barcode);
-        let piece = self.insert_into(event, NO_PIECE, hash, NO_SITE_NUMBER);
-        self.note_newest(piece);
-    }
-
     fn piece_or_new(&mut self, event: &ScanEvent, hash: u64) -> u32 {
         if let Some(piece) = self.piece_of_hashed(event.barcode, hash) {
             return piece;
@@ -807,7 +801,8 @@ impl HeadBucket {
         }
     }
 
-    /// Whether a scan with this identity is here.
+    /// Whether a scan with this identity is here (tests; appends probe in batches).
+    #[cfg(test)]
     pub(crate) fn contains(&self, identity: &ScanIdentity) -> bool {
         self.with_shard_of(identity.barcode, |shard| {
             shard.probe(identity, shard.hash(identity.barcode)).present
@@ -872,11 +867,6 @@ impl HeadBucket {
                 present
             })
             .collect()
-    }
-
-    /// Inserts one event (WAL replay).
-    pub(crate) fn insert(&self, event: ScanEvent) {
-        write(&self.shards[shard_of(event.barcode)]).insert(event);
     }
 
     /// Inserts events known to be new (tests build heads so).

@@ -11,10 +11,11 @@ use hashbrown::HashMap;
 use imbtrack_feed::SymbolTable;
 use rayon::prelude::*;
 
+use super::append::BucketIndexes;
 use super::checkpoint::{read_checkpoint, LoadedCheckpoint};
 use super::head::{HeadBucket, SiteNumbers};
 use super::layout::{
-    bucket_dir_seq, bucket_id, bucket_name, Manifest, BUCKETS, LOCK, QUARANTINE, WAL_DIR,
+    bucket_dir_seq, bucket_id, bucket_name, BucketId, Manifest, BUCKETS, LOCK, QUARANTINE, WAL_DIR,
 };
 use super::{RecoveryReport, SealedDay, Store, StoreOptions, View, Writer};
 use crate::bucket::{BucketKind, SealedBucket};
@@ -128,6 +129,8 @@ impl Store {
             });
             writer.symbols = checkpoint.symbols;
         }
+        // Where each bucket's sealed files end in the WAL, looked up once a bucket.
+        let mut sealed_through: HashMap<BucketId, Option<(u64, u64)>> = HashMap::new();
         for Replayed {
             seq,
             first,
@@ -154,27 +157,49 @@ impl Store {
                         }
                     }
                     WalRecord::Events(events) => {
+                        // The events no sealed file has yet go into the head as an append's
+                        // do, a record at a time, each that is new there once.
+                        let mut candidates = Vec::with_capacity(events.len());
+                        let mut site_numbers = Vec::with_capacity(events.len());
+                        let mut bucket_indexes = BucketIndexes::default();
+                        let mut ids = Vec::new();
                         for mut event in events {
                             event.facility =
                                 segment_symbols.get(&event.facility).copied().unwrap_or(0);
                             event.machine =
                                 segment_symbols.get(&event.machine).copied().unwrap_or(0);
                             let id = bucket_id(&event);
-                            let sealed = writer
-                                .manifest
-                                .sealed_through
-                                .get(&bucket_name(id))
-                                .is_some_and(|&through| position < through);
-                            if !sealed
-                                && !writer.manifest.is_expired_day(&event)
-                                && view.is_new(&event)
-                            {
-                                view.head
-                                    .entry(id)
-                                    .or_insert_with(|| Arc::new(HeadBucket::new(id)))
-                                    .insert(event);
-                                report.replayed_scans += 1;
+                            if ids.last() != Some(&id) && !ids.contains(&id) {
+                                ids.push(id);
                             }
+                            let sealed = *sealed_through.entry(id).or_insert_with(|| {
+                                writer
+                                    .manifest
+                                    .sealed_through
+                                    .get(&bucket_name(id))
+                                    .copied()
+                            });
+                            if sealed.is_some_and(|through| position < through)
+                                || writer.manifest.is_expired_day(&event)
+                                || view.in_sealed(&event)
+                            {
+                                continue;
+                            }
+                            bucket_indexes.push(id, candidates.len() as u32);
+                            site_numbers.push(writer.site_numbers.number(&event));
+                            candidates.push(event);
+                        }
+                        let keep = vec![true; candidates.len()];
+                        for (id, groups) in bucket_indexes.into_shard_groups(&candidates) {
+                            let present = view
+                                .head
+                                .entry(id)
+                                .or_insert_with(|| Arc::new(HeadBucket::new(id)))
+                                .insert_new(&candidates, &site_numbers, &groups, &keep);
+                            report.replayed_scans +=
+                                (groups.indexes().len() - present.len()) as u64;
+                        }
+                        for id in ids {
                             if view.head.contains_key(&id) {
                                 writer.segment_buckets.entry(seq).or_default().insert(id);
                             }
