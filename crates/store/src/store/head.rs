@@ -1014,6 +1014,12 @@ mod tests {
         assert!(rest.is_empty());
         let restored = HeadBucket::from_shards(shards).unwrap();
         assert_eq!(sorted(restored.events()), sorted(early.to_vec()));
+        // Its pieces know their scans again: the early ones are found, the late ones go in.
+        for &event in early {
+            assert!(restored.contains(&event.identity()));
+        }
+        restored.insert_all(events.clone());
+        assert_eq!(restored.scan_count(), events.len());
         for cut in [0, 1, bytes.len() / 2, bytes.len() - 1] {
             let mut rest = &bytes[..cut];
             let whole = (0..HEAD_SHARDS).all(|i| HeadShard::decode(id, i, &mut rest).is_some());
