@@ -356,17 +356,18 @@ impl Engine {
         symbols: &SymbolTable,
         positions: &[(String, i64)],
     ) -> Result<AppendReport, StoreError> {
-        let pending = self.append_pending(events, symbols, positions)?;
+        let pending = self.append_pending(&mut events.to_vec(), symbols, positions)?;
         self.durable(pending)
     }
 
     /// [`Engine::append_at`] without waiting for the fsync (see [`Store::append_pending`]):
     /// nothing is acknowledged until [`Engine::durable`] returns. An append that changes a
     /// watched piece's status is durable, and told to the watch, before this returns, so
-    /// that changes are told one append at a time, in order.
+    /// that changes are told one append at a time, in order. As with the store's, the batch
+    /// is the caller's buffer, its symbol ids rewritten to the store's.
     pub fn append_pending(
         &self,
-        events: &[ScanEvent],
+        events: &mut [ScanEvent],
         symbols: &SymbolTable,
         positions: &[(String, i64)],
     ) -> Result<PendingAppend, StoreError> {
@@ -407,13 +408,13 @@ impl Engine {
         symbols: &SymbolTable,
         positions: &[(String, i64)],
     ) -> Result<AppendReport, StoreError> {
-        let pending = self.append_unwatched_pending(events, symbols, positions)?;
+        let pending = self.append_unwatched_pending(&mut events.to_vec(), symbols, positions)?;
         self.durable(pending)
     }
 
     fn append_unwatched_pending(
         &self,
-        events: &[ScanEvent],
+        events: &mut [ScanEvent],
         symbols: &SymbolTable,
         positions: &[(String, i64)],
     ) -> Result<PendingAppend, StoreError> {
@@ -426,9 +427,9 @@ impl Engine {
                 expired: 0,
             });
         }
-        let kept: Vec<ScanEvent> = events.iter().copied().filter(live).collect();
+        let mut kept: Vec<ScanEvent> = events.iter().copied().filter(live).collect();
         Ok(PendingAppend::Written {
-            store: self.store.append_pending(&kept, symbols, positions)?,
+            store: self.store.append_pending(&mut kept, symbols, positions)?,
             expired: (events.len() - kept.len()) as u64,
         })
     }
@@ -554,8 +555,8 @@ impl Engine {
                     let Ok((chunk_bytes, mut output)) = output.recv() else {
                         return;
                     };
-                    let events = std::mem::take(&mut output.events);
-                    let pending = self.append_pending(&events, &output.symbols, &[]);
+                    let mut events = std::mem::take(&mut output.events);
+                    let pending = self.append_pending(&mut events, &output.symbols, &[]);
                     let failed = pending.is_err();
                     // The parser may have finished: then the buffer is simply dropped.
                     let _ = spare_sender.send(events);

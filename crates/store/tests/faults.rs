@@ -86,9 +86,9 @@ fn workload(dir: &Path, pipelined: bool) -> (Vec<u64>, bool) {
     let mut symbols = SymbolTable::default();
     let mut waiting = None;
     for n in 0..BATCHES {
-        let events = batch(n, &mut symbols);
+        let mut events = batch(n, &mut symbols);
         let step = store
-            .append_pending(&events, &symbols, &[])
+            .append_pending(&mut events, &symbols, &[])
             .and_then(|pending| {
                 if !pipelined {
                     return store.durable(pending).map(|_| acked.push(n));

@@ -269,10 +269,8 @@ pub(crate) struct Writer {
     /// Scans appended since the last head checkpoint (or the store's opening).
     pub(crate) scans_since_checkpoint: u64,
     pub(crate) next_bucket_seq: u64,
-    /// The last append's candidate scans, kept for the next one's: its pages are in memory
-    /// already, where a fresh buffer of a large batch faults every page in again.
-    pub(crate) candidates: Vec<ScanEvent>,
-    /// Each candidate's site number, beside it.
+    /// The site number of each event of the last append, kept for the next one's: its pages
+    /// are in memory already, where a fresh buffer of a large batch faults every page in again.
     pub(crate) candidate_site_numbers: Vec<u32>,
     pub(crate) site_numbers: SiteNumbers,
 }
@@ -351,7 +349,7 @@ impl Store {
     /// several threads share fsyncs.
     pub fn append(
         &self,
-        events: &[imbtrack_feed::ScanEvent],
+        events: &[ScanEvent],
         symbols: &SymbolTable,
     ) -> Result<AppendReport, StoreError> {
         self.append_at(events, symbols, &[])
@@ -364,11 +362,11 @@ impl Store {
     /// recorded even when every event was a duplicate.
     pub fn append_at(
         &self,
-        events: &[imbtrack_feed::ScanEvent],
+        events: &[ScanEvent],
         symbols: &SymbolTable,
         positions: &[(String, i64)],
     ) -> Result<AppendReport, StoreError> {
-        let pending = self.append_pending(events, symbols, positions)?;
+        let pending = self.append_pending(&mut events.to_vec(), symbols, positions)?;
         self.durable(pending)
     }
 
@@ -376,9 +374,13 @@ impl Store {
     /// and fsync: a pipeline appends its next batch while this one's fsync runs, and hands
     /// this to [`Store::durable`] before it acknowledges anything. Lookups may see the new
     /// scans before they are durable, as they may during any append's fsync.
+    ///
+    /// The batch is the caller's buffer, not a copy: each event's facility and machine are
+    /// rewritten to the store's symbol ids, so its contents are the store's afterwards (a
+    /// parser's reused buffer is cleared before it is filled again).
     pub fn append_pending(
         &self,
-        events: &[imbtrack_feed::ScanEvent],
+        events: &mut [ScanEvent],
         symbols: &SymbolTable,
         positions: &[(String, i64)],
     ) -> Result<PendingAppend, StoreError> {

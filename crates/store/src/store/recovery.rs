@@ -103,7 +103,6 @@ impl Store {
             segment_has_events: false,
             scans_since_checkpoint: 0,
             next_bucket_seq,
-            candidates: Vec::new(),
             candidate_site_numbers: Vec::new(),
             site_numbers: SiteNumbers::default(),
         };
