@@ -228,12 +228,12 @@ impl Store {
         // is durable either way (until the fsync), and a failure to log them (a segment
         // rotation's) fails the store below, under this same writer turn.
         let view = self.view.load();
-        for (id, groups) in &buckets {
-            if let Some(head) = view.head.get(id) {
-                for index in head.insert_new(candidates, &site_numbers, groups, &keep) {
-                    keep[index as usize] = false;
-                }
-            }
+        let heads: Vec<(&HeadBucket, &ShardGroups)> = buckets
+            .iter()
+            .filter_map(|(id, groups)| Some((&**view.head.get(id)?, groups)))
+            .collect();
+        for index in HeadBucket::insert_new_in(&heads, candidates, &site_numbers, &keep) {
+            keep[index as usize] = false;
         }
         let fresh = keep.iter().filter(|&&k| k).count();
         let report = AppendReport {

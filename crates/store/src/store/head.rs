@@ -839,6 +839,8 @@ impl HeadBucket {
     /// each under its write lock once, and returns the indexes of those it already had. A
     /// repeat within the batch is had by the time it comes: its first copy went in before it
     /// (a shard's group keeps input order), so each event costs one probe, repeats included.
+    /// (Tests; a batch inserts into all its buckets at once, [`HeadBucket::insert_new_in`].)
+    #[cfg(test)]
     pub(crate) fn insert_new(
         &self,
         events: &[ScanEvent],
@@ -846,16 +848,29 @@ impl HeadBucket {
         groups: &ShardGroups,
         keep: &[bool],
     ) -> Vec<u32> {
-        self.shards
+        HeadBucket::insert_new_in(&[(self, groups)], events, site_numbers, keep)
+    }
+
+    /// [`HeadBucket::insert_new`] into several buckets, each with its groups: every bucket's
+    /// every shard is a task of one parallel loop. A batch spans a few days, and a loop a
+    /// bucket queued behind the parse tasks on the pool once a bucket, its writer idle each
+    /// time.
+    pub(crate) fn insert_new_in(
+        heads: &[(&HeadBucket, &ShardGroups)],
+        events: &[ScanEvent],
+        site_numbers: &[u32],
+        keep: &[bool],
+    ) -> Vec<u32> {
+        let tasks: Vec<(&HeadBucket, &[u32], usize)> = heads
+            .iter()
+            .flat_map(|&(head, groups)| (0..HEAD_SHARDS).map(move |s| (head, groups.of(s), s)))
+            .filter(|(_, group, _)| group.iter().any(|&i| keep[i as usize]))
+            .collect();
+        tasks
             .par_iter()
-            .enumerate()
-            .flat_map_iter(|(index, shard)| {
-                let group = groups.of(index);
+            .flat_map_iter(|&(head, group, index)| {
                 let mut present = Vec::new();
-                if !group.iter().any(|&i| keep[i as usize]) {
-                    return present;
-                }
-                let mut shard = write(shard);
+                let mut shard = write(&head.shards[index]);
                 let hashes = shard.hashes_of(events, group);
                 for (n, &i) in group.iter().enumerate() {
                     shard.prefetch_ahead(&hashes, n);

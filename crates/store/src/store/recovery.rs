@@ -13,7 +13,7 @@ use rayon::prelude::*;
 
 use super::append::BucketIndexes;
 use super::checkpoint::{read_checkpoint, LoadedCheckpoint};
-use super::head::{HeadBucket, SiteNumbers};
+use super::head::{HeadBucket, ShardGroups, SiteNumbers};
 use super::layout::{
     bucket_dir_seq, bucket_id, bucket_name, BucketId, Manifest, BUCKETS, LOCK, QUARANTINE, WAL_DIR,
 };
@@ -189,15 +189,24 @@ impl Store {
                             candidates.push(event);
                         }
                         let keep = vec![true; candidates.len()];
-                        for (id, groups) in bucket_indexes.into_shard_groups(&candidates) {
-                            let present = view
-                                .head
-                                .entry(id)
-                                .or_insert_with(|| Arc::new(HeadBucket::new(id)))
-                                .insert_new(&candidates, &site_numbers, &groups, &keep);
-                            report.replayed_scans +=
-                                (groups.indexes().len() - present.len()) as u64;
-                        }
+                        let buckets: Vec<(Arc<HeadBucket>, ShardGroups)> = bucket_indexes
+                            .into_shard_groups(&candidates)
+                            .into_iter()
+                            .map(|(id, groups)| {
+                                let head = view
+                                    .head
+                                    .entry(id)
+                                    .or_insert_with(|| Arc::new(HeadBucket::new(id)));
+                                (head.clone(), groups)
+                            })
+                            .collect();
+                        let heads: Vec<(&HeadBucket, &ShardGroups)> = buckets
+                            .iter()
+                            .map(|(head, groups)| (&**head, groups))
+                            .collect();
+                        let present =
+                            HeadBucket::insert_new_in(&heads, &candidates, &site_numbers, &keep);
+                        report.replayed_scans += (candidates.len() - present.len()) as u64;
                         for id in ids {
                             if view.head.contains_key(&id) {
                                 writer.segment_buckets.entry(seq).or_default().insert(id);
