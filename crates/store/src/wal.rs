@@ -54,20 +54,15 @@ pub(crate) enum WalRecord {
     Positions(Vec<(String, i64)>),
 }
 
-/// A segment read back: its number, the index of the first record returned (those before a
-/// replay's starting point are checked but not decoded) and the good records from there.
-pub(crate) struct Replayed {
-    pub(crate) seq: u64,
-    pub(crate) first: u64,
-    pub(crate) records: Vec<WalRecord>,
-}
-
-/// The WAL opened: what replay found, and the new segment appends go to.
+/// The WAL opened: the new segment appends go to, and what replay found wrong and repaired.
 pub(crate) struct Opened {
     pub(crate) wal: Wal,
-    pub(crate) replayed: Vec<Replayed>,
     pub(crate) repairs: Vec<WalRepair>,
 }
+
+/// Takes each record a replay reads, with its position (segment, record number in it), in
+/// log order.
+pub(crate) type OnRecord<'a> = dyn FnMut((u64, u64), WalRecord) + 'a;
 
 /// What replay found wrong and repaired.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -126,13 +121,13 @@ fn decode_payload(payload: &[u8]) -> Option<WalRecord> {
     }
 }
 
-/// Reads a segment's good records, the first `skip` only checked, not decoded: returns the
-/// decoded records, how many were skipped and the offset where the last good one ends.
-fn read_segment(bytes: &[u8], skip: u64) -> (Vec<WalRecord>, u64, usize) {
-    let mut records = Vec::new();
-    let mut skipped = 0;
+/// Reads segment `seq`'s good records, the first `skip` only checked, not decoded, each
+/// decoded one handed to `on_record` as soon as it is read; returns the offset where the last
+/// good one ends.
+fn read_segment(bytes: &[u8], seq: u64, skip: u64, on_record: &mut OnRecord<'_>) -> usize {
+    let mut index = 0;
     if bytes.len() < SEGMENT_MAGIC.len() || &bytes[..SEGMENT_MAGIC.len()] != SEGMENT_MAGIC {
-        return (records, 0, 0);
+        return 0;
     }
     let mut at = SEGMENT_MAGIC.len();
     while bytes.len() - at >= RECORD_HEADER {
@@ -147,17 +142,16 @@ fn read_segment(bytes: &[u8], skip: u64) -> (Vec<WalRecord>, u64, usize) {
         if crc32fast::hash(payload) != crc {
             break;
         }
-        if skipped < skip {
-            skipped += 1;
-        } else {
+        if index >= skip {
             let Some(record) = decode_payload(payload) else {
                 break;
             };
-            records.push(record);
+            on_record((seq, index), record);
         }
+        index += 1;
         at += RECORD_HEADER + len;
     }
-    (records, skipped, at)
+    at
 }
 
 /// Where the log's written bytes end: (segment, bytes into it). An appender's records are
@@ -297,7 +291,13 @@ impl Wal {
     /// else is reported the same way), then opens a new segment, numbered after every segment
     /// and after `from`'s, so that nothing written from now on is ever taken for a record
     /// before `from`. Segments before `from` are not read.
-    pub(crate) fn open(dir: &Path, from: Option<(u64, u64)>) -> Result<Opened, StoreError> {
+    /// Each record read goes to `on_record` at once, so that replay never holds more than
+    /// one decoded record.
+    pub(crate) fn open(
+        dir: &Path,
+        from: Option<(u64, u64)>,
+        on_record: &mut OnRecord<'_>,
+    ) -> Result<Opened, StoreError> {
         fs::create_dir_all(dir).map_err(|e| StoreError::io(dir, e))?;
         let mut seqs: Vec<u64> = fs::read_dir(dir)
             .map_err(|e| StoreError::io(dir, e))?
@@ -306,18 +306,14 @@ impl Wal {
             .collect();
         seqs.sort_unstable();
         let mut repairs = Vec::new();
-        let replayed = Self::replay(dir, &seqs, from, &mut repairs)?;
+        Self::replay(dir, &seqs, from, &mut repairs, on_record)?;
         let next = seqs
             .last()
             .copied()
             .max(from.map(|f| f.0))
             .map_or(1, |s| s + 1);
         let wal = Wal::create_segment(dir, next, seqs)?;
-        Ok(Opened {
-            wal,
-            replayed,
-            repairs,
-        })
+        Ok(Opened { wal, repairs })
     }
 
     /// Reads the segments `seqs` from `from` on (see [`Wal::open`]), cutting torn tails.
@@ -326,9 +322,9 @@ impl Wal {
         seqs: &[u64],
         from: Option<(u64, u64)>,
         repairs: &mut Vec<WalRepair>,
-    ) -> Result<Vec<Replayed>, StoreError> {
+        on_record: &mut OnRecord<'_>,
+    ) -> Result<(), StoreError> {
         let (from_seq, from_record) = from.unwrap_or((0, 0));
-        let mut replayed = Vec::new();
         for &seq in seqs.iter().filter(|&&seq| seq >= from_seq) {
             let path = dir.join(segment_name(seq));
             let file = File::open(&path).map_err(|e| StoreError::io(&path, e))?;
@@ -342,7 +338,7 @@ impl Wal {
             let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| StoreError::io(&path, e))?;
             let bytes: &[u8] = &map;
             let skip = if seq == from_seq { from_record } else { 0 };
-            let (records, skipped, good) = read_segment(bytes, skip);
+            let good = read_segment(bytes, seq, skip, on_record);
             let total = bytes.len();
             drop(map);
             if good < total {
@@ -359,13 +355,8 @@ impl Wal {
                     dropped_bytes: (total - good) as u64,
                 });
             }
-            replayed.push(Replayed {
-                seq,
-                first: skipped,
-                records,
-            });
         }
-        Ok(replayed)
+        Ok(())
     }
 
     fn create_segment(dir: &Path, seq: u64, older: Vec<u64>) -> Result<Wal, StoreError> {
@@ -591,12 +582,31 @@ mod tests {
         }
     }
 
+    /// Opens the WAL in `dir`, with the records replay read, in order.
+    fn open_collecting(dir: &Path) -> (Opened, Vec<WalRecord>) {
+        let mut records = Vec::new();
+        let opened = Wal::open(dir, None, &mut |_, record| records.push(record)).unwrap();
+        (opened, records)
+    }
+
+    /// [`read_segment`]'s records with their numbers, and where the good ones end.
+    fn read_all(bytes: &[u8], skip: u64) -> (Vec<(u64, WalRecord)>, usize) {
+        let mut records = Vec::new();
+        let good = read_segment(bytes, 1, skip, &mut |(_, index), record| {
+            records.push((index, record))
+        });
+        (records, good)
+    }
+
+    /// [`read_all`]'s records alone.
+    fn records_of(bytes: &[u8]) -> Vec<WalRecord> {
+        read_all(bytes, 0).0.into_iter().map(|(_, r)| r).collect()
+    }
+
     #[test]
     fn records_round_trip_and_torn_tails_are_cut() {
         let dir = tempfile::tempdir().unwrap();
-        let Opened {
-            mut wal, replayed, ..
-        } = Wal::open(dir.path(), None).unwrap();
+        let (Opened { mut wal, .. }, replayed) = open_collecting(dir.path());
         assert!(replayed.is_empty());
         wal.add_symbols([(1, "SF P&DC"), (2, "DBCS")].into_iter());
         wal.add_events(&[event(1), event(2)]);
@@ -613,15 +623,12 @@ mod tests {
             .unwrap()
             .set_len(len - 5)
             .unwrap();
-        let Opened {
-            replayed, repairs, ..
-        } = Wal::open(dir.path(), None).unwrap();
+        let (Opened { repairs, .. }, records) = open_collecting(dir.path());
         assert_eq!(repairs.len(), 1);
         assert_eq!(
             repairs[0].dropped_bytes,
             (RECORD_HEADER + 5 + scans::body_len(1, 1) - 5) as u64
         );
-        let records = &replayed[0].records;
         assert_eq!(
             records[0],
             WalRecord::Symbols(vec![(1, "SF P&DC".into()), (2, "DBCS".into())])
@@ -633,7 +640,7 @@ mod tests {
     #[test]
     fn flipped_bytes_stop_replay_at_the_damage() {
         let dir = tempfile::tempdir().unwrap();
-        let mut wal = Wal::open(dir.path(), None).unwrap().wal;
+        let mut wal = open_collecting(dir.path()).0.wal;
         for n in 0..3 {
             wal.add_events(&[event(n)]);
             wal.commit().unwrap();
@@ -645,10 +652,8 @@ mod tests {
             SEGMENT_MAGIC.len() + RECORD_HEADER + 5 + scans::body_len(1, 1) + RECORD_HEADER + 20;
         bytes[second_record] ^= 0x40;
         fs::write(&path, &bytes).unwrap();
-        let Opened {
-            replayed, repairs, ..
-        } = Wal::open(dir.path(), None).unwrap();
-        assert_eq!(replayed[0].records, vec![WalRecord::Events(vec![event(0)])]);
+        let (Opened { repairs, .. }, records) = open_collecting(dir.path());
+        assert_eq!(records, vec![WalRecord::Events(vec![event(0)])]);
         assert_eq!(
             repairs[0].kept_bytes as usize,
             SEGMENT_MAGIC.len() + RECORD_HEADER + 5 + scans::body_len(1, 1)
@@ -658,7 +663,7 @@ mod tests {
     #[test]
     fn every_truncation_of_the_last_record_keeps_the_ones_before() {
         let dir = tempfile::tempdir().unwrap();
-        let mut wal = Wal::open(dir.path(), None).unwrap().wal;
+        let mut wal = open_collecting(dir.path()).0.wal;
         wal.add_events(&[event(0)]);
         wal.commit().unwrap();
         wal.add_events(&[event(1), event(2)]);
@@ -668,27 +673,26 @@ mod tests {
         let full = fs::read(&path).unwrap();
         let first_end = SEGMENT_MAGIC.len() + RECORD_HEADER + 5 + scans::body_len(1, 1);
         for cut in first_end..full.len() {
-            let (records, _, good) = read_segment(&full[..cut], 0);
+            let (records, good) = read_all(&full[..cut], 0);
             assert_eq!(good, first_end, "cut at {cut}");
-            assert_eq!(records, vec![WalRecord::Events(vec![event(0)])]);
+            assert_eq!(records, vec![(0, WalRecord::Events(vec![event(0)]))]);
         }
-        assert_eq!(read_segment(&full, 0).0.len(), 2);
-        // Skipped records are checked, not returned.
+        assert_eq!(records_of(&full).len(), 2);
+        // Skipped records are checked, not handed over; the others keep their numbers.
         assert_eq!(
-            read_segment(&full, 1),
+            read_all(&full, 1),
             (
-                vec![WalRecord::Events(vec![event(1), event(2)])],
-                1,
+                vec![(1, WalRecord::Events(vec![event(1), event(2)]))],
                 full.len()
             )
         );
-        assert_eq!(read_segment(&full, 5), (vec![], 2, full.len()));
+        assert_eq!(read_all(&full, 5), (vec![], full.len()));
     }
 
     #[test]
     fn scans_far_apart_in_time_are_logged_in_the_long_form() {
         let dir = tempfile::tempdir().unwrap();
-        let mut wal = Wal::open(dir.path(), None).unwrap().wal;
+        let mut wal = open_collecting(dir.path()).0.wal;
         let far = [event(0), event(1 << 40)];
         wal.add_events(&far);
         wal.add_events(&[event(5), event(7)]);
@@ -698,7 +702,7 @@ mod tests {
         assert_eq!(bytes[long], KIND_EVENTS);
         assert_eq!(bytes[long + 5 + 2 * EVENT_LEN + RECORD_HEADER], KIND_SCANS);
         assert_eq!(
-            read_segment(&bytes, 0).0,
+            records_of(&bytes),
             vec![
                 WalRecord::Events(far.to_vec()),
                 WalRecord::Events(vec![event(5), event(7)])
@@ -711,31 +715,27 @@ mod tests {
     #[test]
     fn segments_of_56_byte_records_still_read() {
         let old = include_bytes!("../tests/data/segment-kind2.wal");
-        let (records, skipped, good) = read_segment(old, 0);
-        assert_eq!((skipped, good), (0, old.len()));
-        let Some(WalRecord::Events(events)) = records.last() else {
+        let (records, good) = read_all(old, 0);
+        assert_eq!(good, old.len());
+        let Some((_, WalRecord::Events(events))) = records.last() else {
             panic!("no events record: {records:?}");
         };
         assert_eq!(events.len(), 3);
         let dir = tempfile::tempdir().unwrap();
-        let mut wal = Wal::open(dir.path(), None).unwrap().wal;
+        let mut wal = open_collecting(dir.path()).0.wal;
         wal.add_events(events);
         wal.commit().unwrap();
         let bytes = fs::read(dir.path().join(segment_name(wal.seq()))).unwrap();
         assert_eq!(bytes[SEGMENT_MAGIC.len() + RECORD_HEADER], KIND_SCANS);
-        assert_eq!(
-            read_segment(&bytes, 0).0,
-            vec![WalRecord::Events(events.clone())]
-        );
+        assert_eq!(records_of(&bytes), vec![WalRecord::Events(events.clone())]);
     }
 
     #[test]
     fn an_empty_segment_left_by_a_crash_replays_as_nothing() {
         let dir = tempfile::tempdir().unwrap();
         fs::write(dir.path().join(segment_name(4)), b"").unwrap();
-        let Opened { wal, replayed, .. } = Wal::open(dir.path(), None).unwrap();
-        assert_eq!(replayed.len(), 1);
-        assert!(replayed[0].records.is_empty());
+        let (Opened { wal, .. }, records) = open_collecting(dir.path());
+        assert!(records.is_empty());
         assert_eq!(wal.seq(), 5);
     }
 }

@@ -1,14 +1,14 @@
 //! Opening a store: the lock, the manifest, the sealed buckets (quarantining any that fail their
 //! checks), leftovers of interrupted seals and deletions, and the WAL replayed into the head.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 use hashbrown::HashMap;
-use imbtrack_feed::SymbolTable;
+use imbtrack_feed::{ScanEvent, SymbolTable};
 use rayon::prelude::*;
 
 use super::append::BucketIndexes;
@@ -20,7 +20,7 @@ use super::layout::{
 use super::{RecoveryReport, SealedDay, Store, StoreOptions, View, Writer};
 use crate::bucket::{BucketKind, SealedBucket};
 use crate::fsutil::sync_dir;
-use crate::wal::{Replayed, Wal, WalRecord};
+use crate::wal::{Wal, WalRecord};
 use crate::{fault, StoreError};
 
 impl Store {
@@ -90,132 +90,66 @@ impl Store {
             report.checkpoint_rejected = Some(why);
             None
         });
-        let opened = Wal::open(&dir.join(WAL_DIR), checkpoint.as_ref().map(|c| c.through))?;
-        report.wal_repairs = opened.repairs;
-        let (wal, replayed) = (opened.wal, opened.replayed);
-        let mut writer = Writer {
-            positions: manifest.positions.clone(),
-            wal,
+        // Where replay starts (the checkpoint's position), and from where the WAL's positions
+        // records are newer than the positions already known.
+        let from = checkpoint.as_ref().map(|c| c.through);
+        let mut replay = Replay {
+            manifest: &manifest,
+            view: &mut view,
+            report: &mut report,
             symbols: SymbolTable::new(),
+            positions: manifest.positions.clone(),
+            positions_from: manifest.positions_at,
+            segment_buckets: BTreeMap::new(),
+            site_numbers: SiteNumbers::default(),
+            from,
+            sealed_through: HashMap::new(),
+            segment: None,
+            segment_symbols: HashMap::new(),
+        };
+        if let Some(checkpoint) = checkpoint {
+            if checkpoint.through > replay.positions_from {
+                replay.positions_from = checkpoint.through;
+                replay.positions = checkpoint.positions.clone();
+            }
+            for (id, head) in checkpoint.buckets {
+                if LoadedCheckpoint::keeps(&checkpoint.through, replay.manifest, id) {
+                    replay.report.checkpoint_scans += head.scan_count() as u64;
+                    replay.view.head.insert(id, Arc::new(head));
+                }
+            }
+            replay.segment_buckets = checkpoint.segments;
+            let head = &replay.view.head;
+            replay.segment_buckets.retain(|_, ids| {
+                ids.retain(|id| head.contains_key(id));
+                !ids.is_empty()
+            });
+            replay.symbols = checkpoint.symbols;
+        }
+        let opened = Wal::open(&dir.join(WAL_DIR), from, &mut |position, record| {
+            replay.record(position, record)
+        })?;
+        let Replay {
+            symbols,
+            positions,
+            segment_buckets,
+            site_numbers,
+            ..
+        } = replay;
+        report.wal_repairs = opened.repairs;
+        let mut writer = Writer {
+            positions,
+            wal: opened.wal,
+            symbols,
             logged_symbols: 1,
             manifest,
-            segment_buckets: BTreeMap::new(),
+            segment_buckets,
             segment_has_events: false,
             scans_since_checkpoint: 0,
             next_bucket_seq,
             candidate_site_numbers: Vec::new(),
-            site_numbers: SiteNumbers::default(),
+            site_numbers,
         };
-        // Where replay starts (the checkpoint's position), and from where the WAL's positions
-        // records are newer than the positions already known.
-        let replay_from = checkpoint.as_ref().map(|c| c.through);
-        let mut positions_from = writer.manifest.positions_at;
-        if let Some(checkpoint) = checkpoint {
-            if checkpoint.through > positions_from {
-                positions_from = checkpoint.through;
-                writer.positions = checkpoint.positions.clone();
-            }
-            for (id, head) in checkpoint.buckets {
-                if LoadedCheckpoint::keeps(&checkpoint.through, &writer.manifest, id) {
-                    report.checkpoint_scans += head.scan_count() as u64;
-                    view.head.insert(id, Arc::new(head));
-                }
-            }
-            writer.segment_buckets = checkpoint.segments;
-            writer.segment_buckets.retain(|_, ids| {
-                ids.retain(|id| view.head.contains_key(id));
-                !ids.is_empty()
-            });
-            writer.symbols = checkpoint.symbols;
-        }
-        // Where each bucket's sealed files end in the WAL, looked up once a bucket.
-        let mut sealed_through: HashMap<BucketId, Option<(u64, u64)>> = HashMap::new();
-        for Replayed {
-            seq,
-            first,
-            records,
-        } in replayed
-        {
-            // Each segment starts with its own symbol table, so ids are per segment; the
-            // records after a checkpoint use the writer's ids as the checkpoint kept them.
-            let mut segment_symbols: HashMap<u32, u32> = HashMap::new();
-            if replay_from.is_some_and(|from| seq == from.0) {
-                segment_symbols.extend((0..writer.symbols.len() as u32).map(|id| (id, id)));
-            }
-            for (index, record) in records.into_iter().enumerate() {
-                let position = (seq, first + index as u64);
-                match record {
-                    WalRecord::Positions(positions) => {
-                        if position >= positions_from {
-                            writer.positions.extend(positions);
-                        }
-                    }
-                    WalRecord::Symbols(symbols) => {
-                        for (id, text) in symbols {
-                            segment_symbols.insert(id, writer.symbols.intern(&text));
-                        }
-                    }
-                    WalRecord::Events(events) => {
-                        // The events no sealed file has yet go into the head as an append's
-                        // do, a record at a time, each that is new there once.
-                        let mut candidates = Vec::with_capacity(events.len());
-                        let mut site_numbers = Vec::with_capacity(events.len());
-                        let mut bucket_indexes = BucketIndexes::default();
-                        let mut ids = Vec::new();
-                        for mut event in events {
-                            event.facility =
-                                segment_symbols.get(&event.facility).copied().unwrap_or(0);
-                            event.machine =
-                                segment_symbols.get(&event.machine).copied().unwrap_or(0);
-                            let id = bucket_id(&event);
-                            if ids.last() != Some(&id) && !ids.contains(&id) {
-                                ids.push(id);
-                            }
-                            let sealed = *sealed_through.entry(id).or_insert_with(|| {
-                                writer
-                                    .manifest
-                                    .sealed_through
-                                    .get(&bucket_name(id))
-                                    .copied()
-                            });
-                            if sealed.is_some_and(|through| position < through)
-                                || writer.manifest.is_expired_day(&event)
-                                || view.in_sealed(&event)
-                            {
-                                continue;
-                            }
-                            bucket_indexes.push(id, candidates.len() as u32);
-                            site_numbers.push(writer.site_numbers.number(&event));
-                            candidates.push(event);
-                        }
-                        let keep = vec![true; candidates.len()];
-                        let buckets: Vec<(Arc<HeadBucket>, ShardGroups)> = bucket_indexes
-                            .into_shard_groups(&candidates)
-                            .into_iter()
-                            .map(|(id, groups)| {
-                                let head = view
-                                    .head
-                                    .entry(id)
-                                    .or_insert_with(|| Arc::new(HeadBucket::new(id)));
-                                (head.clone(), groups)
-                            })
-                            .collect();
-                        let heads: Vec<(&HeadBucket, &ShardGroups)> = buckets
-                            .iter()
-                            .map(|(head, groups)| (&**head, groups))
-                            .collect();
-                        let present =
-                            HeadBucket::insert_new_in(&heads, &candidates, &site_numbers, &keep);
-                        report.replayed_scans += (candidates.len() - present.len()) as u64;
-                        for id in ids {
-                            if view.head.contains_key(&id) {
-                                writer.segment_buckets.entry(seq).or_default().insert(id);
-                            }
-                        }
-                    }
-                }
-            }
-        }
         writer.write_symbol_snapshot()?;
         view.symbol_texts = writer.symbol_texts();
         let group = writer.wal.group();
@@ -230,6 +164,120 @@ impl Store {
             failed: Mutex::new(None),
         };
         Ok((store, report))
+    }
+}
+
+/// What replaying the WAL builds, one record at a time as [`Wal::open`] reads them: a restart
+/// holds one record's events at a time besides the head, not the whole WAL's decoded.
+struct Replay<'a> {
+    manifest: &'a Manifest,
+    view: &'a mut View,
+    report: &'a mut RecoveryReport,
+    symbols: SymbolTable,
+    positions: BTreeMap<String, i64>,
+    /// Positions records from here on are newer than `positions`.
+    positions_from: (u64, u64),
+    segment_buckets: BTreeMap<u64, BTreeSet<BucketId>>,
+    site_numbers: SiteNumbers,
+    /// The checkpoint's position, where replay starts.
+    from: Option<(u64, u64)>,
+    /// Where each bucket's sealed files end in the WAL, looked up once a bucket.
+    sealed_through: HashMap<BucketId, Option<(u64, u64)>>,
+    /// The segment being read, and its symbol ids as the store's.
+    segment: Option<u64>,
+    segment_symbols: HashMap<u32, u32>,
+}
+
+impl Replay<'_> {
+    /// Applies the record at `position` (segment, record number in it).
+    fn record(&mut self, position: (u64, u64), record: WalRecord) {
+        let seq = position.0;
+        if self.segment != Some(seq) {
+            // Each segment starts with its own symbol table, so ids are per segment; the
+            // records after a checkpoint use the writer's ids as the checkpoint kept them.
+            self.segment = Some(seq);
+            self.segment_symbols.clear();
+            if self.from.is_some_and(|from| seq == from.0) {
+                let ids = 0..self.symbols.len() as u32;
+                self.segment_symbols.extend(ids.map(|id| (id, id)));
+            }
+        }
+        match record {
+            WalRecord::Positions(positions) => {
+                if position >= self.positions_from {
+                    self.positions.extend(positions);
+                }
+            }
+            WalRecord::Symbols(symbols) => {
+                for (id, text) in symbols {
+                    self.segment_symbols.insert(id, self.symbols.intern(&text));
+                }
+            }
+            WalRecord::Events(events) => self.events(position, events),
+        }
+    }
+
+    /// Puts the events no sealed file has yet into the head as an append does, each that is
+    /// new there once.
+    fn events(&mut self, position: (u64, u64), events: Vec<ScanEvent>) {
+        let mut candidates = Vec::with_capacity(events.len());
+        let mut site_numbers = Vec::with_capacity(events.len());
+        let mut bucket_indexes = BucketIndexes::default();
+        let mut ids = Vec::new();
+        for mut event in events {
+            event.facility = self.segment_symbol(event.facility);
+            event.machine = self.segment_symbol(event.machine);
+            let id = bucket_id(&event);
+            if ids.last() != Some(&id) && !ids.contains(&id) {
+                ids.push(id);
+            }
+            let manifest = self.manifest;
+            let sealed = *self
+                .sealed_through
+                .entry(id)
+                .or_insert_with(|| manifest.sealed_through.get(&bucket_name(id)).copied());
+            if sealed.is_some_and(|through| position < through)
+                || manifest.is_expired_day(&event)
+                || self.view.in_sealed(&event)
+            {
+                continue;
+            }
+            bucket_indexes.push(id, candidates.len() as u32);
+            site_numbers.push(self.site_numbers.number(&event));
+            candidates.push(event);
+        }
+        let keep = vec![true; candidates.len()];
+        let buckets: Vec<(Arc<HeadBucket>, ShardGroups)> = bucket_indexes
+            .into_shard_groups(&candidates)
+            .into_iter()
+            .map(|(id, groups)| {
+                let head = self.view.head.entry(id);
+                (
+                    head.or_insert_with(|| Arc::new(HeadBucket::new(id)))
+                        .clone(),
+                    groups,
+                )
+            })
+            .collect();
+        let heads: Vec<(&HeadBucket, &ShardGroups)> = buckets
+            .iter()
+            .map(|(head, groups)| (&**head, groups))
+            .collect();
+        let present = HeadBucket::insert_new_in(&heads, &candidates, &site_numbers, &keep);
+        self.report.replayed_scans += (candidates.len() - present.len()) as u64;
+        for id in ids {
+            if self.view.head.contains_key(&id) {
+                self.segment_buckets
+                    .entry(position.0)
+                    .or_default()
+                    .insert(id);
+            }
+        }
+    }
+
+    /// The store's id of the open segment's symbol `id` (0, the empty text, if it has none).
+    fn segment_symbol(&self, id: u32) -> u32 {
+        self.segment_symbols.get(&id).copied().unwrap_or(0)
     }
 }
 
