@@ -482,6 +482,14 @@ impl Wal {
             if count == 0 {
                 return;
             }
+            // Room for the record's scans at once: grown 32 bytes at a time, a record of
+            // 80,000 scans doubled its buffer a dozen times, copying it each time.
+            let per_scan = if base.is_some() {
+                scans::SCAN_LEN
+            } else {
+                EVENT_LEN
+            };
+            self.pending.reserve(RECORD_HEADER + 16 + count * per_scan);
             let start = self.open_record();
             self.pending.push(if base.is_some() {
                 KIND_SCANS
