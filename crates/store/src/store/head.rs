@@ -851,10 +851,9 @@ impl HeadBucket {
         HeadBucket::insert_new_in(&[(self, groups)], events, site_numbers, keep)
     }
 
-    /// [`HeadBucket::insert_new`] into several buckets, each with its groups: every bucket's
-    /// every shard is a task of one parallel loop. A batch spans a few days, and a loop a
-    /// bucket queued behind the parse tasks on the pool once a bucket, its writer idle each
-    /// time.
+    /// [`HeadBucket::insert_new`] into several buckets, each with its groups: every shard of
+    /// every bucket is a task of one parallel loop. A batch spans a few days; with a loop a
+    /// bucket, the writer waited behind the parse tasks on the pool once for each.
     pub(crate) fn insert_new_in(
         heads: &[(&HeadBucket, &ShardGroups)],
         events: &[ScanEvent],
