@@ -161,7 +161,7 @@ impl Store {
             .map(|class| writer.manifest.expired_through_day(class));
         let mut expired = 0;
         let mut keep = vec![true; events.len()];
-        let mut site_numbers = std::mem::take(&mut writer.candidate_site_numbers);
+        let mut site_numbers = std::mem::take(&mut writer.batch_site_numbers);
         site_numbers.clear();
         let mut bucket_indexes = BucketIndexes::default();
         for (index, event) in events.iter_mut().enumerate() {
@@ -242,7 +242,7 @@ impl Store {
             expired,
         };
         if fresh == 0 && positions.is_empty() {
-            writer.candidate_site_numbers = site_numbers;
+            writer.batch_site_numbers = site_numbers;
             return Ok(PendingAppend {
                 report,
                 ticket: None,
@@ -266,7 +266,7 @@ impl Store {
                 writer.segment_buckets.entry(seq).or_default().insert(*id);
             }
         }
-        writer.candidate_site_numbers = site_numbers;
+        writer.batch_site_numbers = site_numbers;
         Ok(PendingAppend {
             report,
             ticket: Some(ticket),

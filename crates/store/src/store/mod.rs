@@ -271,7 +271,7 @@ pub(crate) struct Writer {
     pub(crate) next_bucket_seq: u64,
     /// The site number of each event of the last append, kept for the next one's: its pages
     /// are in memory already, where a fresh buffer of a large batch faults every page in again.
-    pub(crate) candidate_site_numbers: Vec<u32>,
+    pub(crate) batch_site_numbers: Vec<u32>,
     pub(crate) site_numbers: SiteNumbers,
 }
 

@@ -147,7 +147,7 @@ impl Store {
             segment_has_events: false,
             scans_since_checkpoint: 0,
             next_bucket_seq,
-            candidate_site_numbers: Vec::new(),
+            batch_site_numbers: Vec::new(),
             site_numbers,
         };
         writer.write_symbol_snapshot()?;
