@@ -6,7 +6,7 @@ use std::sync::Arc;
 use imbtrack_feed::{MailClass, ScanEvent, SymbolTable};
 use rayon::prelude::*;
 
-use super::head::{HeadBucket, ShardGroups, NO_SITE_NUMBER};
+use super::head::{HeadBucket, ShardGroups, SiteNumbers, NO_SITE_NUMBER};
 use super::layout::{bucket_id, BucketId};
 use super::{AppendReport, PendingAppend, Store, View, Writer};
 use crate::bucket::BloomProbe;
@@ -80,6 +80,35 @@ impl Writer {
     }
 }
 
+/// Sorts out a batch for the head, in place: rewrites each event's facility and machine by
+/// `symbol`, sets aside those `set_aside` names (given each event and its bucket; `keep` false,
+/// no site number), and numbers the others' sites into `site_numbers` (one a batch event)
+/// and files them under their buckets. What an append and a WAL replay both do to a batch.
+pub(crate) fn sort_out(
+    events: &mut [ScanEvent],
+    symbol: impl Fn(u32) -> u32,
+    numbers: &mut SiteNumbers,
+    site_numbers: &mut Vec<u32>,
+    mut set_aside: impl FnMut(&ScanEvent, BucketId) -> bool,
+) -> (Vec<bool>, BucketIndexes) {
+    let mut keep = vec![true; events.len()];
+    site_numbers.clear();
+    let mut bucket_indexes = BucketIndexes::default();
+    for (index, event) in events.iter_mut().enumerate() {
+        event.facility = symbol(event.facility);
+        event.machine = symbol(event.machine);
+        let id = bucket_id(event);
+        if set_aside(event, id) {
+            keep[index] = false;
+            site_numbers.push(NO_SITE_NUMBER);
+        } else {
+            bucket_indexes.push(id, index as u32);
+            site_numbers.push(numbers.number(event));
+        }
+    }
+    (keep, bucket_indexes)
+}
+
 /// A batch's events (as indexes into it) by bucket, in the order each bucket was first seen.
 #[derive(Default)]
 pub(crate) struct BucketIndexes {
@@ -90,7 +119,7 @@ pub(crate) struct BucketIndexes {
 impl BucketIndexes {
     /// Files event `index` under bucket `id`. A batch spans few buckets: a short list,
     /// searched from the last one hit.
-    pub(crate) fn push(&mut self, id: BucketId, index: u32) {
+    fn push(&mut self, id: BucketId, index: u32) {
         if self
             .buckets
             .get(self.last)
@@ -160,23 +189,18 @@ impl Store {
         let expired_through = [MailClass::Mail, MailClass::Package]
             .map(|class| writer.manifest.expired_through_day(class));
         let mut expired = 0;
-        let mut keep = vec![true; events.len()];
         let mut site_numbers = std::mem::take(&mut writer.batch_site_numbers);
-        site_numbers.clear();
-        let mut bucket_indexes = BucketIndexes::default();
-        for (index, event) in events.iter_mut().enumerate() {
-            event.facility = remap.get(event.facility as usize).copied().unwrap_or(0);
-            event.machine = remap.get(event.machine as usize).copied().unwrap_or(0);
-            let id = bucket_id(event);
-            if expired_through[id.0 as usize].is_some_and(|through| id.1 <= through) {
-                expired += 1;
-                keep[index] = false;
-                site_numbers.push(NO_SITE_NUMBER);
-                continue;
-            }
-            bucket_indexes.push(id, index as u32);
-            site_numbers.push(writer.site_numbers.number(event));
-        }
+        let (mut keep, bucket_indexes) = sort_out(
+            events,
+            |id| remap.get(id as usize).copied().unwrap_or(0),
+            &mut writer.site_numbers,
+            &mut site_numbers,
+            |_, id| {
+                let gone = expired_through[id.0 as usize].is_some_and(|through| id.1 <= through);
+                expired += u64::from(gone);
+                gone
+            },
+        );
         let candidates: &[ScanEvent] = events;
         let view = self.view.load_full();
         // Which candidates are new, bucket by bucket, each bucket's events grouped by head

@@ -11,11 +11,11 @@ use hashbrown::HashMap;
 use imbtrack_feed::{ScanEvent, SymbolTable};
 use rayon::prelude::*;
 
-use super::append::BucketIndexes;
+use super::append::sort_out;
 use super::checkpoint::{read_checkpoint, LoadedCheckpoint};
 use super::head::{HeadBucket, ShardGroups, SiteNumbers};
 use super::layout::{
-    bucket_dir_seq, bucket_id, bucket_name, BucketId, Manifest, BUCKETS, LOCK, QUARANTINE, WAL_DIR,
+    bucket_dir_seq, bucket_name, BucketId, Manifest, BUCKETS, LOCK, QUARANTINE, WAL_DIR,
 };
 use super::{RecoveryReport, SealedDay, Store, StoreOptions, View, Writer};
 use crate::bucket::{BucketKind, SealedBucket};
@@ -219,36 +219,31 @@ impl Replay<'_> {
 
     /// Puts the events no sealed file has yet into the head as an append does, each that is
     /// new there once.
-    fn events(&mut self, position: (u64, u64), events: Vec<ScanEvent>) {
-        let mut candidates = Vec::with_capacity(events.len());
+    fn events(&mut self, position: (u64, u64), mut events: Vec<ScanEvent>) {
         let mut site_numbers = Vec::with_capacity(events.len());
-        let mut bucket_indexes = BucketIndexes::default();
         let mut ids = Vec::new();
-        for mut event in events {
-            event.facility = self.segment_symbol(event.facility);
-            event.machine = self.segment_symbol(event.machine);
-            let id = bucket_id(&event);
-            if ids.last() != Some(&id) && !ids.contains(&id) {
-                ids.push(id);
-            }
-            let manifest = self.manifest;
-            let sealed = *self
-                .sealed_through
-                .entry(id)
-                .or_insert_with(|| manifest.sealed_through.get(&bucket_name(id)).copied());
-            if sealed.is_some_and(|through| position < through)
-                || manifest.is_expired_day(&event)
-                || self.view.in_sealed(&event)
-            {
-                continue;
-            }
-            bucket_indexes.push(id, candidates.len() as u32);
-            site_numbers.push(self.site_numbers.number(&event));
-            candidates.push(event);
-        }
-        let keep = vec![true; candidates.len()];
+        let segment_symbols = &self.segment_symbols;
+        let (manifest, view, sealed_through) =
+            (self.manifest, &*self.view, &mut self.sealed_through);
+        let (keep, bucket_indexes) = sort_out(
+            &mut events,
+            |id| segment_symbols.get(&id).copied().unwrap_or(0),
+            &mut self.site_numbers,
+            &mut site_numbers,
+            |event, id| {
+                if ids.last() != Some(&id) && !ids.contains(&id) {
+                    ids.push(id);
+                }
+                let sealed = *sealed_through
+                    .entry(id)
+                    .or_insert_with(|| manifest.sealed_through.get(&bucket_name(id)).copied());
+                sealed.is_some_and(|through| position < through)
+                    || manifest.is_expired_day(event)
+                    || view.in_sealed(event)
+            },
+        );
         let buckets: Vec<(Arc<HeadBucket>, ShardGroups)> = bucket_indexes
-            .into_shard_groups(&candidates)
+            .into_shard_groups(&events)
             .into_iter()
             .map(|(id, groups)| {
                 let head = self.view.head.entry(id);
@@ -263,8 +258,9 @@ impl Replay<'_> {
             .iter()
             .map(|(head, groups)| (&**head, groups))
             .collect();
-        let present = HeadBucket::insert_new_in(&heads, &candidates, &site_numbers, &keep);
-        self.report.replayed_scans += (candidates.len() - present.len()) as u64;
+        let present = HeadBucket::insert_new_in(&heads, &events, &site_numbers, &keep);
+        let candidates = keep.iter().filter(|&&k| k).count();
+        self.report.replayed_scans += (candidates - present.len()) as u64;
         for id in ids {
             if self.view.head.contains_key(&id) {
                 self.segment_buckets
@@ -273,11 +269,6 @@ impl Replay<'_> {
                     .insert(id);
             }
         }
-    }
-
-    /// The store's id of the open segment's symbol `id` (0, the empty text, if it has none).
-    fn segment_symbol(&self, id: u32) -> u32 {
-        self.segment_symbols.get(&id).copied().unwrap_or(0)
     }
 }
 
