@@ -152,6 +152,9 @@ impl Cursor<'_> {
 /// accepted form), or why not. Unsigned arithmetic: a division of an unsigned number by a
 /// constant is a multiply and a shift, where the signed, Euclidean ones of [`days_from_civil`]
 /// cost several times more, and every record pays them.
+/// 1970-01-01 counted in days from the start of year -399 (year 1, four hundred years back).
+const EPOCH_DAYS_FROM_MINUS_400: i64 = 719_162 + 146_097;
+
 fn epoch_ms(
     year: u32,
     month: u32,
@@ -162,6 +165,8 @@ fn epoch_ms(
     ms: u32,
 ) -> Result<i64, TimeError> {
     debug_assert!(year <= 9999);
+    /// Days of the year before each month's first, in a common year.
+    const DAYS_BEFORE: [u32; 13] = [0, 0, 31, 59, 90, 120, 151, 181, 212, 243, 273, 304, 334];
     let leap = year.is_multiple_of(4) && (!year.is_multiple_of(100) || year.is_multiple_of(400));
     let month_days = match month {
         2 if leap => 29,
@@ -178,13 +183,11 @@ fn epoch_ms(
     {
         return Err(TimeError::OutOfRange);
     }
-    // Hinnant's days_from_civil, four hundred years later so nothing goes below zero.
-    let y = year + 400 - u32::from(month <= 2);
-    let (era, year_of_era) = (y / 400, y % 400);
-    let shifted_month = if month > 2 { month - 3 } else { month + 9 };
-    let day_of_year = (153 * shifted_month + 2) / 5 + day - 1;
-    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
-    let days = i64::from(era) * 146_097 + i64::from(day_of_era) - 719_468 - 146_097;
+    // Days before the year counted from year -399, so nothing goes below zero.
+    let y = year + 399;
+    let days_before_year = y * 365 + y / 4 - y / 100 + y / 400;
+    let day_of_year = DAYS_BEFORE[month as usize] + u32::from(leap && month > 2) + day - 1;
+    let days = i64::from(days_before_year + day_of_year) - EPOCH_DAYS_FROM_MINUS_400;
     // A leap second is folded into the next second's start; scans are not that precise.
     let seconds = i64::from(hour * 3600 + minute * 60 + second.min(59));
     Ok(days * DAY_MS + seconds * 1000 + i64::from(ms))
@@ -249,50 +252,87 @@ fn all_below_ten<const N: usize>(words: [u64; N], lanes: [u64; N]) -> bool {
     })
 }
 
-/// `YYYY-MM-DDTHH:MM:SS` then `Z` or `±HH:MM`, the form nearly every feed writes, read at
-/// fixed positions with no loop; `None` for any other shape, which [`any_timestamp`] reads.
-/// Where it answers it answers as [`any_timestamp`] does, range errors included.
+/// The two-digit numbers of `word`'s digit pairs (its bytes, less `'0'`, masked by `lanes` to
+/// the digits): byte i of the result is ten times byte i plus byte i + 1, for every pair at
+/// once. No byte carries into the next: a pair is at most 99.
+fn digit_pairs(word: u64, lanes: u64) -> u64 {
+    let digits = (word ^ ASCII_ZEROS) & lanes;
+    digits.wrapping_mul(10).wrapping_add(digits >> 8)
+}
+
+/// Byte `at` of `word`.
+fn byte_of(word: u64, at: u32) -> u32 {
+    (word >> (8 * at)) as u32 & 0xFF
+}
+
+/// `YYYY-MM-DDTHH:MM:SS` then `Z` or `±HH:MM`, the form nearly every feed writes, read from
+/// four overlapping words at fixed positions, every digit pair in a word converted at once;
+/// `None` for any other shape, which [`any_timestamp`] reads. Where it answers it answers as
+/// [`any_timestamp`] does, range errors included.
 fn fixed_rfc3339(text: &[u8]) -> Option<Result<i64, TimeError>> {
-    let (head, zone) = text.split_at_checked(19)?;
-    // Three overlapping words: "YYYY-MM-", "DDTHH:MM" and "HH:MM:SS", each checked whole.
-    let (date, middle, time) = (word_at(head, 0), word_at(head, 8), word_at(head, 11));
-    let separators_in_place = date & 0xFF00_00FF_0000_0000 == 0x2D00_002D_0000_0000
-        && time & 0x0000_FF00_00FF_0000 == 0x0000_3A00_003A_0000
-        && matches!(head[10], b'T' | b't' | b' ');
-    // Digits in place: each of those bytes, less '0', below ten. ("DD" is the middle word's
-    // first two bytes; its "HH:MM" is the time word's.)
-    let values = [date ^ ASCII_ZEROS, middle ^ ASCII_ZEROS, time ^ ASCII_ZEROS];
-    let digit_lanes = [0x00FF_FF00_FFFF_FFFF, 0xFFFF, 0xFFFF_00FF_FF00_FFFF];
-    if !separators_in_place || !all_below_ten(values, digit_lanes) {
-        return None;
-    }
-    let pair = |word: u64, at: u32| {
-        let digit = |at: u32| (word >> (8 * at)) as u32 & 0xF;
-        digit(at) * 10 + digit(at + 1)
-    };
-    let [date, middle, time] = values;
-    let year = pair(date, 0) * 100 + pair(date, 2);
-    let (month, day) = (pair(date, 5), pair(middle, 0));
-    let (hour, minute, second) = (pair(time, 0), pair(time, 3), pair(time, 6));
-    let zone_pair = |at: usize| {
-        let (tens, ones) = (zone[at].wrapping_sub(b'0'), zone[at + 1].wrapping_sub(b'0'));
-        (tens < 10 && ones < 10).then(|| u32::from(tens) * 10 + u32::from(ones))
-    };
-    let zone = match zone {
-        [b'Z' | b'z'] => None,
-        [sign @ (b'+' | b'-'), _, _, b':', _, _] => {
-            let (hours, minutes) = (zone_pair(1)?, zone_pair(4)?);
-            Some((if *sign == b'-' { -1 } else { 1 }, hours, minutes))
-        }
+    // "YYYY-MM-", "DDTHH:MM", "HH:MM:SS" and, with an offset, "SS±HH:MM" (the offset's word
+    // overlaps the time's so that it ends where the text does).
+    let (date, middle, time) = match text.len() {
+        20 | 25 => (word_at(text, 0), word_at(text, 8), word_at(text, 11)),
         _ => return None,
     };
-    let local = match epoch_ms(year, month, day, hour, minute, second, 0) {
+    let zone = match text.len() {
+        20 => None,
+        _ => Some(word_at(text, 17)),
+    };
+    const DATE_DIGITS: u64 = 0x00FF_FF00_FFFF_FFFF;
+    const MIDDLE_DIGITS: u64 = 0xFFFF;
+    const TIME_DIGITS: u64 = 0xFFFF_00FF_FF00_FFFF;
+    const ZONE_DIGITS: u64 = 0xFFFF_00FF_FF00_0000;
+    let separators_in_place = date & 0xFF00_00FF_0000_0000 == 0x2D00_002D_0000_0000
+        && time & 0x0000_FF00_00FF_0000 == 0x0000_3A00_003A_0000
+        && matches!(text[10], b'T' | b't' | b' ');
+    let zone_in_place = match zone {
+        None => matches!(text[19], b'Z' | b'z'),
+        Some(zone) => {
+            zone & 0x0000_FF00_0000_0000 == 0x0000_3A00_0000_0000
+                && matches!(byte_of(zone, 2) as u8, b'+' | b'-')
+        }
+    };
+    // Digits in place: each of those bytes, less '0', below ten. ("DD" is the middle word's
+    // first two bytes; its "HH:MM" is the time word's.)
+    let values = [
+        date ^ ASCII_ZEROS,
+        middle ^ ASCII_ZEROS,
+        time ^ ASCII_ZEROS,
+        zone.map_or(0, |zone| zone ^ ASCII_ZEROS),
+    ];
+    let digit_lanes = [DATE_DIGITS, MIDDLE_DIGITS, TIME_DIGITS, ZONE_DIGITS];
+    if !separators_in_place || !zone_in_place || !all_below_ten(values, digit_lanes) {
+        return None;
+    }
+    let date = digit_pairs(date, DATE_DIGITS);
+    let time = digit_pairs(time, TIME_DIGITS);
+    let year = byte_of(date, 0) * 100 + byte_of(date, 2);
+    let day = byte_of(digit_pairs(middle, MIDDLE_DIGITS), 0);
+    let local = match epoch_ms(
+        year,
+        byte_of(date, 5),
+        day,
+        byte_of(time, 0),
+        byte_of(time, 3),
+        byte_of(time, 6),
+        0,
+    ) {
         Ok(local) => local,
         Err(e) => return Some(Err(e)),
     };
     let east = match zone {
         None => Ok(0),
-        Some((sign, hours, minutes)) => minutes_east(sign, hours, minutes),
+        Some(zone) => {
+            let sign = if byte_of(zone, 2) == u32::from(b'-') {
+                -1
+            } else {
+                1
+            };
+            let pairs = digit_pairs(zone, ZONE_DIGITS);
+            minutes_east(sign, byte_of(pairs, 3), byte_of(pairs, 6))
+        }
     };
     Some(east.map(|east| local - i64::from(east) * 60_000))
 }
