@@ -402,22 +402,31 @@ const RECENT_SLOTS: usize = 1 << RECENT_BITS;
 /// A name recently interned: the bytes its parts lay in, one byte apart (a record's adjacent
 /// columns with their delimiters, or the parts joined), and [`part_lengths`]. The two say
 /// exactly what the parts are, whatever the bytes between them.
+///
+/// A record's facility and machine names, when adjacent, are cached as one entry of four parts
+/// holding both symbols ([`SymbolTable::intern_site_span`]).
 #[derive(Clone, Default)]
 struct RecentName {
     symbol: Symbol,
+    /// The machine's symbol, in an entry of a facility and a machine; else 0.
+    second: Symbol,
     lengths: u64,
     bytes: Box<[u8]>,
 }
 
-/// Up to three part lengths below 64 KiB and their count, packed; `None` for other names,
-/// which are not cached.
+/// Up to four part lengths below 4 KiB and their count, packed; `None` for other names, which
+/// are not cached.
 fn part_lengths(parts: &[&[u8]]) -> Option<u64> {
-    if parts.len() > 3 {
+    const LENGTH_BITS: usize = 12;
+    if parts.len() > 4 {
         return None;
     }
-    let mut packed = (parts.len() as u64) << 48;
+    let mut packed = (parts.len() as u64) << (4 * LENGTH_BITS);
     for (i, part) in parts.iter().enumerate() {
-        packed |= u64::from(u16::try_from(part.len()).ok()?) << (16 * i);
+        if part.len() >= 1 << LENGTH_BITS {
+            return None;
+        }
+        packed |= (part.len() as u64) << (LENGTH_BITS * i);
     }
     Some(packed)
 }
@@ -559,34 +568,75 @@ impl SymbolTable {
     /// last one's end, delimiters included).
     pub(crate) fn intern_span(&mut self, span: &[u8], parts: &[&[u8]]) -> Option<Symbol> {
         debug_assert_eq!(span.len(), joined_len(parts));
-        let Some(lengths) = part_lengths(parts) else {
-            return self.intern_uncached(parts);
-        };
-        // Two ways a set, the name seen last in the first: with one slot a name, a few dozen
-        // names would likely have two contending for one slot, each evicting the other on
-        // every record.
-        let slot = sketch(span, lengths) & !1;
+        if let Some(recent) = self.recent_entry(span, parts) {
+            return Some(recent.symbol);
+        }
+        let symbol = self.intern_uncached(parts)?;
+        self.remember(span, parts, symbol, 0);
+        Some(symbol)
+    }
+
+    /// The symbols of a facility (its name, city and state, the first three parts) and a
+    /// machine name (the fourth) that lie in `span` one byte apart, in order: the same as
+    /// [`SymbolTable::intern_span`] of each, found with one lookup of the recent names where
+    /// a feed's columns lie so (the IV-MTR layout ends with them).
+    pub(crate) fn intern_site_span(
+        &mut self,
+        span: &[u8],
+        parts: &[&[u8]; 4],
+    ) -> Option<(Symbol, Symbol)> {
+        debug_assert_eq!(span.len(), joined_len(parts));
+        if let Some(recent) = self.recent_entry(span, parts) {
+            return Some((recent.symbol, recent.second));
+        }
+        let facility_len = joined_len(&parts[..3]);
+        let facility = self.intern_span(&span[..facility_len], &parts[..3])?;
+        let machine = self.intern_span(parts[3], &parts[3..])?;
+        self.remember(span, parts, facility, machine);
+        Some((facility, machine))
+    }
+
+    /// The two ways of the recent names' set `span` and its part lengths fall in. Two ways,
+    /// the name seen last in the first: with one slot a name, a few dozen names would likely
+    /// have two contending for one slot, each evicting the other on every record.
+    fn recent_set(span: &[u8], lengths: u64) -> usize {
+        sketch(span, lengths) & !1
+    }
+
+    /// The recent entry of `parts` lying in `span`, moved to its set's first way; `None` if
+    /// there is none (or the parts are too long to cache).
+    fn recent_entry(&mut self, span: &[u8], parts: &[&[u8]]) -> Option<&RecentName> {
+        let lengths = part_lengths(parts)?;
+        let slot = Self::recent_set(span, lengths);
         let holds = |recent: &RecentName| {
             recent.lengths == lengths
                 && recent.bytes.len() == span.len()
                 && same_bytes(&recent.bytes, span)
         };
         if holds(&self.recent[slot]) {
-            return Some(self.recent[slot].symbol);
+            return Some(&self.recent[slot]);
         }
         if holds(&self.recent[slot + 1]) {
-            // Move to the front: the first way holds the name seen last.
             self.recent.swap(slot, slot + 1);
-            return Some(self.recent[slot].symbol);
+            return Some(&self.recent[slot]);
         }
-        let symbol = self.intern_uncached(parts)?;
+        None
+    }
+
+    /// Keeps `parts` lying in `span` as the first way of their set, the way that was first
+    /// becoming the second.
+    fn remember(&mut self, span: &[u8], parts: &[&[u8]], symbol: Symbol, second: Symbol) {
+        let Some(lengths) = part_lengths(parts) else {
+            return;
+        };
+        let slot = Self::recent_set(span, lengths);
         self.recent.swap(slot, slot + 1);
         self.recent[slot] = RecentName {
             symbol,
+            second,
             lengths,
             bytes: span.into(),
         };
-        Some(symbol)
     }
 
     /// The id of the parts joined, found by their hash or added.
@@ -841,6 +891,36 @@ mod tests {
                 let at = flip % b.len();
                 b[at] ^= 1;
                 proptest::prop_assert!(!same_bytes(&a, &b));
+            }
+        }
+
+        /// A facility and machine found with one lookup get the symbols interning each alone
+        /// gives, in a table that also interns their parts alone between records.
+        #[test]
+        fn site_lookups_equal_interning_each(
+            sites in proptest::collection::vec(
+                (proptest::collection::vec("[ab|]{0,2}", 4..=4), proptest::bool::ANY),
+                0..80,
+            )
+        ) {
+            let (mut table, mut twin) = (SymbolTable::new(), SymbolTable::new());
+            for (parts, alone) in &sites {
+                let parts: Vec<&[u8]> = parts.iter().map(|p| p.as_bytes()).collect();
+                let expected = (
+                    twin.intern_bytes(&parts[..3]).unwrap(),
+                    twin.intern_bytes(&parts[3..]).unwrap(),
+                );
+                let found = if *alone {
+                    (
+                        table.intern_bytes(&parts[..3]).unwrap(),
+                        table.intern_bytes(&parts[3..]).unwrap(),
+                    )
+                } else {
+                    let span = parts.join(&b'|');
+                    let parts: [&[u8]; 4] = parts.try_into().unwrap();
+                    table.intern_site_span(&span, &parts).unwrap()
+                };
+                proptest::prop_assert_eq!(found, expected);
             }
         }
     }

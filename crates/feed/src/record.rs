@@ -3,7 +3,7 @@
 
 use imbtrack_barcode::{Barcode, BarcodeKey, BarcodeKind, Imb, Impb};
 
-use crate::event::{EventCode, HandlingEventType, MailClass, ScanEvent, SymbolTable, Zip};
+use crate::event::{EventCode, HandlingEventType, MailClass, ScanEvent, Symbol, SymbolTable, Zip};
 use crate::reject::RejectReason;
 use crate::time::{parse_date_and_time, parse_timestamp, DAY_MS};
 
@@ -210,20 +210,7 @@ pub(crate) fn build_event(
         })?,
     };
 
-    let facility_parts = [
-        raw.get(Field::FacilityName),
-        raw.get(Field::FacilityCity),
-        raw.get(Field::FacilityState),
-    ];
-    let facility = match raw.span_of(&facility_parts) {
-        Some(span) => symbols.intern_span(span, &facility_parts),
-        None => symbols.intern_bytes(&facility_parts),
-    }
-    .ok_or(RejectReason::InvalidUtf8)?;
-    let machine = raw.get(Field::Machine);
-    let machine = symbols
-        .intern_span(machine, &[machine])
-        .ok_or(RejectReason::InvalidUtf8)?;
+    let (facility, machine) = site_symbols(raw, symbols).ok_or(RejectReason::InvalidUtf8)?;
     Ok(ScanEvent {
         barcode,
         time_ms,
@@ -235,6 +222,28 @@ pub(crate) fn build_event(
         class,
         handling: HandlingEventType::parse(raw.get(Field::Handling)),
     })
+}
+
+/// The symbols of the record's facility (name, city, state) and machine name; `None` when a
+/// new one is not UTF-8. Where the four columns lie side by side in that order (the IV-MTR
+/// layout), one lookup finds both.
+fn site_symbols(raw: &RawRecord<'_>, symbols: &mut SymbolTable) -> Option<(Symbol, Symbol)> {
+    let parts = [
+        raw.get(Field::FacilityName),
+        raw.get(Field::FacilityCity),
+        raw.get(Field::FacilityState),
+        raw.get(Field::Machine),
+    ];
+    if let Some(span) = raw.span_of(&parts) {
+        return symbols.intern_site_span(span, &parts);
+    }
+    let facility_parts = &parts[..3];
+    let facility = match raw.span_of(facility_parts) {
+        Some(span) => symbols.intern_span(span, facility_parts),
+        None => symbols.intern_bytes(facility_parts),
+    }?;
+    let machine = symbols.intern_span(parts[3], &parts[3..])?;
+    Some((facility, machine))
 }
 
 /// The record's barcode key and routing ZIP, from whichever barcode columns it has. An IMb of
