@@ -148,13 +148,13 @@ impl Cursor<'_> {
     }
 }
 
+/// 1970-01-01 counted in days from the start of year -399 (year 1, four hundred years back).
+const EPOCH_DAYS_FROM_MINUS_400: i64 = 719_162 + 146_097;
+
 /// Milliseconds since the epoch of a date and time of day (years are four digits in every
 /// accepted form), or why not. Unsigned arithmetic: a division of an unsigned number by a
 /// constant is a multiply and a shift, where the signed, Euclidean ones of [`days_from_civil`]
 /// cost several times more, and every record pays them.
-/// 1970-01-01 counted in days from the start of year -399 (year 1, four hundred years back).
-const EPOCH_DAYS_FROM_MINUS_400: i64 = 719_162 + 146_097;
-
 fn epoch_ms(
     year: u32,
     month: u32,
