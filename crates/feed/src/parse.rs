@@ -564,10 +564,14 @@ fn merge_outputs(
         .map(|chunk| feed.parse_chunk(chunk, options))
         .collect();
     let mut parsed = ParsedFeed::default();
+    // Room for every chunk's events once the first is in: growing by doubling copied the
+    // events several times over, each time into freshly faulted pages.
+    let total: usize = outputs.iter().map(|output| output.events.len()).sum();
     let mut lines = feed.line_numbers();
     for mut output in outputs {
         lines.place(&mut output);
         merge(&mut parsed, output, source, rejects)?;
+        parsed.events.reserve_exact(total - parsed.events.len());
     }
     Ok(parsed)
 }
