@@ -272,14 +272,12 @@ fn byte_of(word: u64, at: u32) -> u32 {
 fn fixed_rfc3339(text: &[u8]) -> Option<Result<i64, TimeError>> {
     // "YYYY-MM-", "DDTHH:MM", "HH:MM:SS" and, with an offset, "SS±HH:MM" (the offset's word
     // overlaps the time's so that it ends where the text does).
-    let (date, middle, time) = match text.len() {
-        20 | 25 => (word_at(text, 0), word_at(text, 8), word_at(text, 11)),
-        _ => return None,
-    };
     let zone = match text.len() {
         20 => None,
-        _ => Some(word_at(text, 17)),
+        25 => Some(word_at(text, 17)),
+        _ => return None,
     };
+    let (date, middle, time) = (word_at(text, 0), word_at(text, 8), word_at(text, 11));
     const DATE_DIGITS: u64 = 0x00FF_FF00_FFFF_FFFF;
     const MIDDLE_DIGITS: u64 = 0xFFFF;
     const TIME_DIGITS: u64 = 0xFFFF_00FF_FF00_FFFF;
