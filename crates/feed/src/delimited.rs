@@ -5,6 +5,7 @@ use std::borrow::Cow;
 
 use memchr::memchr;
 
+use crate::plain_row::PlainRowReader;
 use crate::record::{field_for_name, Field, RawRecord};
 use crate::reject::RejectReason;
 use crate::FeedError;
@@ -14,6 +15,8 @@ use crate::FeedError;
 pub(crate) struct Header {
     columns: Vec<Option<Field>>,
     delimiter: u8,
+    /// The readers of the feed's plain rows, when its columns allow them.
+    plain: Option<PlainRowReader>,
 }
 
 /// The legacy IMb Tracing record's columns, in the order its files give them.
@@ -60,15 +63,36 @@ impl Header {
                 return Err(FeedError::Header(format!("no {name} column")));
             }
         }
-        Ok(Header { columns, delimiter })
+        Ok(Header::new(columns, delimiter))
+    }
+
+    /// A header of these columns, and the readers of its plain rows if they allow them.
+    fn new(columns: Vec<Option<Field>>, delimiter: u8) -> Header {
+        Header {
+            plain: PlainRowReader::for_columns(&columns, delimiter),
+            columns,
+            delimiter,
+        }
+    }
+
+    /// The readers of the feed's plain rows, if its columns allow them.
+    pub(crate) fn plain_rows(&self) -> Option<&PlainRowReader> {
+        self.plain.as_ref()
+    }
+
+    /// This header without its plain-row readers: every row read the general way, the twin
+    /// the tests compare the plain rows' reader with.
+    #[cfg(test)]
+    pub(crate) fn general_only(&self) -> Header {
+        Header {
+            plain: None,
+            ..self.clone()
+        }
     }
 
     /// The headerless legacy layout: tracking, routing, facility ZIP, op code, date, time.
     pub(crate) fn legacy() -> Header {
-        Header {
-            columns: LEGACY_COLUMNS.iter().copied().map(Some).collect(),
-            delimiter: b',',
-        }
+        Header::new(LEGACY_COLUMNS.iter().copied().map(Some).collect(), b',')
     }
 
     /// Whether `line` looks like a headerless legacy record: six comma-separated fields, the
@@ -156,7 +180,8 @@ pub(crate) fn for_each_delimiter(
     let mut blocks = line.chunks_exact(WIDE);
     let mut at = 0;
     for block in blocks.by_ref() {
-        let (delimiters, quotes) = wide_masks(block.try_into().expect("blocks of 64"), delimiter);
+        let [delimiters, quotes] =
+            wide_masks(block.try_into().expect("blocks of 64"), [delimiter, b'"']);
         if quotes != 0 {
             return false;
         }
@@ -178,7 +203,7 @@ pub(crate) fn for_each_delimiter(
             &padded
         }
     };
-    let (delimiters, quotes) = wide_masks(last, delimiter);
+    let [delimiters, quotes] = wide_masks(last, [delimiter, b'"']);
     if quotes >> seen != 0 {
         return false;
     }
@@ -187,50 +212,46 @@ pub(crate) fn for_each_delimiter(
 }
 
 /// Bytes a line is scanned by at a time: a record of 100-130 bytes is two blocks.
-const WIDE: usize = 64;
+pub(crate) const WIDE: usize = 64;
 
 /// [`block_masks`] of 64 bytes: four blocks of sixteen, their masks side by side.
-fn wide_masks(block: &[u8; WIDE], delimiter: u8) -> (u64, u64) {
-    let mut masks = (0u64, 0u64);
+pub(crate) fn wide_masks<const N: usize>(block: &[u8; WIDE], bytes: [u8; N]) -> [u64; N] {
+    let mut masks = [0u64; N];
     for (i, part) in block.chunks_exact(16).enumerate() {
-        let (delimiters, quotes) = block_masks(part.try_into().expect("blocks of 16"), delimiter);
-        masks.0 |= u64::from(delimiters) << (16 * i);
-        masks.1 |= u64::from(quotes) << (16 * i);
+        let part_masks = block_masks(part.try_into().expect("blocks of 16"), bytes);
+        for (mask, part_mask) in masks.iter_mut().zip(part_masks) {
+            *mask |= u64::from(part_mask) << (16 * i);
+        }
     }
     masks
 }
 
-/// Bit i of the first mask set where byte i of `block` is `delimiter`, of the second where it
-/// is a double quote: two compares of sixteen bytes.
+/// Bit i of mask j set where byte i of `block` is `bytes[j]`: a compare of sixteen bytes for
+/// each.
 #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
 #[allow(unsafe_code)]
-fn block_masks(block: &[u8; 16], delimiter: u8) -> (u32, u32) {
+fn block_masks<const N: usize>(block: &[u8; 16], bytes: [u8; N]) -> [u32; N] {
     use std::arch::x86_64::{
         __m128i, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_set1_epi8,
     };
     // SAFETY: these intrinsics need SSE2 only, which this build targets (the cfg above; every
     // x86_64 has it); the one load reads the sixteen bytes `block` holds, unaligned.
     unsafe {
-        let bytes = _mm_loadu_si128(block.as_ptr().cast::<__m128i>());
-        let delimiters = _mm_cmpeq_epi8(bytes, _mm_set1_epi8(delimiter as i8));
-        let quotes = _mm_cmpeq_epi8(bytes, _mm_set1_epi8(b'"' as i8));
-        (
-            _mm_movemask_epi8(delimiters) as u32,
-            _mm_movemask_epi8(quotes) as u32,
-        )
+        let loaded = _mm_loadu_si128(block.as_ptr().cast::<__m128i>());
+        bytes
+            .map(|byte| _mm_movemask_epi8(_mm_cmpeq_epi8(loaded, _mm_set1_epi8(byte as i8))) as u32)
     }
 }
 
 /// [`block_masks`] elsewhere, and its twin in the tests: one byte at a time.
 #[cfg_attr(all(target_arch = "x86_64", target_feature = "sse2"), allow(dead_code))]
-fn block_masks_bytewise(block: &[u8; 16], delimiter: u8) -> (u32, u32) {
-    let mask = |byte: u8| {
+fn block_masks_bytewise<const N: usize>(block: &[u8; 16], bytes: [u8; N]) -> [u32; N] {
+    bytes.map(|byte| {
         block
             .iter()
             .enumerate()
             .fold(0u32, |mask, (i, &b)| mask | u32::from(b == byte) << i)
-    };
-    (mask(delimiter), mask(b'"'))
+    })
 }
 
 #[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
@@ -336,9 +357,9 @@ mod tests {
 
     proptest::proptest! {
         #[test]
-        fn block_masks_equal_the_byte_loop(block in proptest::array::uniform16(proptest::sample::select(vec![b'|', b',', b'"', b'a', 0, 0xFF]))) {
-            proptest::prop_assert_eq!(block_masks(&block, b'|'), block_masks_bytewise(&block, b'|'));
-            proptest::prop_assert_eq!(block_masks(&block, b','), block_masks_bytewise(&block, b','));
+        fn block_masks_equal_the_byte_loop(block in proptest::array::uniform16(proptest::sample::select(vec![b'|', b',', b'"', b'\n', b'a', 0, 0xFF]))) {
+            let bytes = [b'|', b',', b'"', b'\n'];
+            proptest::prop_assert_eq!(block_masks(&block, bytes), block_masks_bytewise(&block, bytes));
         }
 
         #[test]

@@ -46,6 +46,7 @@ mod event;
 mod generate;
 mod json;
 mod parse;
+mod plain_row;
 mod record;
 mod reject;
 pub mod time;

@@ -211,6 +211,29 @@ impl<'a> PreparedFeed<'a> {
         Ok(PreparedFeed { data, body, format })
     }
 
+    /// This feed read the general way only, without the plain rows' reader (its twin in the
+    /// tests).
+    #[cfg(test)]
+    pub(crate) fn general_only(mut self) -> PreparedFeed<'a> {
+        if let Body::Lines {
+            header: Some(header),
+            ..
+        } = &mut self.body
+        {
+            *header = header.general_only();
+        }
+        self
+    }
+
+    /// The header of a delimited feed.
+    #[cfg(test)]
+    pub(crate) fn header(&self) -> Option<&Header> {
+        match &self.body {
+            Body::Lines { header, .. } => header.as_ref(),
+            Body::Document => None,
+        }
+    }
+
     /// The format found (or given).
     pub fn format(&self) -> Format {
         self.format
@@ -336,6 +359,10 @@ fn take(
 /// 100–130 bytes, JSON ones more).
 const BYTES_PER_RECORD_GUESS: usize = 64;
 
+/// Rows in a row the plain rows' reader leaves to the general one before a chunk's rows are
+/// no longer offered to it (a row of a feed of good plain rows is left only when it is bad).
+const GIVE_UP_PLAIN_ROWS_AFTER: u32 = 32;
+
 fn parse_lines(
     bytes: &[u8],
     header: Option<&Header>,
@@ -349,7 +376,25 @@ fn parse_lines(
     let mut row = RawRecord::default();
     let mut line_no = 0;
     let mut start = 0;
+    let mut plain_rows = header.and_then(Header::plain_rows);
+    let mut rows_not_plain = 0;
     while start < bytes.len() {
+        if let Some(reader) = plain_rows {
+            if let Some((event, newline)) = reader.read_row(bytes, start, options, &mut out.symbols)
+            {
+                take(out, line_no, None, &[], Ok(event));
+                line_no += 1;
+                start = newline + 1;
+                rows_not_plain = 0;
+                continue;
+            }
+            // A feed whose values have another form (fractions of a second, say) is read the
+            // general way without a try at each row first.
+            rows_not_plain += 1;
+            if rows_not_plain == GIVE_UP_PLAIN_ROWS_AFTER {
+                plain_rows = None;
+            }
+        }
         let end = memchr(b'\n', &bytes[start..]).map_or(bytes.len(), |i| start + i);
         let raw = &bytes[start..end];
         let line = raw.strip_suffix(b"\r").unwrap_or(raw);

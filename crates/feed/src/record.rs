@@ -167,6 +167,11 @@ impl FeedOptions {
             max_record_len: 64 * 1024,
         }
     }
+
+    /// Whether a scan at `time_ms` lies in the accepted window around "now".
+    pub(crate) fn accepts_time(&self, time_ms: i64) -> bool {
+        (self.now_ms - self.max_age_ms..=self.now_ms + self.max_ahead_ms).contains(&time_ms)
+    }
 }
 
 /// Validates a record and builds its event. Checks go barcode, time, event code, facility ZIP,
@@ -177,10 +182,6 @@ pub(crate) fn build_event(
     symbols: &mut SymbolTable,
 ) -> Result<ScanEvent, RejectReason> {
     let (barcode, routing) = barcode(raw)?;
-    let class = match barcode.kind() {
-        BarcodeKind::Impb => MailClass::Package,
-        BarcodeKind::Imb | BarcodeKind::Imcb => MailClass::Mail,
-    };
 
     let time_ms = if !raw.get(Field::Time).is_empty() {
         parse_timestamp(raw.get(Field::Time), options.default_offset_minutes)?
@@ -193,9 +194,7 @@ pub(crate) fn build_event(
     } else {
         return Err(RejectReason::MissingTime);
     };
-    if time_ms < options.now_ms - options.max_age_ms
-        || time_ms > options.now_ms + options.max_ahead_ms
-    {
+    if !options.accepts_time(time_ms) {
         return Err(RejectReason::TimeOutOfRange);
     }
 
@@ -219,9 +218,17 @@ pub(crate) fn build_event(
         facility,
         machine,
         code,
-        class,
+        class: class_of(barcode),
         handling: HandlingEventType::parse(raw.get(Field::Handling)),
     })
+}
+
+/// The class of mail a barcode marks: packages by their IMpb, mail otherwise.
+pub(crate) fn class_of(barcode: BarcodeKey) -> MailClass {
+    match barcode.kind() {
+        BarcodeKind::Impb => MailClass::Package,
+        BarcodeKind::Imb | BarcodeKind::Imcb => MailClass::Mail,
+    }
 }
 
 /// The symbols of the record's facility (name, city, state) and machine name; `None` when a
@@ -250,10 +257,8 @@ fn site_symbols(raw: &RawRecord<'_>, symbols: &mut SymbolTable) -> Option<(Symbo
 /// plain digits (nearly every mail record) goes straight to its key.
 fn barcode(raw: &RawRecord<'_>) -> Result<(BarcodeKey, Zip), RejectReason> {
     let imb_bytes = raw.get(Field::Imb);
-    if let Some((tracking, routing)) = imb_bytes.split_at_checked(20) {
-        if let Some(key) = BarcodeKey::of_imb_digit_fields(tracking, routing) {
-            return Ok((key, Zip::implied_by(key)));
-        }
+    if let Some(key) = imb_digits_key(imb_bytes) {
+        return Ok((key, Zip::implied_by(key)));
     }
     let (tracking, routing) = (raw.get(Field::ImbTracking), raw.get(Field::ImbRouting));
     if imb_bytes.is_empty() {
@@ -265,16 +270,16 @@ fn barcode(raw: &RawRecord<'_>) -> Result<(BarcodeKey, Zip), RejectReason> {
     Ok((barcode.key(), routing))
 }
 
+/// The key of an IMb of digits only: its 20-digit tracking code and the routing digits after.
+pub(crate) fn imb_digits_key(imb: &[u8]) -> Option<BarcodeKey> {
+    let (tracking, routing) = imb.split_at_checked(20)?;
+    BarcodeKey::of_imb_digit_fields(tracking, routing)
+}
+
 /// The general way of [`barcode`]: every form, with its reject reasons.
 fn any_barcode(raw: &RawRecord<'_>) -> Result<(Barcode, Zip), RejectReason> {
-    let routing_of = |digits: &[u8]| {
-        if digits.is_empty() {
-            Ok(Zip::NONE)
-        } else {
-            Zip::parse(digits).ok_or(RejectReason::BadZip { field: "routing" })
-        }
-    };
-    let imb_routing = |imb: &Imb| routing_of(imb.routing_digits());
+    let imb_routing = |imb: &Imb| routing_zip(imb.routing_digits());
+    let routing_of_package = |impb: &Impb| package_routing(impb, raw.get(Field::RoutingZip));
     let imb = raw.text(Field::Imb)?;
     if !imb.is_empty() {
         // Nearly always 20-31 digits; bars, dashed and package forms go the general way.
@@ -290,7 +295,7 @@ fn any_barcode(raw: &RawRecord<'_>) -> Result<(Barcode, Zip), RejectReason> {
         };
         let routing = match &barcode {
             Barcode::Imb(imb) => imb_routing(imb)?,
-            Barcode::Impb(impb) => package_routing(impb, raw, routing_of)?,
+            Barcode::Impb(impb) => routing_of_package(impb)?,
             Barcode::Imcb(_) => Zip::NONE,
         };
         return Ok((barcode, routing));
@@ -303,32 +308,32 @@ fn any_barcode(raw: &RawRecord<'_>) -> Result<(Barcode, Zip), RejectReason> {
     }
     if let Some(result) = Impb::from_digits(raw.get(Field::Impb)) {
         let impb = result.map_err(RejectReason::BadBarcode)?;
-        return Ok((
-            Barcode::Impb(impb),
-            package_routing(&impb, raw, routing_of)?,
-        ));
+        return Ok((Barcode::Impb(impb), routing_of_package(&impb)?));
     }
     let package = raw.text(Field::Impb)?;
     if !package.is_empty() {
         let impb = Impb::parse(package).map_err(RejectReason::BadBarcode)?;
-        return Ok((
-            Barcode::Impb(impb),
-            package_routing(&impb, raw, routing_of)?,
-        ));
+        return Ok((Barcode::Impb(impb), routing_of_package(&impb)?));
     }
     Err(RejectReason::MissingBarcode)
 }
 
-/// A package's routing ZIP: the barcode's `420` ZIP, else a destination ZIP column.
-fn package_routing(
-    impb: &Impb,
-    raw: &RawRecord<'_>,
-    routing_of: impl Fn(&[u8]) -> Result<Zip, RejectReason>,
-) -> Result<Zip, RejectReason> {
-    if impb.zip_digits().is_empty() {
-        routing_of(raw.get(Field::RoutingZip))
+/// A routing ZIP's digits as a [`Zip`]; none when there are none.
+fn routing_zip(digits: &[u8]) -> Result<Zip, RejectReason> {
+    if digits.is_empty() {
+        Ok(Zip::NONE)
     } else {
-        routing_of(impb.zip_digits())
+        Zip::parse(digits).ok_or(RejectReason::BadZip { field: "routing" })
+    }
+}
+
+/// A package's routing ZIP: the barcode's `420` ZIP, else the destination ZIP column's value
+/// (`destination_zip`, empty when the record has none).
+pub(crate) fn package_routing(impb: &Impb, destination_zip: &[u8]) -> Result<Zip, RejectReason> {
+    if impb.zip_digits().is_empty() {
+        routing_zip(destination_zip)
+    } else {
+        routing_zip(impb.zip_digits())
     }
 }
 

@@ -269,7 +269,7 @@ fn byte_of(word: u64, at: u32) -> u32 {
 /// four overlapping words at fixed positions, every digit pair in a word converted at once;
 /// `None` for any other shape, which [`any_timestamp`] reads. Where it answers it answers as
 /// [`any_timestamp`] does, range errors included.
-fn fixed_rfc3339(text: &[u8]) -> Option<Result<i64, TimeError>> {
+pub(crate) fn fixed_rfc3339(text: &[u8]) -> Option<Result<i64, TimeError>> {
     // "YYYY-MM-", "DDTHH:MM", "HH:MM:SS" and, with an offset, "SS±HH:MM" (the offset's word
     // overlaps the time's so that it ends where the text does).
     let zone = match text.len() {

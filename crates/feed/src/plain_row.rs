@@ -1,0 +1,449 @@
+//! Plain delimited rows read straight into a [`ScanEvent`]. A row is plain when it has no
+//! quote and every value has its usual form as it stands (an IMb or a package barcode of
+//! digits, a `YYYY-MM-DDTHH:MM:SS` timestamp with `Z` or an offset, names without blanks at
+//! their edges, and so on); nearly every row of a feed is.
+//!
+//! The general reader ([`Header::read_unquoted`](crate::delimited::Header) and
+//! [`build_event`](crate::record::build_event)) finds a row's line, then its delimiters, places
+//! each value by its column's field, trims it, and converts the fields; for a row of ten
+//! columns the framing was about a third of the row's instructions. Here one scan of the row's
+//! 64-byte blocks finds its delimiters, its quotes and its newline together, each column's value
+//! goes to a slot fixed by the header, and the slots are converted as they stand. Anything
+//! else - a quote, a blank at a name's edge, a value not accepted as it stands, a row near the
+//! end of its chunk - gives `None`, and the general reader reads the row, rejecting it if it
+//! must: this reader never rejects, so every reject reason stays the general reader's. The
+//! tests hold the two equal on rows of every kind.
+
+use imbtrack_barcode::{Barcode, Impb};
+
+use crate::delimited::{wide_masks, WIDE};
+use crate::event::{EventCode, HandlingEventType, ScanEvent, SymbolTable, Zip};
+use crate::record::{class_of, imb_digits_key, package_routing, FeedOptions, Field, FIELD_COUNT};
+use crate::time::fixed_rfc3339;
+
+/// Where a column's value goes: one slot a field read, and one for the columns not read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+enum Slot {
+    Imb,
+    Impb,
+    Time,
+    Code,
+    FacilityZip,
+    Handling,
+    /// The four site columns, side by side in this order.
+    FacilityName,
+    FacilityCity,
+    FacilityState,
+    Machine,
+    Unread,
+}
+
+const SLOT_COUNT: usize = Slot::Unread as usize + 1;
+
+/// The four site columns in the order the IV-MTR layout gives them.
+const SITE_COLUMNS: [Option<Field>; 4] = [
+    Some(Field::FacilityName),
+    Some(Field::FacilityCity),
+    Some(Field::FacilityState),
+    Some(Field::Machine),
+];
+
+/// A delimited feed's columns as the slots of its plain rows' values.
+#[derive(Debug, Clone)]
+pub(crate) struct PlainRowReader {
+    slots: Vec<Slot>,
+    /// Whether the row has the four site columns (else its events have no site).
+    has_site: bool,
+    delimiter: u8,
+}
+
+impl PlainRowReader {
+    /// The slots of a header's columns; `None` when a column names a field plain rows are not
+    /// read for (a date and a time apart, tracking and routing codes apart, a destination ZIP,
+    /// site columns other than the four side by side in the IV-MTR order) or two columns name
+    /// one field: such feeds are read by the general reader alone.
+    pub(crate) fn for_columns(columns: &[Option<Field>], delimiter: u8) -> Option<PlainRowReader> {
+        let mut slots = Vec::with_capacity(columns.len());
+        let mut named = [false; FIELD_COUNT];
+        let mut has_site = false;
+        for (column, name) in columns.iter().enumerate() {
+            let Some(field) = *name else {
+                slots.push(Slot::Unread);
+                continue;
+            };
+            if std::mem::replace(&mut named[field as usize], true) {
+                return None;
+            }
+            slots.push(match field {
+                Field::Imb => Slot::Imb,
+                Field::Impb => Slot::Impb,
+                Field::Time => Slot::Time,
+                Field::Code => Slot::Code,
+                Field::FacilityZip => Slot::FacilityZip,
+                Field::Handling => Slot::Handling,
+                Field::FacilityName if columns[column..].starts_with(&SITE_COLUMNS) => {
+                    has_site = true;
+                    Slot::FacilityName
+                }
+                // Only after the name, as the site's run goes on.
+                Field::FacilityCity if has_site => Slot::FacilityCity,
+                Field::FacilityState if has_site => Slot::FacilityState,
+                Field::Machine if has_site => Slot::Machine,
+                _ => return None,
+            });
+        }
+        Some(PlainRowReader {
+            slots,
+            has_site,
+            delimiter,
+        })
+    }
+
+    /// The event of the plain row at `start` of `bytes`, and where the row's newline is; `None`
+    /// when the row is not plain (see the module's comment), which the general reader then
+    /// reads. Values are converted in [`build_event`](crate::record::build_event)'s order, the
+    /// site's names last, so a row left to the general reader has interned no name it would
+    /// not have.
+    pub(crate) fn read_row(
+        &self,
+        bytes: &[u8],
+        start: usize,
+        options: &FeedOptions,
+        symbols: &mut SymbolTable,
+    ) -> Option<(ScanEvent, usize)> {
+        let row = &bytes[start..];
+        let (values, newline) = self.split(row)?;
+        let line_len = newline - usize::from(newline > 0 && row[newline - 1] == b'\r');
+        if line_len > options.max_record_len {
+            return None;
+        }
+        let value = |slot: Slot| values[slot as usize];
+        let imb = value(Slot::Imb);
+        let (barcode, routing) = if imb.is_empty() {
+            let impb = Impb::from_digits(value(Slot::Impb))?.ok()?;
+            (Barcode::Impb(impb).key(), package_routing(&impb, b"").ok()?)
+        } else {
+            let key = imb_digits_key(imb)?;
+            (key, Zip::implied_by(key))
+        };
+        let time_ms = fixed_rfc3339(value(Slot::Time))?.ok()?;
+        if !options.accepts_time(time_ms) {
+            return None;
+        }
+        let code = EventCode::parse(value(Slot::Code))?;
+        let facility_zip = Zip::parse(value(Slot::FacilityZip))?;
+        let (facility, machine) = if self.has_site {
+            let parts = [
+                value(Slot::FacilityName),
+                value(Slot::FacilityCity),
+                value(Slot::FacilityState),
+                value(Slot::Machine),
+            ];
+            if !parts.iter().all(|part| trimmed_as_is(part)) {
+                return None;
+            }
+            // The parts lie in the row one delimiter apart: from the name's start to the
+            // machine's end.
+            let site_start = parts[0].as_ptr() as usize - row.as_ptr() as usize;
+            let site_len = parts.iter().map(|part| part.len()).sum::<usize>() + parts.len() - 1;
+            symbols.intern_site_span(&row[site_start..site_start + site_len], &parts)?
+        } else {
+            (0, 0)
+        };
+        let event = ScanEvent {
+            barcode,
+            time_ms,
+            routing,
+            facility_zip,
+            facility,
+            machine,
+            code,
+            class: class_of(barcode),
+            handling: HandlingEventType::parse(value(Slot::Handling)),
+        };
+        Some((event, start + newline))
+    }
+
+    /// The row's values by slot and where its newline is; `None` when the row holds a quote,
+    /// has more or fewer columns than the header, or runs to the end of `row` before a whole
+    /// block (the chunk's last bytes).
+    fn split<'a>(&self, row: &'a [u8]) -> Option<([&'a [u8]; SLOT_COUNT], usize)> {
+        let mut values = [&row[..0]; SLOT_COUNT];
+        let mut ends = ColumnEnds::new(row, self.delimiter)?;
+        let mut at = 0;
+        let mut end = 0;
+        for &slot in &self.slots {
+            end = ends.next()?;
+            values[slot as usize] = &row[at..end];
+            at = end + 1;
+        }
+        // The last column's end must be the newline: an earlier newline leaves `next` nothing
+        // more to give, a later one fails this.
+        if row[end] != b'\n' {
+            return None;
+        }
+        let last = &mut values[*self.slots.last()? as usize];
+        if let Some(without_return) = last.strip_suffix(b"\r") {
+            *last = without_return;
+        }
+        Some((values, end))
+    }
+}
+
+/// The ends of a row's columns, in order: its delimiters, then its newline, found a 64-byte
+/// block at a time.
+struct ColumnEnds<'a> {
+    row: &'a [u8],
+    delimiter: u8,
+    /// Where the block being read starts.
+    base: usize,
+    /// The block's column ends not yet given, one bit each.
+    pending: u64,
+    /// Whether the newline has been found (no block after it is read).
+    newline_found: bool,
+}
+
+impl<'a> ColumnEnds<'a> {
+    /// `None` when the row's first block holds a quote before any newline, or is not whole.
+    fn new(row: &'a [u8], delimiter: u8) -> Option<ColumnEnds<'a>> {
+        let mut ends = ColumnEnds {
+            row,
+            delimiter,
+            base: 0,
+            pending: 0,
+            newline_found: false,
+        };
+        ends.read_block()?;
+        Some(ends)
+    }
+
+    /// Reads the block at `base`: its delimiters up to and including the row's newline.
+    fn read_block(&mut self) -> Option<()> {
+        let block = self.row.get(self.base..self.base + WIDE)?.try_into().ok()?;
+        let [delimiters, newlines, quotes] = wide_masks(block, [self.delimiter, b'\n', b'"']);
+        // Bits up to the first newline's, all when there is none.
+        let in_row = newlines ^ newlines.wrapping_sub(1);
+        self.newline_found = newlines != 0;
+        if quotes & in_row != 0 {
+            return None;
+        }
+        self.pending = (delimiters | newlines) & in_row;
+        Some(())
+    }
+
+    /// The next column's end; `None` past the newline, or where a later block is not plain.
+    fn next(&mut self) -> Option<usize> {
+        while self.pending == 0 {
+            if self.newline_found {
+                return None;
+            }
+            self.base += WIDE;
+            self.read_block()?;
+        }
+        let end = self.base + self.pending.trailing_zeros() as usize;
+        self.pending &= self.pending - 1;
+        Some(end)
+    }
+}
+
+/// Whether trimming would leave `value` as it is (the general reader trims every value).
+fn trimmed_as_is(value: &[u8]) -> bool {
+    match (value.first(), value.last()) {
+        (Some(&first), Some(&last)) => first > b' ' && last > b' ',
+        _ => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::generate::{generate, GenFormat, GenOptions};
+    use crate::parse::{ChunkOutput, PreparedFeed};
+    use crate::time::{days_from_civil, parse_timestamp};
+
+    /// Rows of the generator's feed, good and spoilt in every way it spoils them.
+    fn generated_rows() -> Vec<Vec<u8>> {
+        let mut options = GenOptions::new(300, days_from_civil(2025, 1, 10));
+        options.days = 3;
+        options.seed = 7;
+        options.bad_share = 0.2;
+        options.format = GenFormat::Psv;
+        let mut bytes = Vec::new();
+        generate(&options, &mut bytes, |_| {}).expect("writes to memory");
+        bytes
+            .split(|&b| b == b'\n')
+            .skip(1)
+            .filter(|row| !row.is_empty())
+            .map(<[u8]>::to_vec)
+            .collect()
+    }
+
+    const HEADER: &str = "imb|impb|scanDatetime|scanEventCode|scanFacilityZip|handlingEventType|scanFacilityName|scanFacilityCity|scanFacilityState|machineName";
+
+    fn options() -> FeedOptions {
+        FeedOptions::at(parse_timestamp(b"2025-01-20T00:00:00Z", None).expect("a timestamp"))
+    }
+
+    /// A chunk's output with its events' sites as names, so that outputs of two tables compare.
+    fn comparable(output: &ChunkOutput) -> impl PartialEq + std::fmt::Debug + '_ {
+        let events: Vec<_> = output
+            .events
+            .iter()
+            .map(|event| {
+                (
+                    *event,
+                    output.symbols.get(event.facility),
+                    output.symbols.get(event.machine),
+                )
+            })
+            .collect();
+        (
+            events,
+            output.symbols.len(),
+            &output.rejects.rejects,
+            output.lines,
+            format!("{:?}", output.report),
+        )
+    }
+
+    /// Parses `feed` both ways; the outputs must be equal.
+    fn both_ways(feed: &[u8]) -> Result<(), TestCaseError> {
+        let plain = PreparedFeed::prepare(feed, None).expect("a header");
+        let general = PreparedFeed::prepare(feed, None)
+            .expect("a header")
+            .general_only();
+        let [chunk] = plain.chunks_at(&[])[..] else {
+            unreachable!("no cuts, one chunk")
+        };
+        let (plain, general) = (
+            plain.parse_chunk(chunk, &options()),
+            general.parse_chunk(chunk, &options()),
+        );
+        prop_assert_eq!(comparable(&plain), comparable(&general));
+        Ok(())
+    }
+
+    /// A byte a spoilt row may get: delimiters, quotes, blanks, line ends, digits, letters, the
+    /// timestamp's punctuation, bytes that are not UTF-8.
+    fn spoiling_byte() -> impl Strategy<Value = u8> {
+        prop::sample::select(b"|,\" \t\r\n09AZaz-:T+.\x80\xff".to_vec())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Rows spoilt anywhere - a byte replaced, dropped or put in - read the same by the
+        /// plain rows' reader and by the general one: events, names, rejects and counts.
+        #[test]
+        fn plain_rows_read_as_the_general_reader_reads_them(
+            picks in prop::collection::vec((any::<prop::sample::Index>(), prop::collection::vec((any::<prop::sample::Index>(), 0u8..3, spoiling_byte()), 0..3)), 1..40),
+            crlf in any::<bool>(),
+            extra_column in any::<bool>(),
+        ) {
+            let rows = generated_rows();
+            let mut feed = HEADER.as_bytes().to_vec();
+            if extra_column {
+                feed.extend_from_slice(b"|mailPhase");
+            }
+            for (row, spoils) in &picks {
+                let mut row = row.get(&rows).clone();
+                if extra_column {
+                    row.extend_from_slice(b"|Phase 1");
+                }
+                for (at, how, byte) in spoils {
+                    let at = at.index(row.len() + 1);
+                    match how {
+                        0 if at < row.len() => row[at] = *byte,
+                        1 if at < row.len() => { row.remove(at); }
+                        _ => row.insert(at, *byte),
+                    }
+                }
+                feed.extend_from_slice(if crlf { b"\r\n" } else { b"\n" });
+                feed.extend_from_slice(&row);
+            }
+            feed.push(b'\n');
+            both_ways(&feed)?;
+        }
+    }
+
+    /// Every row of the generator's feed the plain rows' reader reads gives the event the
+    /// general reader gives, with line feeds and with carriage returns too; and it reads every
+    /// row the general reader accepts but those whose blocks run past the chunk's end.
+    #[test]
+    fn plain_rows_are_read_by_the_plain_reader() {
+        let rows = generated_rows();
+        for line_end in [&b"\n"[..], b"\r\n"] {
+            let mut feed = HEADER.as_bytes().to_vec();
+            feed.extend_from_slice(line_end);
+            let mut starts = Vec::new();
+            for row in &rows {
+                starts.push(feed.len());
+                feed.extend_from_slice(row);
+                feed.extend_from_slice(line_end);
+            }
+            let prepared = PreparedFeed::prepare(&feed, None).expect("a header");
+            let header = prepared.header().expect("a delimited feed");
+            let reader = header.plain_rows().expect("the IV-MTR layout");
+            let (mut plain_symbols, mut general_symbols) = (SymbolTable::new(), SymbolTable::new());
+            let (mut read_plain, mut accepted) = (0, 0); // the latter within the feed's whole blocks
+            for (row, &start) in rows.iter().zip(&starts) {
+                let mut record = crate::record::RawRecord::default();
+                let general = match header.read_unquoted(row, &mut record) {
+                    Some(Ok(())) => {
+                        crate::record::build_event(&record, &options(), &mut general_symbols).ok()
+                    }
+                    _ => None,
+                };
+                // A row is read a whole block at a time, up to its newline's block.
+                let blocks = (row.len() + line_end.len() - 1) / WIDE + 1;
+                let within_the_feed = start + blocks * WIDE <= feed.len();
+                accepted += usize::from(general.is_some() && within_the_feed);
+                if let Some((event, newline)) =
+                    reader.read_row(&feed, start, &options(), &mut plain_symbols)
+                {
+                    assert_eq!(Some(event), general);
+                    assert_eq!(newline, start + row.len() + line_end.len() - 1);
+                    read_plain += 1;
+                }
+            }
+            assert_eq!(read_plain, accepted, "{line_end:?}");
+        }
+    }
+
+    #[test]
+    fn layouts_plain_rows_are_read_in() {
+        let reader = |names: &[&str]| {
+            let fields: Vec<_> = names
+                .iter()
+                .map(|name| crate::record::field_for_name(name))
+                .collect();
+            PlainRowReader::for_columns(&fields, b'|').map(|reader| reader.slots)
+        };
+        assert_eq!(
+            reader(&[
+                "scanDatetime",
+                "x",
+                "imb",
+                "scanEventCode",
+                "scanFacilityZip"
+            ]),
+            Some(vec![
+                Slot::Time,
+                Slot::Unread,
+                Slot::Imb,
+                Slot::Code,
+                Slot::FacilityZip
+            ])
+        );
+        // Site columns out of the IV-MTR order, a field named twice, a date apart.
+        assert_eq!(
+            reader(&["imb", "scanFacilityCity", "scanFacilityName"]),
+            None
+        );
+        assert_eq!(reader(&["imb", "imb"]), None);
+        assert_eq!(reader(&["imb", "scanDate", "scanTime"]), None);
+    }
+}
