@@ -11,16 +11,83 @@ const THREES: u64 = 0x3333_3333_3333_3333;
 /// a digit.
 pub fn eight_digits(bytes: [u8; 8]) -> Option<u64> {
     let word = u64::from_le_bytes(bytes);
-    // A digit is 0x30..=0x39: its high nibble is 3 and stays 3 when 6 is added. A byte that
-    // carries out of itself (≥ 0xFA) has high nibble F, so the carry never hides a bad byte.
-    let all_digits = (word & HIGH_NIBBLES) | ((word.wrapping_add(SIXES) & HIGH_NIBBLES) >> 4);
-    if all_digits != THREES {
+    if !is_eight_digits(word) {
         return None;
     }
     let mut value = word - ZEROS;
     value = (value.wrapping_mul(10 * 256 + 1) >> 8) & 0x00FF_00FF_00FF_00FF;
     value = (value.wrapping_mul(100 * 65_536 + 1) >> 16) & 0x0000_FFFF_0000_FFFF;
     Some(value.wrapping_mul(10_000 * (1 << 32) + 1) >> 32)
+}
+
+/// Whether every byte of `word` is an ASCII digit. A digit is 0x30..=0x39: its high nibble is
+/// 3 and stays 3 when 6 is added. A byte that carries out of itself (≥ 0xFA) has high nibble
+/// F, so the carry never hides a bad byte.
+fn is_eight_digits(word: u64) -> bool {
+    (word & HIGH_NIBBLES) | ((word.wrapping_add(SIXES) & HIGH_NIBBLES) >> 4) == THREES
+}
+
+/// The eight bytes from `at`, little-endian.
+fn word_at(bytes: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(bytes[at..at + 8].try_into().expect("eight bytes"))
+}
+
+/// Whether every byte is an ASCII digit, read eight at a time (the last eight overlapping the
+/// word before them).
+pub fn all_digits(bytes: &[u8]) -> bool {
+    let Some(last) = bytes.len().checked_sub(8) else {
+        return bytes.iter().all(u8::is_ascii_digit);
+    };
+    (0..last)
+        .step_by(8)
+        .all(|at| is_eight_digits(word_at(bytes, at)))
+        && is_eight_digits(word_at(bytes, last))
+}
+
+/// The sums of the digits at even and at odd positions (from 0) of a run of ASCII digits,
+/// eight at a time: a Mod 10 check weighs every other digit. Bytes that are not digits give
+/// meaningless sums; callers check them first.
+pub(crate) fn alternate_digit_sums(digits: &[u8]) -> (u32, u32) {
+    const EVEN_BYTES: u64 = 0x00FF_00FF_00FF_00FF;
+    // Four 16-bit lanes summed into the top lane by one multiply (each sum is at most 36).
+    let lanes_sum = |lanes: u64| (lanes.wrapping_mul(0x0001_0001_0001_0001) >> 48) as u32;
+    let sums = |word: u64| {
+        let values = word.wrapping_sub(ZEROS);
+        (
+            lanes_sum(values & EVEN_BYTES),
+            lanes_sum((values >> 8) & EVEN_BYTES),
+        )
+    };
+    if digits.len() < 8 {
+        return digits
+            .iter()
+            .enumerate()
+            .fold((0, 0), |(even, odd), (i, &d)| {
+                let value = u32::from(d.wrapping_sub(b'0'));
+                if i % 2 == 0 {
+                    (even + value, odd)
+                } else {
+                    (even, odd + value)
+                }
+            });
+    }
+    let mut chunks = digits.chunks_exact(8);
+    let (mut even, mut odd) = (0, 0);
+    for chunk in chunks.by_ref() {
+        let (e, o) = sums(word_at(chunk, 0));
+        even += e;
+        odd += o;
+    }
+    let rest = chunks.remainder().len();
+    if rest > 0 {
+        // The last eight bytes, those already summed shifted out and '0's shifted in, so that
+        // the first left, at an even position (a multiple of eight), is the word's first byte.
+        let last = word_at(digits, digits.len() - 8) >> (8 * (8 - rest)) | ZEROS << (8 * rest);
+        let (e, o) = sums(last);
+        even += e;
+        odd += o;
+    }
+    (even, odd)
 }
 
 /// The value of at most 19 ASCII digits (an empty run is 0), `None` if any byte is not a digit
@@ -52,10 +119,22 @@ pub fn wide_digits_value(digits: &[u8]) -> Option<u128> {
     }
     let (high, low) = digits.split_at(digits.len().saturating_sub(19));
     Some(
-        u128::from(digits_value(high)?) * 10u128.pow(low.len() as u32)
+        u128::from(digits_value(high)?) * u128::from(POWERS_OF_TEN[low.len()])
             + u128::from(digits_value(low)?),
     )
 }
+
+/// 10^i for i up to 19, the most digits a `u64` value has: a table, where computing the power
+/// was a loop of 128-bit multiplies on every package barcode.
+const POWERS_OF_TEN: [u64; 20] = {
+    let mut powers = [1u64; 20];
+    let mut i = 1;
+    while i < powers.len() {
+        powers[i] = powers[i - 1] * 10;
+        i += 1;
+    }
+    powers
+};
 
 #[cfg(test)]
 mod tests {
@@ -71,6 +150,17 @@ mod tests {
                 .iter()
                 .fold(0u64, |v, &d| v * 10 + u64::from(d - b'0')),
         )
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn alternate_sums_equal_the_byte_loop(digits in "[0-9]{0,48}") {
+            let naive = digits.bytes().enumerate().fold((0, 0), |(even, odd), (i, d)| {
+                let value = u32::from(d - b'0');
+                if i % 2 == 0 { (even + value, odd) } else { (even, odd + value) }
+            });
+            proptest::prop_assert_eq!(alternate_digit_sums(digits.as_bytes()), naive);
+        }
     }
 
     #[test]
@@ -110,6 +200,7 @@ mod tests {
                 doubled.iter().fold(0u128, |v, &d| v * 10 + u128::from(d - b'0'))
             });
             proptest::prop_assert_eq!(wide_digits_value(&doubled), naive_doubled);
+            proptest::prop_assert_eq!(all_digits(&digits), digits.iter().all(u8::is_ascii_digit));
             if let Ok(eight) = <[u8; 8]>::try_from(&digits[..digits.len().min(8)]) {
                 proptest::prop_assert_eq!(eight_digits(eight), naive_value(&eight));
             }

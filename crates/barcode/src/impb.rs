@@ -9,6 +9,7 @@
 
 use std::fmt;
 
+use crate::digits::{all_digits, alternate_digit_sums};
 use crate::error::{Error, ErrorKind};
 
 const MIN_TRACKING: usize = 20;
@@ -49,6 +50,15 @@ pub fn mod10_check_digit(data: impl DoubleEndedIterator<Item = u8>) -> u8 {
     ((10 - sum % 10) % 10) as u8
 }
 
+/// [`mod10_check_digit`] of ASCII digits, summed eight at a time: the digit at distance `d`
+/// from the last one weighs 3 when `d` is even.
+fn mod10_of_digits(data: &[u8]) -> u8 {
+    let (even, odd) = alternate_digit_sums(data);
+    let heavy = if data.len() % 2 == 1 { even } else { odd };
+    let sum = even + odd + 2 * heavy;
+    ((10 - sum % 10) % 10) as u8
+}
+
 /// A candidate split of a `420` barcode without FNC1 (or a bare number) into ZIP and tracking.
 fn checked(digits: &[u8], zip: &[u8], require_channel: bool) -> Result<Impb, Error> {
     let len = digits.len();
@@ -63,7 +73,7 @@ fn checked(digits: &[u8], zip: &[u8], require_channel: bool) -> Result<Impb, Err
         return Err(Error::new(ErrorKind::PackageChannel { found: channel }));
     }
     let (data, check) = (&digits[..len - 1], digits[len - 1] - b'0');
-    let expected = mod10_check_digit(data.iter().copied());
+    let expected = mod10_of_digits(data);
     // Legacy 20-digit Pub 109 numbers are checked as if `91` preceded them.
     let legacy = len == 20 && mod10_check_digit(b"91".iter().chain(data).copied()) == check;
     if expected != check && !legacy {
@@ -124,9 +134,8 @@ impl Impb {
     /// barcode's length (nearly every feed record's form), read without a UTF-8 check; `None`
     /// for anything else.
     pub fn from_digits(bytes: &[u8]) -> Option<Result<Impb, Error>> {
-        ((MIN_TRACKING..=MAX_TRACKING + 12).contains(&bytes.len())
-            && bytes.iter().all(u8::is_ascii_digit))
-        .then(|| Impb::parse_digits(bytes, None))
+        ((MIN_TRACKING..=MAX_TRACKING + 12).contains(&bytes.len()) && all_digits(bytes))
+            .then(|| Impb::parse_digits(bytes, None))
     }
 
     /// Digits only; `separator_at` is where an FNC1 or parenthesis ended the ZIP.
@@ -426,6 +435,12 @@ mod tests {
                 let input = format!("{}{}{}", if zip.is_empty() { "" } else { "420" }, zip, format_args!("{data}{digit}"));
                 proptest::prop_assert_eq!(Impb::parse(&input).is_ok(), digit == check, "{}", input);
             }
+        }
+
+        /// The check digit summed eight digits at a time equals the digit-by-digit one.
+        #[test]
+        fn mod10_of_digits_equals_the_digit_loop(data in "[0-9]{0,40}") {
+            proptest::prop_assert_eq!(mod10_of_digits(data.as_bytes()), mod10_check_digit(data.bytes()));
         }
     }
 }
