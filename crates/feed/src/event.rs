@@ -823,6 +823,8 @@ mod tests {
         assert!(EventCode::parse(b"9180").is_none());
         assert!(EventCode::parse(b"").is_none());
         assert!(EventCode::parse(b"9 8").is_none());
+        assert!(EventCode::parse(b"91\xC3").is_none());
+        assert!(EventCode::parse(b"\x00").is_none());
         let code = EventCode::parse(b"PC").unwrap();
         assert_eq!(EventCode::from_bytes(code.to_bytes()), Some(code));
     }

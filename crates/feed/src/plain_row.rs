@@ -18,7 +18,9 @@ use imbtrack_barcode::{Barcode, Impb};
 
 use crate::delimited::{wide_masks, WIDE};
 use crate::event::{EventCode, HandlingEventType, ScanEvent, SymbolTable, Zip};
-use crate::record::{class_of, imb_digits_key, package_routing, FeedOptions, Field, FIELD_COUNT};
+use crate::record::{
+    class_of, imb_digits_key, package_routing, site_symbols_in, FeedOptions, Field, FIELD_COUNT,
+};
 use crate::time::fixed_rfc3339;
 
 /// Where a column's value goes: one slot a field read, and one for the columns not read.
@@ -31,7 +33,6 @@ enum Slot {
     Code,
     FacilityZip,
     Handling,
-    /// The four site columns, side by side in this order.
     FacilityName,
     FacilityCity,
     FacilityState,
@@ -41,33 +42,32 @@ enum Slot {
 
 const SLOT_COUNT: usize = Slot::Unread as usize + 1;
 
-/// The four site columns in the order the IV-MTR layout gives them.
-const SITE_COLUMNS: [Option<Field>; 4] = [
-    Some(Field::FacilityName),
-    Some(Field::FacilityCity),
-    Some(Field::FacilityState),
-    Some(Field::Machine),
-];
-
 /// A delimited feed's columns as the slots of its plain rows' values.
 #[derive(Debug, Clone)]
 pub(crate) struct PlainRowReader {
     slots: Vec<Slot>,
-    /// Whether the row has the four site columns (else its events have no site).
-    has_site: bool,
+    /// Whether the four site columns lie side by side in the IV-MTR order, so that a row's
+    /// span of them is known without working it out from where the values are.
+    site_side_by_side: bool,
     delimiter: u8,
 }
 
+/// The site columns in the IV-MTR order.
+const SITE_SLOTS: [Slot; 4] = [
+    Slot::FacilityName,
+    Slot::FacilityCity,
+    Slot::FacilityState,
+    Slot::Machine,
+];
+
 impl PlainRowReader {
     /// The slots of a header's columns; `None` when a column names a field plain rows are not
-    /// read for (a date and a time apart, tracking and routing codes apart, a destination ZIP,
-    /// site columns other than the four side by side in the IV-MTR order) or two columns name
-    /// one field: such feeds are read by the general reader alone.
+    /// read for (a date and a time apart, tracking and routing codes apart, a destination ZIP)
+    /// or two columns name one field: such feeds are read by the general reader alone.
     pub(crate) fn for_columns(columns: &[Option<Field>], delimiter: u8) -> Option<PlainRowReader> {
         let mut slots = Vec::with_capacity(columns.len());
         let mut named = [false; FIELD_COUNT];
-        let mut has_site = false;
-        for (column, name) in columns.iter().enumerate() {
+        for name in columns {
             let Some(field) = *name else {
                 slots.push(Slot::Unread);
                 continue;
@@ -82,20 +82,20 @@ impl PlainRowReader {
                 Field::Code => Slot::Code,
                 Field::FacilityZip => Slot::FacilityZip,
                 Field::Handling => Slot::Handling,
-                Field::FacilityName if columns[column..].starts_with(&SITE_COLUMNS) => {
-                    has_site = true;
-                    Slot::FacilityName
-                }
-                // Only after the name, as the site's run goes on.
-                Field::FacilityCity if has_site => Slot::FacilityCity,
-                Field::FacilityState if has_site => Slot::FacilityState,
-                Field::Machine if has_site => Slot::Machine,
-                _ => return None,
+                Field::FacilityName => Slot::FacilityName,
+                Field::FacilityCity => Slot::FacilityCity,
+                Field::FacilityState => Slot::FacilityState,
+                Field::Machine => Slot::Machine,
+                Field::ImbTracking
+                | Field::ImbRouting
+                | Field::Date
+                | Field::TimeOfDay
+                | Field::RoutingZip => return None,
             });
         }
         Some(PlainRowReader {
+            site_side_by_side: slots.windows(4).any(|run| run == SITE_SLOTS),
             slots,
-            has_site,
             delimiter,
         })
     }
@@ -133,23 +133,17 @@ impl PlainRowReader {
         }
         let code = EventCode::parse(value(Slot::Code))?;
         let facility_zip = Zip::parse(value(Slot::FacilityZip))?;
-        let (facility, machine) = if self.has_site {
-            let parts = [
-                value(Slot::FacilityName),
-                value(Slot::FacilityCity),
-                value(Slot::FacilityState),
-                value(Slot::Machine),
-            ];
-            if !parts.iter().all(|part| trimmed_as_is(part)) {
-                return None;
-            }
-            // The parts lie in the row one delimiter apart: from the name's start to the
-            // machine's end.
+        let parts = SITE_SLOTS.map(value);
+        if !parts.iter().all(|part| trimmed_as_is(part)) {
+            return None;
+        }
+        let (facility, machine) = if self.site_side_by_side {
+            // From the name's start to the machine's end, one delimiter between each two.
             let site_start = parts[0].as_ptr() as usize - row.as_ptr() as usize;
             let site_len = parts.iter().map(|part| part.len()).sum::<usize>() + parts.len() - 1;
             symbols.intern_site_span(&row[site_start..site_start + site_len], &parts)?
         } else {
-            (0, 0)
+            site_symbols_in(row, parts, symbols)?
         };
         let event = ScanEvent {
             barcode,
@@ -169,7 +163,9 @@ impl PlainRowReader {
     /// has more or fewer columns than the header, or runs to the end of `row` before a whole
     /// block (the chunk's last bytes).
     fn split<'a>(&self, row: &'a [u8]) -> Option<([&'a [u8]; SLOT_COUNT], usize)> {
-        let mut values = [&row[..0]; SLOT_COUNT];
+        // A slot no column fills holds an empty slice that is not the row's, as the general
+        // reader's record does: no name is taken to lie next to it.
+        let mut values: [&[u8]; SLOT_COUNT] = [&[]; SLOT_COUNT];
         let mut ends = ColumnEnds::new(row, self.delimiter)?;
         let mut at = 0;
         let mut end = 0;
@@ -336,23 +332,27 @@ mod tests {
         #![proptest_config(ProptestConfig::with_cases(256))]
 
         /// Rows spoilt anywhere - a byte replaced, dropped or put in - read the same by the
-        /// plain rows' reader and by the general one: events, names, rejects and counts.
+        /// plain rows' reader and by the general one: events, names, rejects and counts; with
+        /// the columns in any order, a column imbtrack does not read among them.
         #[test]
         fn plain_rows_read_as_the_general_reader_reads_them(
             picks in prop::collection::vec((any::<prop::sample::Index>(), prop::collection::vec((any::<prop::sample::Index>(), 0u8..3, spoiling_byte()), 0..3)), 1..40),
             crlf in any::<bool>(),
-            extra_column in any::<bool>(),
+            order in Just((0..11).collect::<Vec<usize>>()).prop_shuffle(),
+            in_order in any::<bool>(),
         ) {
+            // The generator's ten columns and an eleventh no field is read from, in the
+            // generator's order or shuffled.
+            let order = if in_order { (0..11).collect() } else { order };
+            let reordered = |columns: Vec<&[u8]>| -> Vec<u8> {
+                order.iter().map(|&i| columns.get(i).copied().unwrap_or(b"Phase 1")).collect::<Vec<_>>().join(&b'|')
+            };
             let rows = generated_rows();
-            let mut feed = HEADER.as_bytes().to_vec();
-            if extra_column {
-                feed.extend_from_slice(b"|mailPhase");
-            }
+            let mut header: Vec<&[u8]> = HEADER.as_bytes().split(|&b| b == b'|').collect();
+            header.push(b"mailPhase");
+            let mut feed = reordered(header);
             for (row, spoils) in &picks {
-                let mut row = row.get(&rows).clone();
-                if extra_column {
-                    row.extend_from_slice(b"|Phase 1");
-                }
+                let mut row = reordered(row.get(&rows).split(|&b| b == b'|').collect());
                 for (at, how, byte) in spoils {
                     let at = at.index(row.len() + 1);
                     match how {
@@ -438,10 +438,15 @@ mod tests {
                 Slot::FacilityZip
             ])
         );
-        // Site columns out of the IV-MTR order, a field named twice, a date apart.
+        // Site columns in any order; a field named twice, a date apart.
         assert_eq!(
-            reader(&["imb", "scanFacilityCity", "scanFacilityName"]),
-            None
+            reader(&["machineName", "imb", "scanFacilityCity", "scanFacilityName"]),
+            Some(vec![
+                Slot::Machine,
+                Slot::Imb,
+                Slot::FacilityCity,
+                Slot::FacilityName
+            ])
         );
         assert_eq!(reader(&["imb", "imb"]), None);
         assert_eq!(reader(&["imb", "scanDate", "scanTime"]), None);

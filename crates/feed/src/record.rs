@@ -100,25 +100,6 @@ impl<'a> RawRecord<'a> {
         self.line = line;
     }
 
-    /// The bytes `parts` lie in, from the first one's start to the last one's end, when they
-    /// lie in the record's line in order one byte apart (adjacent columns); `None` otherwise.
-    fn span_of(&self, parts: &[&[u8]]) -> Option<&'a [u8]> {
-        // Where each part starts in the line, by address: a part that is not the line's has no
-        // offset inside it (allocations do not overlap), and `get` below checks the range.
-        let base = self.line.as_ptr() as usize;
-        let offset = |part: &[u8]| (part.as_ptr() as usize).checked_sub(base);
-        let start = offset(parts.first()?)?;
-        let mut end = start;
-        for (i, part) in parts.iter().enumerate() {
-            let at = offset(part)?;
-            if i > 0 && at != end + 1 {
-                return None;
-            }
-            end = at + part.len();
-        }
-        self.line.get(start..end)
-    }
-
     pub(crate) fn set(&mut self, field: Field, value: &'a [u8]) {
         // Nearly every value starts and ends with a byte above the space, which no trimming
         // would remove: two compares instead of two whitespace scans.
@@ -232,8 +213,7 @@ pub(crate) fn class_of(barcode: BarcodeKey) -> MailClass {
 }
 
 /// The symbols of the record's facility (name, city, state) and machine name; `None` when a
-/// new one is not UTF-8. Where the four columns lie side by side in that order (the IV-MTR
-/// layout), one lookup finds both.
+/// new one is not UTF-8.
 fn site_symbols(raw: &RawRecord<'_>, symbols: &mut SymbolTable) -> Option<(Symbol, Symbol)> {
     let parts = [
         raw.get(Field::FacilityName),
@@ -241,16 +221,46 @@ fn site_symbols(raw: &RawRecord<'_>, symbols: &mut SymbolTable) -> Option<(Symbo
         raw.get(Field::FacilityState),
         raw.get(Field::Machine),
     ];
-    if let Some(span) = raw.span_of(&parts) {
+    site_symbols_in(raw.line, parts, symbols)
+}
+
+/// The symbols of a facility (its name, city and state, the first three parts) and a machine
+/// name (the fourth), parts that lie in `line` where they are a line's values. Where the four
+/// columns lie side by side in that order (the IV-MTR layout), one lookup finds both.
+pub(crate) fn site_symbols_in(
+    line: &[u8],
+    parts: [&[u8]; 4],
+    symbols: &mut SymbolTable,
+) -> Option<(Symbol, Symbol)> {
+    if let Some(span) = span_of(line, &parts) {
         return symbols.intern_site_span(span, &parts);
     }
     let facility_parts = &parts[..3];
-    let facility = match raw.span_of(facility_parts) {
+    let facility = match span_of(line, facility_parts) {
         Some(span) => symbols.intern_span(span, facility_parts),
         None => symbols.intern_bytes(facility_parts),
     }?;
     let machine = symbols.intern_span(parts[3], &parts[3..])?;
     Some((facility, machine))
+}
+
+/// The bytes `parts` lie in, from the first one's start to the last one's end, when they lie in
+/// `line` in order one byte apart (adjacent columns); `None` otherwise.
+fn span_of<'l>(line: &'l [u8], parts: &[&[u8]]) -> Option<&'l [u8]> {
+    // Where each part starts in the line, by address: a part that is not the line's has no
+    // offset inside it (allocations do not overlap), and `get` below checks the range.
+    let base = line.as_ptr() as usize;
+    let offset = |part: &[u8]| (part.as_ptr() as usize).checked_sub(base);
+    let start = offset(parts.first()?)?;
+    let mut end = start;
+    for (i, part) in parts.iter().enumerate() {
+        let at = offset(part)?;
+        if i > 0 && at != end + 1 {
+            return None;
+        }
+        end = at + part.len();
+    }
+    line.get(start..end)
 }
 
 /// The record's barcode key and routing ZIP, from whichever barcode columns it has. An IMb of
