@@ -11,6 +11,9 @@ one bad record stop a feed or vanish silently.
   (IV-MTR delimited with a header row, IV-MTR JSON bodies or JSON lines, legacy IMb Tracing
   records), and cuts it into [`Chunk`]s at record boundaries that parse independently, so
   several threads can parse one file. [`parse_feed`] and [`parse_feed_parallel`] do it all.
+- A delimited feed's plain rows (no quotes, every value in its usual form as it stands) are
+  read straight into their events, their delimiters, quotes and newline found in one scan; any
+  other row goes to the general reader, which alone rejects, so both give the same answer.
 - Every record is either accepted or rejected with a [`RejectReason`]; rejects go to a
   [`RejectSink`] (such as [`RejectFile`], one JSON line each) and are counted in the
   [`ParseReport`].
