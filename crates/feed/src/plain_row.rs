@@ -17,9 +17,9 @@
 use imbtrack_barcode::{Barcode, Impb};
 
 use crate::delimited::{wide_masks, WIDE};
-use crate::event::{EventCode, HandlingEventType, ScanEvent, SymbolTable, Zip};
+use crate::event::{EventCode, ScanEvent, SymbolTable, Zip};
 use crate::record::{
-    class_of, imb_digits_key, package_routing, site_symbols_in, FeedOptions, Field, FIELD_COUNT,
+    imb_digits_key, package_routing, scan_event, site_symbols_in, FeedOptions, Field, FIELD_COUNT,
 };
 use crate::time::fixed_rfc3339;
 
@@ -137,7 +137,7 @@ impl PlainRowReader {
         if !parts.iter().all(|part| trimmed_as_is(part)) {
             return None;
         }
-        let (facility, machine) = if self.site_side_by_side {
+        let site = if self.site_side_by_side {
             // From the name's start to the machine's end, one delimiter between each two.
             let site_start = parts[0].as_ptr() as usize - row.as_ptr() as usize;
             let site_len = parts.iter().map(|part| part.len()).sum::<usize>() + parts.len() - 1;
@@ -145,17 +145,14 @@ impl PlainRowReader {
         } else {
             site_symbols_in(row, parts, symbols)?
         };
-        let event = ScanEvent {
-            barcode,
+        let event = scan_event(
+            (barcode, routing),
             time_ms,
-            routing,
-            facility_zip,
-            facility,
-            machine,
             code,
-            class: class_of(barcode),
-            handling: HandlingEventType::parse(value(Slot::Handling)),
-        };
+            facility_zip,
+            site,
+            value(Slot::Handling),
+        );
         Some((event, start + newline))
     }
 

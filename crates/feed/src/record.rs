@@ -190,8 +190,28 @@ pub(crate) fn build_event(
         })?,
     };
 
-    let (facility, machine) = site_symbols(raw, symbols).ok_or(RejectReason::InvalidUtf8)?;
-    Ok(ScanEvent {
+    let site = site_symbols(raw, symbols).ok_or(RejectReason::InvalidUtf8)?;
+    Ok(scan_event(
+        (barcode, routing),
+        time_ms,
+        code,
+        facility_zip,
+        site,
+        raw.get(Field::Handling),
+    ))
+}
+
+/// The event of a record's checked values: its barcode key and routing ZIP, its time, code
+/// and facility ZIP, its facility and machine symbols, and its scan type as written.
+pub(crate) fn scan_event(
+    (barcode, routing): (BarcodeKey, Zip),
+    time_ms: i64,
+    code: EventCode,
+    facility_zip: Zip,
+    (facility, machine): (Symbol, Symbol),
+    handling: &[u8],
+) -> ScanEvent {
+    ScanEvent {
         barcode,
         time_ms,
         routing,
@@ -199,16 +219,11 @@ pub(crate) fn build_event(
         facility,
         machine,
         code,
-        class: class_of(barcode),
-        handling: HandlingEventType::parse(raw.get(Field::Handling)),
-    })
-}
-
-/// The class of mail a barcode marks: packages by their IMpb, mail otherwise.
-pub(crate) fn class_of(barcode: BarcodeKey) -> MailClass {
-    match barcode.kind() {
-        BarcodeKind::Impb => MailClass::Package,
-        BarcodeKind::Imb | BarcodeKind::Imcb => MailClass::Mail,
+        class: match barcode.kind() {
+            BarcodeKind::Impb => MailClass::Package,
+            BarcodeKind::Imb | BarcodeKind::Imcb => MailClass::Mail,
+        },
+        handling: HandlingEventType::parse(handling),
     }
 }
 
