@@ -34,14 +34,18 @@ fn word_at(bytes: &[u8], at: usize) -> u64 {
 
 /// Whether every byte is an ASCII digit, read eight at a time (the last eight overlapping the
 /// word before them).
-pub fn all_digits(bytes: &[u8]) -> bool {
+pub(crate) fn all_digits(bytes: &[u8]) -> bool {
     let Some(last) = bytes.len().checked_sub(8) else {
         return bytes.iter().all(u8::is_ascii_digit);
     };
-    (0..last)
-        .step_by(8)
-        .all(|at| is_eight_digits(word_at(bytes, at)))
-        && is_eight_digits(word_at(bytes, last))
+    let mut at = 0;
+    while at < last {
+        if !is_eight_digits(word_at(bytes, at)) {
+            return false;
+        }
+        at += 8;
+    }
+    is_eight_digits(word_at(bytes, last))
 }
 
 /// The sums of the digits at even and at odd positions (from 0) of a run of ASCII digits,

@@ -5,7 +5,7 @@ use std::fmt;
 use std::hash::BuildHasher;
 
 use hashbrown::{DefaultHashBuilder, HashTable};
-use imbtrack_barcode::BarcodeKey;
+use imbtrack_barcode::{eight_digits, BarcodeKey};
 
 /// Which retention class a scan belongs to: letters and flats (IMb) or packages and Special
 /// Services (IMpb).
@@ -126,30 +126,16 @@ pub struct Zip(u64);
 
 const ZIP_LEN_SHIFT: u32 = 40;
 
-/// Whether every byte of `word` is an ASCII digit: a digit's high nibble is 3 and stays 3 when
-/// 6 is added (a byte that carries out of itself has high nibble F, never hiding a bad byte).
-fn is_four_digits(word: u32) -> bool {
-    (word & 0xF0F0_F0F0) | ((word.wrapping_add(0x0606_0606) & 0xF0F0_F0F0) >> 4) == 0x3333_3333
-}
-
 impl Zip {
     /// No ZIP.
     pub const NONE: Zip = Zip(0);
 
     /// Parses 5, 9 or 11 digits; `12345-6789` is accepted for ZIP+4. `None` for anything else.
     pub fn parse(text: &[u8]) -> Option<Zip> {
-        // Five digits, every record's facility ZIP: the first four as one word.
+        // Five digits, every record's facility ZIP: one word, '0's in front.
         if let [a, b, c, d, e] = *text {
-            let four = u32::from_le_bytes([a, b, c, d]);
-            let last = e.wrapping_sub(b'0');
-            if !is_four_digits(four) || last > 9 {
-                return None;
-            }
-            let pairs = (four - 0x3030_3030).wrapping_mul(10 * 256 + 1) >> 8 & 0x00FF_00FF;
-            let value = (pairs & 0xFF) * 100 + (pairs >> 16);
-            return Some(Zip(
-                5 << ZIP_LEN_SHIFT | u64::from(value * 10 + u32::from(last))
-            ));
+            let value = eight_digits([b'0', b'0', b'0', a, b, c, d, e])?;
+            return Some(Zip(5 << ZIP_LEN_SHIFT | value));
         }
         let mut value = 0u64;
         let mut len = 0u64;
