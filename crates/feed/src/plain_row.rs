@@ -19,7 +19,8 @@ use imbtrack_barcode::{Barcode, Impb};
 use crate::delimited::{wide_masks, WIDE};
 use crate::event::{EventCode, ScanEvent, SymbolTable, Zip};
 use crate::record::{
-    imb_digits_key, package_routing, scan_event, site_symbols_in, FeedOptions, Field, FIELD_COUNT,
+    imb_digits_key, package_routing, scan_event, site_symbols_in, trimmed_as_is, FeedOptions,
+    Field, FIELD_COUNT,
 };
 use crate::time::fixed_rfc3339;
 
@@ -237,14 +238,6 @@ impl<'a> ColumnEnds<'a> {
         let end = self.base + self.pending.trailing_zeros() as usize;
         self.pending &= self.pending - 1;
         Some(end)
-    }
-}
-
-/// Whether trimming would leave `value` as it is (the general reader trims every value).
-fn trimmed_as_is(value: &[u8]) -> bool {
-    match (value.first(), value.last()) {
-        (Some(&first), Some(&last)) => first > b' ' && last > b' ',
-        _ => true,
     }
 }
 
