@@ -7,7 +7,7 @@ status queries in Rust.
 - [`Engine`] owns a [`Store`] (whose lookups never wait for its appends, seals or fsyncs, so
   one engine serves lookups from many threads while it ingests) and the [`CodeTables`]. [`Engine::ingest`] takes a feed's bytes
   (or [`Engine::ingest_file`] a path, memory-mapped): the feed is cut into chunks at record
-  boundaries, each chunk is parsed as its own task on rayon's pool, a writer appends the parsed
+  boundaries, each chunk is parsed as its own task on the engine's parser pool, a writer appends the parsed
   chunks to the store in feed order ([`Engine::append_pending`]) while later chunks parse, and
   the calling thread waits for each append's WAL fsync ([`Engine::durable`], shared with other
   appenders) before it counts the chunk, while the writer goes on. Bounded channels between the
@@ -107,6 +107,9 @@ pub enum EngineError {
         /// What the OS said.
         error: std::io::Error,
     },
+    /// The parser threads could not be started.
+    #[error("starting the parser threads: {0}")]
+    ParsePool(#[from] rayon::ThreadPoolBuildError),
 }
 
 /// "Now" for retention, sealing and the time plausibility check.
@@ -139,7 +142,7 @@ pub struct EngineOptions {
     pub store: StoreOptions,
     /// Feed parsing defaults (format, default UTC offset, limits); its `now_ms` is set from ours.
     pub feed: FeedOptions,
-    /// Parser threads (rayon's pool size by default).
+    /// Parser threads, a pool of their own (as many as rayon's global pool by default).
     pub threads: usize,
     /// What scan codes mean ([`CodeTables::builtin`] by default).
     pub codes: CodeTables,
@@ -230,6 +233,12 @@ pub struct Engine {
     watch: std::sync::RwLock<Option<std::sync::Arc<dyn StatusWatch>>>,
     /// Held by appends that touch watched pieces, from the statuses before to those after.
     watched_appends: std::sync::Mutex<()>,
+    /// Where feeds are parsed ([`Engine::ingest`]): a pool apart from rayon's global one,
+    /// which runs the store's appends. On one pool, each append's head inserts queued behind
+    /// whole chunks' parses (its FIFO), and the appends are an ingest's slowest stage: the
+    /// parse ran ahead to the end of its window and a core idled while the writer caught up.
+    /// On two, the OS shares the cores between the parses and the inserts.
+    parse_pool: rayon::ThreadPool,
 }
 
 /// An append not yet acknowledged: [`Engine::durable`] waits for it.
@@ -256,6 +265,10 @@ impl Engine {
         options: EngineOptions,
     ) -> Result<(Engine, RecoveryReport), EngineError> {
         let (store, report) = Store::open(dir, options.store.clone())?;
+        let parse_pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(options.threads.max(1))
+            .thread_name(|index| format!("imbtrack-parse-{index}"))
+            .build()?;
         Ok((
             Engine {
                 store,
@@ -263,6 +276,7 @@ impl Engine {
                 options,
                 watch: std::sync::RwLock::new(None),
                 watched_appends: std::sync::Mutex::new(()),
+                parse_pool,
             },
             report,
         ))
@@ -511,10 +525,10 @@ impl Engine {
         let window = self.options.threads.max(1) * 2;
         let bytes_total = feed.len() as u64;
 
-        // Each chunk's parse is its own task on rayon's pool, its output awaited in feed order
-        // through a one-slot channel: a pool thread that finishes a chunk takes the next (or
-        // the writer's share of an append) at once, instead of idling until a whole window of
-        // chunks is done. At most `window` chunks are parsed ahead of the writer.
+        // Each chunk's parse is its own task on the parser pool, its output awaited in feed
+        // order through a one-slot channel: a pool thread that finishes a chunk takes the next
+        // at once, instead of idling until a whole window of chunks is done. At most `window`
+        // chunks are parsed ahead of the writer.
         let (sender, receiver) =
             crossbeam_channel::bounded::<crossbeam_channel::Receiver<(usize, ChunkOutput)>>(window);
         // Event buffers of appended chunks, back to the parser for reuse.
@@ -530,7 +544,7 @@ impl Engine {
             let feed_options = &feed_options;
             let spares = &spares;
             scope.spawn(move || {
-                rayon::in_place_scope_fifo(|parse| {
+                self.parse_pool.in_place_scope_fifo(|parse| {
                     for chunk in chunks {
                         let (output_sender, output) = crossbeam_channel::bounded(1);
                         parse.spawn_fifo(move |_| {
