@@ -136,11 +136,16 @@ impl BucketIndexes {
         self.buckets[self.last].1.push(index);
     }
 
-    /// Each bucket's events grouped by head shard, for one lock a shard.
-    pub(crate) fn into_shard_groups(self, events: &[ScanEvent]) -> Vec<(BucketId, ShardGroups)> {
+    /// Each bucket's events (with their site numbers) grouped by head shard, for one lock a
+    /// shard.
+    pub(crate) fn into_shard_groups(
+        self,
+        events: &[ScanEvent],
+        site_numbers: &[u32],
+    ) -> Vec<(BucketId, ShardGroups)> {
         self.buckets
             .into_iter()
-            .map(|(id, indexes)| (id, ShardGroups::new(events, &indexes)))
+            .map(|(id, indexes)| (id, ShardGroups::new(events, &indexes, site_numbers)))
             .collect()
     }
 }
@@ -207,7 +212,7 @@ impl Store {
         // shard (one lock a shard): first what only answers, a frozen head being sealed and
         // the day's sealed files; then the open head takes each event it lacks, a repeat of
         // one it took earlier in the batch included, in one probe per event.
-        let buckets = bucket_indexes.into_shard_groups(candidates);
+        let buckets = bucket_indexes.into_shard_groups(candidates, &site_numbers);
         for (id, groups) in &buckets {
             for head in view.frozen_heads_of_bucket(*id) {
                 let probes = head.probe_all(candidates, groups);
@@ -256,7 +261,7 @@ impl Store {
             .iter()
             .filter_map(|(id, groups)| Some((&**view.head.get(id)?, groups)))
             .collect();
-        for index in HeadBucket::insert_new_in(&heads, candidates, &site_numbers, &keep) {
+        for index in HeadBucket::insert_new_in(&heads, candidates, &keep) {
             keep[index as usize] = false;
         }
         let fresh = keep.iter().filter(|&&k| k).count();
@@ -328,9 +333,9 @@ mod tests {
         events: &[ScanEvent],
     ) -> Vec<ScanEvent> {
         let indexes: Vec<u32> = (0..events.len() as u32).collect();
-        let groups = ShardGroups::new(events, &indexes);
         let site_numbers: Vec<u32> = events.iter().map(|e| numbers.number(e)).collect();
-        let present = head.insert_new(events, &site_numbers, &groups, &vec![true; events.len()]);
+        let groups = ShardGroups::new(events, &indexes, &site_numbers);
+        let present = head.insert_new(events, &groups, &vec![true; events.len()]);
         let present: std::collections::HashSet<u32> = present.into_iter().collect();
         events
             .iter()
@@ -399,10 +404,10 @@ mod tests {
             proptest::prop_assert_eq!(kept_by_insert(&head, &mut numbers, &first), kept_first.clone());
             proptest::prop_assert_eq!(kept_by_insert(&head, &mut numbers, &second), kept_second.clone());
             let indexes: Vec<u32> = (0..second.len() as u32).collect();
-            let groups = ShardGroups::new(&second, &indexes);
-            let scans = head.scan_count();
             let site_numbers = vec![NO_SITE_NUMBER; second.len()];
-            proptest::prop_assert!(head.insert_new(&second, &site_numbers, &groups, &vec![false; second.len()]).is_empty());
+            let groups = ShardGroups::new(&second, &indexes, &site_numbers);
+            let scans = head.scan_count();
+            proptest::prop_assert!(head.insert_new(&second, &groups, &vec![false; second.len()]).is_empty());
             proptest::prop_assert_eq!(head.scan_count(), scans);
             // Each scan reads back whole: its site, found by number, is its own.
             let order = |mut events: Vec<ScanEvent>| {

@@ -12,12 +12,12 @@
 //! bucket knows its class and day), the index of its piece's previous scan, its site (facility
 //! ZIP, facility and machine, interned per shard: a plant has few) and its code and handling.
 //! Its routing ZIP is the piece's, kept once per piece; the rare scan whose routing differs
-//! has a site of its own that says so. A piece costs its key, routing, newest scan and a filter
-//! of its scans' identities, in one 32-byte record (a lookup that finds the piece reads one cache line, not three arrays), and
-//! an 8-byte slot in its shard's [`PieceTable`] (at most three in four slots full).
-//! Arrays grow in chunks ([`Chunked`]), so growth never copies a shard and wastes at most part of
-//! one chunk; the table is the one thing that doubles, and it holds 8-byte slots only.
-//! [`HeadBucket::heap_bytes`] counts it all.
+//! has a site of its own that says so. A piece costs its key, routing, newest scan and a
+//! filter of its scans' identities, in one 32-byte record (a lookup that finds the piece reads
+//! one cache line, not three arrays), and an 8-byte slot in its shard's [`PieceTable`] (at
+//! most three in four slots full). Arrays grow in chunks ([`Chunked`]), so growth never copies
+//! a shard and wastes at most part of one chunk; the table is the one thing that doubles, and
+//! it holds 8-byte slots only. [`HeadBucket::heap_bytes`] counts it all.
 
 use std::hash::BuildHasher;
 use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -719,12 +719,16 @@ pub(crate) struct Probe {
 /// (a counting sort), so an append takes each shard's lock once, not once an event.
 pub(crate) struct ShardGroups {
     order: Vec<u32>,
+    /// The site number of each event in `order`, beside it: an insert reads them in group
+    /// order, where reading them by event index missed the cache about once an event.
+    site_numbers: Vec<u32>,
     starts: [u32; HEAD_SHARDS + 1],
 }
 
 impl ShardGroups {
-    /// Groups `indexes` (into `events`) by the shard of each event's key.
-    pub(crate) fn new(events: &[ScanEvent], indexes: &[u32]) -> ShardGroups {
+    /// Groups `indexes` (into `events` and their `site_numbers`) by the shard of each event's
+    /// key.
+    pub(crate) fn new(events: &[ScanEvent], indexes: &[u32], site_numbers: &[u32]) -> ShardGroups {
         let shards: Vec<u8> = indexes
             .iter()
             .map(|&i| shard_of(events[i as usize].barcode) as u8)
@@ -738,11 +742,18 @@ impl ShardGroups {
         }
         let mut next = starts;
         let mut order = vec![0; indexes.len()];
+        let mut grouped_site_numbers = vec![0; indexes.len()];
         for (&index, &shard) in indexes.iter().zip(&shards) {
-            order[next[shard as usize] as usize] = index;
+            let at = next[shard as usize] as usize;
+            order[at] = index;
+            grouped_site_numbers[at] = site_numbers[index as usize];
             next[shard as usize] += 1;
         }
-        ShardGroups { order, starts }
+        ShardGroups {
+            order,
+            site_numbers: grouped_site_numbers,
+            starts,
+        }
     }
 
     /// Every grouped index, shard by shard.
@@ -752,7 +763,16 @@ impl ShardGroups {
 
     /// The event indexes of `shard`, in input order.
     pub(crate) fn of(&self, shard: usize) -> &[u32] {
-        &self.order[self.starts[shard] as usize..self.starts[shard + 1] as usize]
+        &self.order[self.range_of(shard)]
+    }
+
+    /// The site numbers of `shard`'s events, in [`ShardGroups::of`]'s order.
+    fn site_numbers_of(&self, shard: usize) -> &[u32] {
+        &self.site_numbers[self.range_of(shard)]
+    }
+
+    fn range_of(&self, shard: usize) -> std::ops::Range<usize> {
+        self.starts[shard] as usize..self.starts[shard + 1] as usize
     }
 
     /// Every grouped index with its probe, shard by shard.
@@ -872,11 +892,10 @@ impl HeadBucket {
     pub(crate) fn insert_new(
         &self,
         events: &[ScanEvent],
-        site_numbers: &[u32],
         groups: &ShardGroups,
         keep: &[bool],
     ) -> Vec<u32> {
-        HeadBucket::insert_new_in(&[(self, groups)], events, site_numbers, keep)
+        HeadBucket::insert_new_in(&[(self, groups)], events, keep)
     }
 
     /// [`HeadBucket::insert_new`] into several buckets, each with its groups: every shard of
@@ -885,24 +904,25 @@ impl HeadBucket {
     pub(crate) fn insert_new_in(
         heads: &[(&HeadBucket, &ShardGroups)],
         events: &[ScanEvent],
-        site_numbers: &[u32],
         keep: &[bool],
     ) -> Vec<u32> {
-        let tasks: Vec<(&HeadBucket, &[u32], usize)> = heads
+        let tasks: Vec<(&HeadBucket, &ShardGroups, usize)> = heads
             .iter()
-            .flat_map(|&(head, groups)| (0..HEAD_SHARDS).map(move |s| (head, groups.of(s), s)))
-            .filter(|(_, group, _)| group.iter().any(|&i| keep[i as usize]))
+            .flat_map(|&(head, groups)| (0..HEAD_SHARDS).map(move |s| (head, groups, s)))
+            .filter(|(_, groups, s)| groups.of(*s).iter().any(|&i| keep[i as usize]))
             .collect();
         tasks
             .par_iter()
-            .flat_map_iter(|&(head, group, index)| {
+            .flat_map_iter(|&(head, groups, index)| {
                 let mut present = Vec::new();
                 let mut shard = write(&head.shards[index]);
+                let group = groups.of(index);
                 let hashes = shard.hashes_of(events, group);
-                for (n, &i) in group.iter().enumerate() {
+                let site_numbers = groups.site_numbers_of(index);
+                for (n, (&i, &site_number)) in group.iter().zip(site_numbers).enumerate() {
                     shard.prefetch_ahead(&hashes, n);
                     let i = i as usize;
-                    if keep[i] && !shard.insert_if_new(&events[i], hashes[n], site_numbers[i]) {
+                    if keep[i] && !shard.insert_if_new(&events[i], hashes[n], site_number) {
                         present.push(i as u32);
                     }
                 }
@@ -915,10 +935,10 @@ impl HeadBucket {
     #[cfg(test)]
     pub(crate) fn insert_all(&self, events: Vec<ScanEvent>) {
         let indexes: Vec<u32> = (0..events.len() as u32).collect();
-        let groups = ShardGroups::new(&events, &indexes);
         let mut numbers = SiteNumbers::default();
         let site_numbers: Vec<u32> = events.iter().map(|e| numbers.number(e)).collect();
-        self.insert_new(&events, &site_numbers, &groups, &vec![true; events.len()]);
+        let groups = ShardGroups::new(&events, &indexes, &site_numbers);
+        self.insert_new(&events, &groups, &vec![true; events.len()]);
     }
 
     /// Scans per shard, in shard order: what a checkpoint taken now covers.

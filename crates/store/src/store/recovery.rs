@@ -243,7 +243,7 @@ impl Replay<'_> {
             },
         );
         let buckets: Vec<(Arc<HeadBucket>, ShardGroups)> = bucket_indexes
-            .into_shard_groups(&events)
+            .into_shard_groups(&events, &site_numbers)
             .into_iter()
             .map(|(id, groups)| {
                 let head = self.view.head.entry(id);
@@ -258,7 +258,7 @@ impl Replay<'_> {
             .iter()
             .map(|(head, groups)| (&**head, groups))
             .collect();
-        let present = HeadBucket::insert_new_in(&heads, &events, &site_numbers, &keep);
+        let present = HeadBucket::insert_new_in(&heads, &events, &keep);
         let candidates = keep.iter().filter(|&&k| k).count();
         self.report.replayed_scans += (candidates - present.len()) as u64;
         for id in ids {
