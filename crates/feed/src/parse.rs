@@ -15,6 +15,7 @@ use crate::event::{ScanEvent, SymbolTable};
 use crate::json::{JsonObject, JsonRecord};
 use crate::record::{build_event, FeedOptions, RawRecord};
 use crate::reject::{ParseReport, RejectList, RejectReason, RejectSink};
+use crate::time::RecentDays;
 
 /// A feed format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -378,10 +379,11 @@ fn parse_lines(
     let mut start = 0;
     let mut plain_rows = header.and_then(Header::plain_rows);
     let mut rows_not_plain = 0;
+    let mut recent_days = RecentDays::default();
     while start < bytes.len() {
         if let Some(reader) = plain_rows {
-            if let Some((event, newline)) = reader.read_row(bytes, start, options, &mut out.symbols)
-            {
+            let plain = reader.read_row(bytes, start, options, &mut out.symbols, &mut recent_days);
+            if let Some((event, newline)) = plain {
                 take(out, line_no, None, &[], Ok(event));
                 line_no += 1;
                 start = newline + 1;

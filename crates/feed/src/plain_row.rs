@@ -22,7 +22,7 @@ use crate::record::{
     imb_digits_key, package_routing, scan_event, site_symbols_in, trimmed_as_is, FeedOptions,
     Field, FIELD_COUNT,
 };
-use crate::time::fixed_rfc3339;
+use crate::time::{fixed_rfc3339, RecentDays};
 
 /// Where a column's value goes: one slot a field read, and one for the columns not read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -112,6 +112,7 @@ impl PlainRowReader {
         start: usize,
         options: &FeedOptions,
         symbols: &mut SymbolTable,
+        recent_days: &mut RecentDays,
     ) -> Option<(ScanEvent, usize)> {
         let row = &bytes[start..];
         let (values, newline) = self.split(row)?;
@@ -128,7 +129,7 @@ impl PlainRowReader {
             let key = imb_digits_key(imb)?;
             (key, Zip::implied_by(key))
         };
-        let time_ms = fixed_rfc3339(value(Slot::Time))?.ok()?;
+        let time_ms = fixed_rfc3339(value(Slot::Time), recent_days)?.ok()?;
         if !options.accepts_time(time_ms) {
             return None;
         }
@@ -378,6 +379,7 @@ mod tests {
             let header = prepared.header().expect("a delimited feed");
             let reader = header.plain_rows().expect("the IV-MTR layout");
             let (mut plain_symbols, mut general_symbols) = (SymbolTable::new(), SymbolTable::new());
+            let mut recent_days = RecentDays::default();
             let (mut read_plain, mut accepted) = (0, 0); // the latter within the feed's whole blocks
             for (row, &start) in rows.iter().zip(&starts) {
                 let mut record = crate::record::RawRecord::default();
@@ -391,9 +393,13 @@ mod tests {
                 let blocks = (row.len() + line_end.len() - 1) / WIDE + 1;
                 let within_the_feed = start + blocks * WIDE <= feed.len();
                 accepted += usize::from(general.is_some() && within_the_feed);
-                if let Some((event, newline)) =
-                    reader.read_row(&feed, start, &options(), &mut plain_symbols)
-                {
+                if let Some((event, newline)) = reader.read_row(
+                    &feed,
+                    start,
+                    &options(),
+                    &mut plain_symbols,
+                    &mut recent_days,
+                ) {
                     assert_eq!(Some(event), general);
                     assert_eq!(newline, start + row.len() + line_end.len() - 1);
                     read_plain += 1;

@@ -166,6 +166,11 @@ fn epoch_ms(
     second: u32,
     ms: u32,
 ) -> Result<i64, TimeError> {
+    Ok(epoch_days(year, month, day)? * DAY_MS + ms_into_day(hour, minute, second, ms)?)
+}
+
+/// Days since the epoch of a date (see [`epoch_ms`]), or why not.
+fn epoch_days(year: u32, month: u32, day: u32) -> Result<i64, TimeError> {
     debug_assert!(year <= 9999);
     /// Days of the year before each month's first, in a common year.
     const DAYS_BEFORE: [u32; 13] = [0, 0, 31, 59, 90, 120, 151, 181, 212, 243, 273, 304, 334];
@@ -176,23 +181,24 @@ fn epoch_ms(
         4 | 6 | 9 | 11 => 30,
         _ => 31,
     };
-    if !(1..=12).contains(&month)
-        || day == 0
-        || day > month_days
-        || hour > 23
-        || minute > 59
-        || second > 60
-    {
+    if !(1..=12).contains(&month) || day == 0 || day > month_days {
         return Err(TimeError::OutOfRange);
     }
     // Days before the year counted from year -399, so nothing goes below zero.
     let y = year + 399;
     let days_before_year = y * 365 + y / 4 - y / 100 + y / 400;
     let day_of_year = DAYS_BEFORE[month as usize] + u32::from(leap && month > 2) + day - 1;
-    let days = i64::from(days_before_year + day_of_year) - EPOCH_DAYS_FROM_MINUS_400;
+    Ok(i64::from(days_before_year + day_of_year) - EPOCH_DAYS_FROM_MINUS_400)
+}
+
+/// Milliseconds into its day of a time of day, or why not.
+fn ms_into_day(hour: u32, minute: u32, second: u32, ms: u32) -> Result<i64, TimeError> {
+    if hour > 23 || minute > 59 || second > 60 {
+        return Err(TimeError::OutOfRange);
+    }
     // A leap second is folded into the next second's start; scans are not that precise.
     let seconds = i64::from(hour * 3600 + minute * 60 + second.min(59));
-    Ok(days * DAY_MS + seconds * 1000 + i64::from(ms))
+    Ok(seconds * 1000 + i64::from(ms))
 }
 
 /// Reads `Z`, `±HH`, `±HHMM` or `±HH:MM` (minutes east of UTC), or nothing.
@@ -239,8 +245,45 @@ fn apply_offset(
 /// carry none. Legacy `M/D/YYYY hh:mmAM` is accepted here too.
 pub fn parse_timestamp(text: &[u8], default_offset: Option<i32>) -> Result<i64, TimeError> {
     let text = text.trim_ascii();
-    fixed_rfc3339(text).unwrap_or_else(|| any_timestamp(text, default_offset))
+    fixed_rfc3339(text, &mut RecentDays::default())
+        .unwrap_or_else(|| any_timestamp(text, default_offset))
 }
+
+/// The start of the days (date and UTC offset) of a feed's recent timestamps, so that
+/// [`fixed_rfc3339`] reads a timestamp of one of them by its time of day alone: a feed's
+/// rows fall on a few days, and the calendar's arithmetic was a third of a timestamp's cost.
+pub(crate) struct RecentDays {
+    /// By a hash of the day's text (`YYYY-MM-` as a word, then `DD` and the offset's
+    /// `±HH:MM`, if any, in another): that text and the day's start, ms since the epoch. A
+    /// text word of zero (no `-` in it) names no day.
+    days: [(u64, u64, i64); RECENT_DAYS],
+}
+
+/// Days [`RecentDays`] keeps: a feed's few dates at each of its plants' offsets.
+const RECENT_BITS: u32 = 6;
+const RECENT_DAYS: usize = 1 << RECENT_BITS;
+
+impl Default for RecentDays {
+    fn default() -> Self {
+        RecentDays {
+            days: [(0, 0, 0); RECENT_DAYS],
+        }
+    }
+}
+
+impl RecentDays {
+    fn slot(date: u64, day_text: u64) -> usize {
+        ((date ^ day_text.rotate_left(29)).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            >> (64 - RECENT_BITS)) as usize
+    }
+}
+
+/// The digits' bytes of [`whole_seconds`]' words: `YYYY-MM-`, `DDTHH:MM`'s `DD`, `HH:MM:SS`
+/// and `SS±HH:MM`'s offset.
+const DATE_DIGITS: u64 = 0x00FF_FF00_FFFF_FFFF;
+const MIDDLE_DIGITS: u64 = 0xFFFF;
+const TIME_DIGITS: u64 = 0xFFFF_00FF_FF00_FFFF;
+const ZONE_DIGITS: u64 = 0xFFFF_00FF_FF00_0000;
 
 /// Eight ASCII `'0'`s: a digit's byte XOR this is its value.
 const ASCII_ZEROS: u64 = 0x3030_3030_3030_3030;
@@ -271,9 +314,12 @@ fn byte_of(word: u64, at: u32) -> u32 {
 /// nearly every feed writes, read from overlapping words at fixed positions, every digit pair
 /// in a word converted at once; `None` for any other shape, which [`any_timestamp`] reads.
 /// Where it answers it answers as [`any_timestamp`] does, range errors included.
-pub(crate) fn fixed_rfc3339(text: &[u8]) -> Option<Result<i64, TimeError>> {
+pub(crate) fn fixed_rfc3339(
+    text: &[u8],
+    recent: &mut RecentDays,
+) -> Option<Result<i64, TimeError>> {
     let fraction_digits = match text.len() {
-        20 | 25 => return whole_seconds(text, 0),
+        20 | 25 => return whole_seconds(text, 0, recent),
         24 | 29 => 3,
         27 | 32 => 6,
         _ => return None,
@@ -291,13 +337,13 @@ pub(crate) fn fixed_rfc3339(text: &[u8]) -> Option<Result<i64, TimeError>> {
     let mut whole = [0u8; 25];
     whole[..19].copy_from_slice(head);
     whole[19..19 + zone.len()].copy_from_slice(zone);
-    whole_seconds(&whole[..19 + zone.len()], ms as u32)
+    whole_seconds(&whole[..19 + zone.len()], ms as u32, recent)
 }
 
 /// [`fixed_rfc3339`] of `YYYY-MM-DDTHH:MM:SS` then `Z` or `±HH:MM`, `ms` milliseconds after.
 /// Inlined always: as a call, every timestamp of a feed paid ~20 instructions more.
 #[inline(always)]
-fn whole_seconds(text: &[u8], ms: u32) -> Option<Result<i64, TimeError>> {
+fn whole_seconds(text: &[u8], ms: u32, recent: &mut RecentDays) -> Option<Result<i64, TimeError>> {
     // "YYYY-MM-", "DDTHH:MM", "HH:MM:SS" and, with an offset, "SS±HH:MM" (the offset's word
     // overlaps the time's so that it ends where the text does).
     let zone = match text.len() {
@@ -306,10 +352,6 @@ fn whole_seconds(text: &[u8], ms: u32) -> Option<Result<i64, TimeError>> {
         _ => return None,
     };
     let (date, middle, time) = (word_at(text, 0), word_at(text, 8), word_at(text, 11));
-    const DATE_DIGITS: u64 = 0x00FF_FF00_FFFF_FFFF;
-    const MIDDLE_DIGITS: u64 = 0xFFFF;
-    const TIME_DIGITS: u64 = 0xFFFF_00FF_FF00_FFFF;
-    const ZONE_DIGITS: u64 = 0xFFFF_00FF_FF00_0000;
     let separators_in_place = date & 0xFF00_00FF_0000_0000 == 0x2D00_002D_0000_0000
         && time & 0x0000_FF00_00FF_0000 == 0x0000_3A00_003A_0000
         && matches!(text[10], b'T' | b't' | b' ');
@@ -332,24 +374,34 @@ fn whole_seconds(text: &[u8], ms: u32) -> Option<Result<i64, TimeError>> {
     if !separators_in_place || !zone_in_place || !all_below_ten(values, digit_lanes) {
         return None;
     }
-    let date = digit_pairs(date, DATE_DIGITS);
     let time = digit_pairs(time, TIME_DIGITS);
+    let into_day = ms_into_day(byte_of(time, 0), byte_of(time, 3), byte_of(time, 6), ms);
+    // The day's text: the date word, then "DD" and the offset's "±HH:MM" (its word less the
+    // seconds), which no timestamp without an offset has.
+    let day_text = middle & 0xFFFF | zone.map_or(0, |zone| zone >> 16 << 16);
+    let slot = &mut recent.days[RecentDays::slot(date, day_text)];
+    let day_start = if slot.0 == date && slot.1 == day_text {
+        slot.2
+    } else {
+        let day_start = match day_start(date, middle, zone) {
+            Ok(day_start) => day_start,
+            Err(e) => return Some(Err(e)),
+        };
+        *slot = (date, day_text, day_start);
+        day_start
+    };
+    Some(into_day.map(|into_day| day_start + into_day))
+}
+
+/// The start, ms since the epoch, of the day that [`whole_seconds`]' words name: its date at
+/// its offset (UTC without one).
+fn day_start(date: u64, middle: u64, zone: Option<u64>) -> Result<i64, TimeError> {
+    let date = digit_pairs(date, DATE_DIGITS);
     let year = byte_of(date, 0) * 100 + byte_of(date, 2);
     let day = byte_of(digit_pairs(middle, MIDDLE_DIGITS), 0);
-    let local = match epoch_ms(
-        year,
-        byte_of(date, 5),
-        day,
-        byte_of(time, 0),
-        byte_of(time, 3),
-        byte_of(time, 6),
-        ms,
-    ) {
-        Ok(local) => local,
-        Err(e) => return Some(Err(e)),
-    };
+    let days = epoch_days(year, byte_of(date, 5), day)?;
     let east = match zone {
-        None => Ok(0),
+        None => 0,
         Some(zone) => {
             let sign = if byte_of(zone, 2) == u32::from(b'-') {
                 -1
@@ -357,10 +409,10 @@ fn whole_seconds(text: &[u8], ms: u32) -> Option<Result<i64, TimeError>> {
                 1
             };
             let pairs = digit_pairs(zone, ZONE_DIGITS);
-            minutes_east(sign, byte_of(pairs, 3), byte_of(pairs, 6))
+            minutes_east(sign, byte_of(pairs, 3), byte_of(pairs, 6))?
         }
     };
-    Some(east.map(|east| local - i64::from(east) * 60_000))
+    Ok(days * DAY_MS - i64::from(east) * 60_000)
 }
 
 /// Every accepted timestamp form, read field by field.
@@ -613,15 +665,48 @@ mod tests {
             let sign = if oh < 0 { '-' } else { '+' };
             let fraction = fraction.unwrap_or_default();
             let typical = format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{se:02}{fraction}{sign}{:02}:{om:02}", oh.abs());
-            proptest::prop_assert!(fixed_rfc3339(typical.as_bytes()).is_some());
+            proptest::prop_assert!(fixed_rfc3339(typical.as_bytes(), &mut RecentDays::default()).is_some());
+            // One cache of days for all: a text may be read by a day another one left there.
+            let mut recent = RecentDays::default();
             for text in [text.into_bytes(), typical.into_bytes()] {
                 let mut flipped = text.clone();
                 let at = flip.0 % flipped.len();
                 flipped[at] = flip.1;
-                for text in [text, flipped] {
-                    if let Some(fixed) = fixed_rfc3339(&text) {
+                for text in [text.clone(), flipped, text] {
+                    if let Some(fixed) = fixed_rfc3339(&text, &mut recent) {
                         proptest::prop_assert_eq!(fixed, any_timestamp(&text, Some(60)));
                     }
+                }
+            }
+        }
+
+        /// A feed's timestamps read one after another through one cache of recent days (few
+        /// days and offsets, so that most are read by their time of day alone, some with a
+        /// byte changed) read as each does alone.
+        #[test]
+        fn timestamps_read_through_recent_days_as_alone(
+            stamps in proptest::collection::vec(
+                (0usize..12, 0u32..25, 0u32..61, 0u32..62, 0usize..5, proptest::option::of("[.][0-9]{3}([0-9]{3})?"), proptest::option::of((proptest::num::usize::ANY, proptest::num::u8::ANY))),
+                1..80,
+            ),
+        ) {
+            const DAYS: [&str; 12] = [
+                "2025-01-30", "2025-01-31", "2025-02-01", "2025-02-28", "2025-02-29", "2024-02-29",
+                "2025-01-08", "2025-01-18", "2025-11-31", "2025-12-31", "2025-00-10", "2025-13-01",
+            ];
+            const ZONES: [&str; 5] = ["Z", "z", "-05:00", "+05:30", "-19:00"];
+            let mut recent = RecentDays::default();
+            for (day, h, mi, se, zone, fraction, flip) in stamps {
+                let fraction = fraction.unwrap_or_default();
+                let mut text = format!("{}T{h:02}:{mi:02}:{se:02}{fraction}{}", DAYS[day], ZONES[zone]).into_bytes();
+                if let Some((at, byte)) = flip {
+                    let at = at % text.len();
+                    text[at] = byte;
+                }
+                let alone = fixed_rfc3339(&text, &mut RecentDays::default());
+                proptest::prop_assert_eq!(fixed_rfc3339(&text, &mut recent), alone);
+                if let Some(alone) = alone {
+                    proptest::prop_assert_eq!(alone, any_timestamp(&text, Some(60)));
                 }
             }
         }
