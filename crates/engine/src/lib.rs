@@ -378,22 +378,62 @@ impl Engine {
     /// nothing is acknowledged until [`Engine::durable`] returns. An append that changes a
     /// watched piece's status is durable, and told to the watch, before this returns, so
     /// that changes are told one append at a time, in order. As with the store's, the batch
-    /// is the caller's buffer, its symbol ids rewritten to the store's.
+    /// is the caller's buffer: its scans inside their window moved to its front, their symbol
+    /// ids rewritten to the store's.
     pub fn append_pending(
         &self,
         events: &mut [ScanEvent],
         symbols: &SymbolTable,
         positions: &[(String, i64)],
     ) -> Result<PendingAppend, StoreError> {
+        let live = self.move_live_to_front(events);
+        let expired = (events.len() - live) as u64;
+        self.append_live_pending(&mut events[..live], expired, symbols, positions)
+    }
+
+    /// Moves the scans still inside their retention window at "now" to the front of `events`,
+    /// in their order, and returns how many there are.
+    fn move_live_to_front(&self, events: &mut [ScanEvent]) -> usize {
+        let now = self.now_ms();
+        let retention = self.store.options().retention;
+        let live = |e: &ScanEvent| retention.serves(e.class, e.time_ms, now);
+        let Some(first_expired) = events.iter().position(|e| !live(e)) else {
+            return events.len();
+        };
+        let mut kept = first_expired;
+        for index in first_expired + 1..events.len() {
+            if live(&events[index]) {
+                events[kept] = events[index];
+                kept += 1;
+            }
+        }
+        kept
+    }
+
+    /// [`Engine::append_pending`] of scans inside their window, `expired` more having been
+    /// left out.
+    fn append_live_pending(
+        &self,
+        events: &mut [ScanEvent],
+        expired: u64,
+        symbols: &SymbolTable,
+        positions: &[(String, i64)],
+    ) -> Result<PendingAppend, StoreError> {
         let Some((watch, pieces)) = self.watched_pieces(events) else {
-            return self.append_unwatched_pending(events, symbols, positions);
+            return Ok(PendingAppend::Written {
+                store: self.store.append_pending(events, symbols, positions)?,
+                expired,
+            });
         };
         let _one_at_a_time = self
             .watched_appends
             .lock()
             .unwrap_or_else(|e| e.into_inner());
         let before = self.statuses_of(&pieces);
-        let pending = self.append_unwatched_pending(events, symbols, positions)?;
+        let pending = PendingAppend::Written {
+            store: self.store.append_pending(events, symbols, positions)?,
+            expired,
+        };
         let report = self.durable(pending)?;
         let changes = watch::changes(before, self.statuses_of(&pieces));
         if !changes.is_empty() {
@@ -422,30 +462,14 @@ impl Engine {
         symbols: &SymbolTable,
         positions: &[(String, i64)],
     ) -> Result<AppendReport, StoreError> {
-        let pending = self.append_unwatched_pending(&mut events.to_vec(), symbols, positions)?;
-        self.durable(pending)
-    }
-
-    fn append_unwatched_pending(
-        &self,
-        events: &mut [ScanEvent],
-        symbols: &SymbolTable,
-        positions: &[(String, i64)],
-    ) -> Result<PendingAppend, StoreError> {
-        let now = self.now_ms();
-        let retention = self.store.options().retention;
-        let live = |e: &ScanEvent| retention.serves(e.class, e.time_ms, now);
-        if events.iter().all(live) {
-            return Ok(PendingAppend::Written {
-                store: self.store.append_pending(events, symbols, positions)?,
-                expired: 0,
-            });
-        }
-        let mut kept: Vec<ScanEvent> = events.iter().copied().filter(live).collect();
-        Ok(PendingAppend::Written {
-            store: self.store.append_pending(&mut kept, symbols, positions)?,
-            expired: (events.len() - kept.len()) as u64,
-        })
+        let mut events = events.to_vec();
+        let live = self.move_live_to_front(&mut events);
+        let pending = self
+            .store
+            .append_pending(&mut events[..live], symbols, positions)?;
+        let mut report = self.store.durable(pending)?;
+        report.expired += (events.len() - live) as u64;
+        Ok(report)
     }
 
     /// The last durable position of each named source (see [`Store::positions`]).
@@ -529,8 +553,9 @@ impl Engine {
         // order through a one-slot channel: a pool thread that finishes a chunk takes the next
         // at once, instead of idling until a whole window of chunks is done. At most `window`
         // chunks are parsed ahead of the writer.
-        let (sender, receiver) =
-            crossbeam_channel::bounded::<crossbeam_channel::Receiver<(usize, ChunkOutput)>>(window);
+        let (sender, receiver) = crossbeam_channel::bounded::<
+            crossbeam_channel::Receiver<(usize, ChunkOutput, usize)>,
+        >(window);
         // Event buffers of appended chunks, back to the parser for reuse.
         let (spare_sender, spares) = crossbeam_channel::unbounded::<Vec<ScanEvent>>();
         let mut summary = IngestSummary {
@@ -549,9 +574,11 @@ impl Engine {
                         let (output_sender, output) = crossbeam_channel::bounded(1);
                         parse.spawn_fifo(move |_| {
                             let events = spares.try_recv().unwrap_or_default();
-                            let parsed = feed.parse_chunk_into(chunk, feed_options, events);
+                            let mut parsed = feed.parse_chunk_into(chunk, feed_options, events);
+                            // Here, not on the writer's thread: the writer is the slower stage.
+                            let live = self.move_live_to_front(&mut parsed.events);
                             // The writer may have stopped: then the output is dropped.
-                            let _ = output_sender.send((chunk.len(), parsed));
+                            let _ = output_sender.send((chunk.len(), parsed, live));
                         });
                         if sender.send(output).is_err() {
                             return;
@@ -566,11 +593,17 @@ impl Engine {
             scope.spawn(move || {
                 for output in receiver {
                     // A parse task always sends, unless it panicked (the scope then panics).
-                    let Ok((chunk_bytes, mut output)) = output.recv() else {
+                    let Ok((chunk_bytes, mut output, live)) = output.recv() else {
                         return;
                     };
                     let mut events = std::mem::take(&mut output.events);
-                    let pending = self.append_pending(&mut events, &output.symbols, &[]);
+                    let expired = (events.len() - live) as u64;
+                    let pending = self.append_live_pending(
+                        &mut events[..live],
+                        expired,
+                        &output.symbols,
+                        &[],
+                    );
                     let failed = pending.is_err();
                     // The parser may have finished: then the buffer is simply dropped.
                     let _ = spare_sender.send(events);
