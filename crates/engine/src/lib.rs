@@ -5,13 +5,14 @@ status queries in Rust.
 # Brief overview
 
 - [`Engine`] owns a [`Store`] (whose lookups never wait for its appends, seals or fsyncs, so
-  one engine serves lookups from many threads while it ingests) and the [`CodeTables`]. [`Engine::ingest`] takes a feed's bytes
-  (or [`Engine::ingest_file`] a path, memory-mapped): the feed is cut into chunks at record
-  boundaries, each chunk is parsed as its own task on the engine's parser pool, a writer appends the parsed
-  chunks to the store in feed order ([`Engine::append_pending`]) while later chunks parse, and
-  the calling thread waits for each append's WAL fsync ([`Engine::durable`], shared with other
-  appenders) before it counts the chunk, while the writer goes on. Bounded channels between the
-  three keep memory flat whatever the feed's size.
+  one engine serves lookups from many threads while it ingests) and the [`CodeTables`].
+  [`Engine::ingest`] takes a feed's bytes (or [`Engine::ingest_file`] a path, memory-mapped):
+  the feed is cut into chunks at record boundaries, each chunk is parsed as its own task on the
+  engine's parser pool, a writer appends the parsed chunks to the store in feed order
+  ([`Engine::append_pending`]) while later chunks parse, and the calling thread waits for each
+  append's WAL fsync ([`Engine::durable`], shared with other appenders) before it counts the
+  chunk, while the writer goes on. Bounded channels between the three keep memory flat
+  whatever the feed's size.
 - [`Clock`] is "now" for retention: fixed (tests, replays, the CLI's `--now`) or the system
   clock (a long-running server).
 - Every record ends accepted, duplicate or rejected; rejects go to a [`RejectSink`] and the
@@ -420,20 +421,14 @@ impl Engine {
         positions: &[(String, i64)],
     ) -> Result<PendingAppend, StoreError> {
         let Some((watch, pieces)) = self.watched_pieces(events) else {
-            return Ok(PendingAppend::Written {
-                store: self.store.append_pending(events, symbols, positions)?,
-                expired,
-            });
+            return self.append_unwatched_pending(events, expired, symbols, positions);
         };
         let _one_at_a_time = self
             .watched_appends
             .lock()
             .unwrap_or_else(|e| e.into_inner());
         let before = self.statuses_of(&pieces);
-        let pending = PendingAppend::Written {
-            store: self.store.append_pending(events, symbols, positions)?,
-            expired,
-        };
+        let pending = self.append_unwatched_pending(events, expired, symbols, positions)?;
         let report = self.durable(pending)?;
         let changes = watch::changes(before, self.statuses_of(&pieces));
         if !changes.is_empty() {
@@ -464,12 +459,24 @@ impl Engine {
     ) -> Result<AppendReport, StoreError> {
         let mut events = events.to_vec();
         let live = self.move_live_to_front(&mut events);
-        let pending = self
-            .store
-            .append_pending(&mut events[..live], symbols, positions)?;
-        let mut report = self.store.durable(pending)?;
-        report.expired += (events.len() - live) as u64;
-        Ok(report)
+        let expired = (events.len() - live) as u64;
+        let pending =
+            self.append_unwatched_pending(&mut events[..live], expired, symbols, positions)?;
+        self.durable(pending)
+    }
+
+    /// The store's append of scans inside their window, `expired` more having been left out.
+    fn append_unwatched_pending(
+        &self,
+        events: &mut [ScanEvent],
+        expired: u64,
+        symbols: &SymbolTable,
+        positions: &[(String, i64)],
+    ) -> Result<PendingAppend, StoreError> {
+        Ok(PendingAppend::Written {
+            store: self.store.append_pending(events, symbols, positions)?,
+            expired,
+        })
     }
 
     /// The last durable position of each named source (see [`Store::positions`]).

@@ -711,7 +711,7 @@ pub(crate) struct Probe {
     piece: u32,
     /// A scan with the event's identity is here.
     pub(crate) present: bool,
-    /// Scans of the piece's chain compared (0 when its identity set answered).
+    /// Scans of the piece's chain compared (0 when its identity filter or set answered).
     walked: u32,
 }
 
