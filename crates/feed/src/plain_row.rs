@@ -129,7 +129,7 @@ impl PlainRowReader {
             let key = imb_digits_key(imb)?;
             (key, Zip::implied_by(key))
         };
-        let time_ms = fixed_rfc3339(value(Slot::Time), recent_days)?.ok()?;
+        let time_ms = fixed_rfc3339(value(Slot::Time), Some(recent_days))?.ok()?;
         if !options.accepts_time(time_ms) {
             return None;
         }
