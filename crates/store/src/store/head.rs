@@ -43,11 +43,11 @@ const PREFETCH_AHEAD: usize = 8;
 pub(crate) const HEAD_SHARDS: usize = 64;
 
 /// The shard of a piece: high bits of a multiplicative hash of its key.
-fn shard_of(key: BarcodeKey) -> usize {
+pub(crate) fn shard_of(key: BarcodeKey) -> u8 {
     let raw = key.as_u128();
     let mixed =
         ((raw as u64) ^ ((raw >> 64) as u64).rotate_left(17)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    (mixed >> 58) as usize % HEAD_SHARDS
+    ((mixed >> 58) as usize % HEAD_SHARDS) as u8
 }
 
 const NO_SCAN: u32 = u32::MAX;
@@ -668,7 +668,7 @@ impl HeadShard {
             let key = BarcodeKey::from_u128(u128::from_le_bytes(take(bytes, 16)?.try_into().ok()?))
                 .ok()?;
             let routing = Zip::from_bits(take_u64(bytes)?)?;
-            if shard_of(key) != index || shard.piece_of(key).is_some() {
+            if usize::from(shard_of(key)) != index || shard.piece_of(key).is_some() {
                 return None;
             }
             let piece = shard.pieces.push(Piece {
@@ -726,15 +726,11 @@ pub(crate) struct ShardGroups {
 }
 
 impl ShardGroups {
-    /// Groups `indexes` (into `events` and their `site_numbers`) by the shard of each event's
-    /// key.
-    pub(crate) fn new(events: &[ScanEvent], indexes: &[u32], site_numbers: &[u32]) -> ShardGroups {
-        let shards: Vec<u8> = indexes
-            .iter()
-            .map(|&i| shard_of(events[i as usize].barcode) as u8)
-            .collect();
+    /// Groups `indexes` (into a batch's events and their `site_numbers`) by `shards`, each
+    /// event's ([`shard_of`] its key).
+    pub(crate) fn new(indexes: &[u32], shards: &[u8], site_numbers: &[u32]) -> ShardGroups {
         let mut starts = [0u32; HEAD_SHARDS + 1];
-        for &shard in &shards {
+        for &shard in shards {
             starts[shard as usize + 1] += 1;
         }
         for shard in 0..HEAD_SHARDS {
@@ -743,7 +739,7 @@ impl ShardGroups {
         let mut next = starts;
         let mut order = vec![0; indexes.len()];
         let mut grouped_site_numbers = vec![0; indexes.len()];
-        for (&index, &shard) in indexes.iter().zip(&shards) {
+        for (&index, &shard) in indexes.iter().zip(shards) {
             let at = next[shard as usize] as usize;
             order[at] = index;
             grouped_site_numbers[at] = site_numbers[index as usize];
@@ -754,6 +750,20 @@ impl ShardGroups {
             site_numbers: grouped_site_numbers,
             starts,
         }
+    }
+
+    /// [`ShardGroups::new`] with each event's shard worked out from `events`.
+    #[cfg(test)]
+    pub(crate) fn of_events(
+        events: &[ScanEvent],
+        indexes: &[u32],
+        site_numbers: &[u32],
+    ) -> ShardGroups {
+        let shards: Vec<u8> = indexes
+            .iter()
+            .map(|&i| shard_of(events[i as usize].barcode))
+            .collect();
+        ShardGroups::new(indexes, &shards, site_numbers)
     }
 
     /// Every grouped index, shard by shard.
@@ -825,7 +835,7 @@ impl HeadBucket {
 
     /// Runs `f` on the shard that holds `key`, under its read lock.
     pub(crate) fn with_shard_of<T>(&self, key: BarcodeKey, f: impl FnOnce(&HeadShard) -> T) -> T {
-        f(&read(&self.shards[shard_of(key)]))
+        f(&read(&self.shards[usize::from(shard_of(key))]))
     }
 
     /// [`HeadBucket::with_shard_of`] when the shard's lock is free now; `None` when an insert
@@ -835,7 +845,7 @@ impl HeadBucket {
         key: BarcodeKey,
         f: impl FnOnce(&HeadShard) -> T,
     ) -> Option<T> {
-        match self.shards[shard_of(key)].try_read() {
+        match self.shards[usize::from(shard_of(key))].try_read() {
             Ok(shard) => Some(f(&shard)),
             Err(std::sync::TryLockError::Poisoned(shard)) => Some(f(&shard.into_inner())),
             Err(std::sync::TryLockError::WouldBlock) => None,
@@ -937,7 +947,7 @@ impl HeadBucket {
         let indexes: Vec<u32> = (0..events.len() as u32).collect();
         let mut numbers = SiteNumbers::default();
         let site_numbers: Vec<u32> = events.iter().map(|e| numbers.number(e)).collect();
-        let groups = ShardGroups::new(&events, &indexes, &site_numbers);
+        let groups = ShardGroups::of_events(&events, &indexes, &site_numbers);
         self.insert_new(&events, &groups, &vec![true; events.len()]);
     }
 

@@ -243,7 +243,7 @@ impl Replay<'_> {
             },
         );
         let buckets: Vec<(Arc<HeadBucket>, ShardGroups)> = bucket_indexes
-            .into_shard_groups(&events, &site_numbers)
+            .into_shard_groups(&site_numbers)
             .into_iter()
             .map(|(id, groups)| {
                 let head = self.view.head.entry(id);
