@@ -382,9 +382,17 @@ fn parse_lines(
     let mut recent_days = RecentDays::default();
     while start < bytes.len() {
         if let Some(reader) = plain_rows {
-            let plain = reader.read_row(bytes, start, options, &mut out.symbols, &mut recent_days);
-            if let Some((event, newline)) = plain {
-                take(out, line_no, None, &[], Ok(event));
+            let plain = reader.read_row(
+                bytes,
+                start,
+                options,
+                &mut out.symbols,
+                &mut recent_days,
+                &mut out.events,
+            );
+            if let Some(newline) = plain {
+                out.report.records += 1;
+                out.report.accepted += 1;
                 line_no += 1;
                 start = newline + 1;
                 rows_not_plain = 0;
