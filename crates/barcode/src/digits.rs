@@ -121,24 +121,27 @@ pub fn wide_digits_value(digits: &[u8]) -> Option<u128> {
     if digits.len() > 38 {
         return None;
     }
-    let (high, low) = digits.split_at(digits.len().saturating_sub(19));
-    Some(
-        u128::from(digits_value(high)?) * u128::from(POWERS_OF_TEN[low.len()])
-            + u128::from(digits_value(low)?),
-    )
-}
-
-/// 10^i for i up to 19, the most digits a `u64` value has: a table, where computing the power
-/// was a loop of 128-bit multiplies on every package barcode.
-const POWERS_OF_TEN: [u64; 20] = {
-    let mut powers = [1u64; 20];
-    let mut i = 1;
-    while i < powers.len() {
-        powers[i] = powers[i - 1] * 10;
-        i += 1;
+    if digits.len() <= 19 {
+        return digits_value(digits).map(u128::from);
     }
-    powers
-};
+    // The last sixteen digits as two words, whatever the length: split at nineteen, a package
+    // number's 22 digits were 3 and 19, each with digits left over from eight for a byte loop.
+    let (high, low) = digits.split_at(digits.len() - 16);
+    let low = eight_digits(low[..8].try_into().ok()?)? * 100_000_000
+        + eight_digits(low[8..].try_into().ok()?)?;
+    let high = match high.len() {
+        // Up to eight (a 22-digit package number's six): the first word, the bytes past them
+        // shifted out and '0's shifted in before them.
+        len @ ..=8 => {
+            let word = word_at(digits, 0) << (8 * (8 - len))
+                | ZEROS.checked_shr(8 * len as u32).unwrap_or(0);
+            u128::from(eight_digits(word.to_le_bytes())?)
+        }
+        ..=19 => u128::from(digits_value(high)?),
+        _ => wide_digits_value(high)?,
+    };
+    Some(high * 10_000_000_000_000_000 + u128::from(low))
+}
 
 #[cfg(test)]
 mod tests {

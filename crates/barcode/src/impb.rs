@@ -59,6 +59,38 @@ fn mod10_of_digits(data: &[u8]) -> u8 {
     ((10 - sum % 10) % 10) as u8
 }
 
+/// The tracking number and ZIP digits (empty when bare) that [`Impb::from_digits`] reads
+/// `bytes` as, for the forms of nearly every feed record: a 22- or 26-digit tracking number
+/// with its channel, bare or after `420` and a 5- or 9-digit ZIP. Read in place, without
+/// building the [`Impb`] (a package record's barcode then cost ~570 instructions: the record
+/// built, copied through its `Result` and read back for the key). `None` for anything else,
+/// `from_digits` then says what it is: a legacy 20-digit number, a ZIP either split would
+/// fit, a wrong check digit.
+pub(crate) fn common_package_digits(bytes: &[u8]) -> Option<(&[u8], &[u8])> {
+    let valid = |tracking: &[u8]| {
+        matches!(tracking.len(), 22 | 26)
+            && (91..=95).contains(&((tracking[0] - b'0') * 10 + (tracking[1] - b'0')))
+            && tracking
+                .split_last()
+                .is_some_and(|(&check, data)| mod10_of_digits(data) == check - b'0')
+    };
+    if !(MIN_TRACKING..=MAX_TRACKING + 12).contains(&bytes.len()) || !all_digits(bytes) {
+        return None;
+    }
+    if !(bytes.starts_with(POSTAL_AI) && bytes.len() >= 30) {
+        return valid(bytes).then_some((bytes, &bytes[..0]));
+    }
+    // Both splits of the ZIP, as `parse_routed` tries them; exactly one must hold.
+    let split = |zip_len: usize| {
+        let (zip, tracking) = bytes[POSTAL_AI.len()..].split_at(zip_len);
+        valid(tracking).then_some((tracking, zip))
+    };
+    match (split(5), split(9)) {
+        (Some(digits), None) | (None, Some(digits)) => Some(digits),
+        _ => None,
+    }
+}
+
 /// A candidate split of a `420` barcode without FNC1 (or a bare number) into ZIP and tracking.
 fn checked(digits: &[u8], zip: &[u8], require_channel: bool) -> Result<Impb, Error> {
     let len = digits.len();

@@ -26,7 +26,7 @@ use crate::imb::{
     decode, routing_of_value, values_of_digit_fields, Bars, Imb, ROUTING_END, TRACKING_SPAN,
 };
 use crate::imcb::Imcb;
-use crate::impb::Impb;
+use crate::impb::{common_package_digits, Impb};
 
 const KIND_SHIFT: u32 = 120;
 const KIND_IMB: u128 = 1;
@@ -153,15 +153,9 @@ impl Barcode {
     pub fn key(&self) -> BarcodeKey {
         let raw = match self {
             Barcode::Imb(imb) => imb_key(imb.tracking_value(), imb.routing_value()),
-            Barcode::Impb(impb) => {
-                // The digits as bytes: `tracking()` would check them as UTF-8, twice a key.
-                let digits = impb.tracking_digits();
-                let number = wide_digits_value(digits)
-                    .expect("an Impb's tracking number is at most 34 digits");
-                KIND_IMPB << KIND_SHIFT
-                    | ((digits.len() - 20) as u128) << IMPB_LENGTH_SHIFT
-                    | number
-            }
+            // The digits as bytes: `tracking()` would check them as UTF-8, twice a key.
+            Barcode::Impb(impb) => impb_key(impb.tracking_digits())
+                .expect("an Impb's tracking number is 20 to 34 digits"),
             Barcode::Imcb(imcb) => {
                 let mailer_id = imcb
                     .mailer_id()
@@ -215,12 +209,31 @@ fn imb_key(tracking_value: u128, routing_value: u64) -> u128 {
     KIND_IMB << KIND_SHIFT | tracking_value << IMB_ROUTING_BITS | u128::from(routing_value)
 }
 
+/// The raw key of a package tracking number of 20 to 34 ASCII digits; `None` for others.
+fn impb_key(digits: &[u8]) -> Option<u128> {
+    let length = digits.len().checked_sub(20)?;
+    Some(
+        KIND_IMPB << KIND_SHIFT
+            | (length as u128) << IMPB_LENGTH_SHIFT
+            | wide_digits_value(digits)?,
+    )
+}
+
 impl BarcodeKey {
     /// The key of the IMb with these tracking and routing digit fields, read without building
     /// the [`Imb`]: what `Imb::from_digit_fields` then [`Barcode::key`] give, at feed speed.
     pub fn of_imb_digit_fields(tracking: &[u8], routing: &[u8]) -> Option<BarcodeKey> {
         let (tracking_value, routing_value) = values_of_digit_fields(tracking, routing)?;
         Some(BarcodeKey(imb_key(tracking_value, routing_value)))
+    }
+
+    /// The key of the package barcode of digits only that [`Impb::from_digits`] accepts in
+    /// `bytes`, with its `420` ZIP's digits (empty when bare), read without building the
+    /// [`Impb`], for the forms nearly every feed record has; `None` for the others (legacy
+    /// 20-digit numbers among them), which the caller reads through `from_digits`.
+    pub fn of_common_package_digits(bytes: &[u8]) -> Option<(BarcodeKey, &[u8])> {
+        let (tracking, zip) = common_package_digits(bytes)?;
+        Some((BarcodeKey(impb_key(tracking)?), zip))
     }
 
     /// The raw value, for storage.
@@ -541,7 +554,55 @@ mod tests {
         Some(imb_key(tracking_value, routing_value))
     }
 
+    /// Digits of a package barcode: `420` and a ZIP or not, a channel or not, a check digit
+    /// right or not, and lengths around the right ones.
+    fn package_digits() -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
+        use proptest::prelude::*;
+        (
+            // A 9-digit ZIP ending in a channel: the 26-digit split may hold too.
+            prop_oneof![
+                Just(String::new()),
+                "420[0-9]{5}",
+                "420[0-9]{9}",
+                "420[0-9]{5}9[1-5][0-9]{2}",
+                "420[0-9]{0,12}"
+            ],
+            prop_oneof!["9[1-5]", "[0-9]{2}"],
+            // Data and check digit: 22 or 26 digits with the channel, or other lengths.
+            prop_oneof!["[0-9]{20}", "[0-9]{24}", "[0-9]{16,27}"],
+            any::<bool>(),
+        )
+            .prop_map(|(zip, channel, body, fix_check)| {
+                let mut tracking = format!("{channel}{body}").into_bytes();
+                if fix_check && tracking.len() > 1 {
+                    let last = tracking.len() - 1;
+                    tracking[last] =
+                        b'0' + crate::impb::mod10_check_digit(tracking[..last].iter().copied());
+                }
+                let mut digits = zip.into_bytes();
+                digits.extend_from_slice(&tracking);
+                digits
+            })
+    }
+
     proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(1024))]
+
+        /// Package digits read in place give what `Impb::from_digits` and `Barcode::key` give,
+        /// and are read so wherever `from_digits` accepts them but for legacy 20-digit numbers.
+        #[test]
+        fn package_keys_read_in_place_equal_the_impb_s(digits in package_digits()) {
+            let slow = Impb::from_digits(&digits).and_then(Result::ok);
+            match BarcodeKey::of_common_package_digits(&digits) {
+                Some((key, zip)) => {
+                    let impb = slow.expect("from_digits accepts what is read in place");
+                    proptest::prop_assert_eq!(key, Barcode::Impb(impb).key());
+                    proptest::prop_assert_eq!(zip, impb.zip_digits());
+                }
+                None => proptest::prop_assert!(slow.is_none_or(|impb| impb.tracking_digits().len() == 20)),
+            }
+        }
+
         #[test]
         fn imb_keys_of_digit_fields_equal_the_digit_loop(
             tracking in proptest::collection::vec(

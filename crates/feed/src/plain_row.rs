@@ -14,13 +14,13 @@
 //! must: this reader never rejects, so every reject reason stays the general reader's. The
 //! tests hold the two equal on rows of every kind.
 
-use imbtrack_barcode::{Barcode, Impb};
+use imbtrack_barcode::{Barcode, BarcodeKey, Impb};
 
 use crate::delimited::{wide_masks, WIDE};
 use crate::event::{EventCode, ScanEvent, SymbolTable, Zip};
 use crate::record::{
-    imb_digits_key, package_routing, scan_event, site_symbols_in, trimmed_as_is, FeedOptions,
-    Field, FIELD_COUNT,
+    imb_digits_key, package_routing, routing_zip, scan_event, site_symbols_in, trimmed_as_is,
+    FeedOptions, Field, FIELD_COUNT,
 };
 use crate::time::{fixed_rfc3339, RecentDays};
 
@@ -125,8 +125,14 @@ impl PlainRowReader {
         let value = |slot: Slot| values[slot as usize];
         let imb = value(Slot::Imb);
         let (barcode, routing) = if imb.is_empty() {
-            let impb = Impb::from_digits(value(Slot::Impb))?.ok()?;
-            (Barcode::Impb(impb).key(), package_routing(&impb, b"").ok()?)
+            let package = value(Slot::Impb);
+            match BarcodeKey::of_common_package_digits(package) {
+                Some((key, zip)) => (key, routing_zip(zip).ok()?),
+                None => {
+                    let impb = Impb::from_digits(package)?.ok()?;
+                    (Barcode::Impb(impb).key(), package_routing(&impb, b"").ok()?)
+                }
+            }
         } else {
             let key = imb_digits_key(imb)?;
             (key, Zip::implied_by(key))

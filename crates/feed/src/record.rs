@@ -353,7 +353,7 @@ fn any_barcode(raw: &RawRecord<'_>) -> Result<(Barcode, Zip), RejectReason> {
 }
 
 /// A routing ZIP's digits as a [`Zip`]; none when there are none.
-fn routing_zip(digits: &[u8]) -> Result<Zip, RejectReason> {
+pub(crate) fn routing_zip(digits: &[u8]) -> Result<Zip, RejectReason> {
     if digits.is_empty() {
         Ok(Zip::NONE)
     } else {
