@@ -271,21 +271,33 @@ impl Default for RecentDays {
 }
 
 impl RecentDays {
-    /// [`day_start`] of [`whole_seconds`]' words, kept here for the timestamps after. Inlined
-    /// always: as a call, a timestamp paid ~20 instructions more.
+    /// [`day_start`] of [`whole_seconds`]' words, kept here for the timestamps after; `None`
+    /// when they hold no day ([`day_in_place`]). Only days in place are kept, so a day found
+    /// here, its text the same bytes, is not checked again. Inlined always: as a call, a
+    /// timestamp paid ~20 instructions more.
     #[inline(always)]
-    fn day_start(&mut self, date: u64, middle: u64, zone: Option<u64>) -> Result<i64, TimeError> {
+    fn day_start(
+        &mut self,
+        date: u64,
+        middle: u64,
+        zone: Option<u64>,
+    ) -> Option<Result<i64, TimeError>> {
         // The day's text: the date word, then "DD" and the offset's "±HH:MM" (its word less
         // the seconds), which no timestamp without an offset has.
         let day_text = middle & 0xFFFF | zone.map_or(0, |zone| zone >> 16 << 16);
         let hash = (date ^ day_text.rotate_left(29)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
         let slot = &mut self.days[(hash >> (64 - RECENT_BITS)) as usize];
         if slot.0 == date && slot.1 == day_text {
-            return Ok(slot.2);
+            return Some(Ok(slot.2));
         }
-        let start = day_start(date, middle, zone)?;
-        *slot = (date, day_text, start);
-        Ok(start)
+        if !day_in_place(date, middle, zone) {
+            return None;
+        }
+        let start = day_start(date, middle, zone);
+        if let Ok(start) = start {
+            *slot = (date, day_text, start);
+        }
+        Some(start)
     }
 }
 
@@ -368,38 +380,43 @@ fn whole_seconds(
         _ => return None,
     };
     let (date, middle, time) = (word_at(text, 0), word_at(text, 8), word_at(text, 11));
-    let separators_in_place = date & 0xFF00_00FF_0000_0000 == 0x2D00_002D_0000_0000
-        && time & 0x0000_FF00_00FF_0000 == 0x0000_3A00_003A_0000
-        && matches!(text[10], b'T' | b't' | b' ');
-    let zone_in_place = match zone {
-        None => matches!(text[19], b'Z' | b'z'),
-        Some(zone) => {
-            zone & 0x0000_FF00_0000_0000 == 0x0000_3A00_0000_0000
-                && matches!(byte_of(zone, 2) as u8, b'+' | b'-')
-        }
-    };
-    // Digits in place: each of those bytes, less '0', below ten. ("DD" is the middle word's
-    // first two bytes; its "HH:MM" is the time word's.)
-    let values = [
-        date ^ ASCII_ZEROS,
-        middle ^ ASCII_ZEROS,
-        time ^ ASCII_ZEROS,
-        zone.map_or(0, |zone| zone ^ ASCII_ZEROS),
-    ];
-    let digit_lanes = [DATE_DIGITS, MIDDLE_DIGITS, TIME_DIGITS, ZONE_DIGITS];
-    if !separators_in_place || !zone_in_place || !all_below_ten(values, digit_lanes) {
+    // The time of day, each timestamp's own: "HH:MM:SS" after a 'T', then a 'Z' if no offset.
+    let time_in_place = time & 0x0000_FF00_00FF_0000 == 0x0000_3A00_003A_0000
+        && matches!(text[10], b'T' | b't' | b' ')
+        && (zone.is_some() || matches!(text[19], b'Z' | b'z'))
+        && all_below_ten([time ^ ASCII_ZEROS], [TIME_DIGITS]);
+    if !time_in_place {
         return None;
     }
     let time = digit_pairs(time, TIME_DIGITS);
     let into_day = ms_into_day(byte_of(time, 0), byte_of(time, 3), byte_of(time, 6), ms);
+    // The day's text: checked here, or found among the recent days, all checked when kept.
     let start = match recent {
-        Some(recent) => recent.day_start(date, middle, zone),
-        None => day_start(date, middle, zone),
+        Some(recent) => recent.day_start(date, middle, zone)?,
+        None => day_in_place(date, middle, zone).then(|| day_start(date, middle, zone))?,
     };
     match start {
         Ok(start) => Some(into_day.map(|into_day| start + into_day)),
         Err(e) => Some(Err(e)),
     }
+}
+
+/// Whether [`whole_seconds`]' words hold a day where they should: `YYYY-MM-` and `DD` digits
+/// and dashes, and the offset's `±HH:MM` if there is one.
+fn day_in_place(date: u64, middle: u64, zone: Option<u64>) -> bool {
+    let zone_in_place = zone.is_none_or(|zone| {
+        zone & 0x0000_FF00_0000_0000 == 0x0000_3A00_0000_0000
+            && matches!(byte_of(zone, 2) as u8, b'+' | b'-')
+    });
+    // Digits in place: each of those bytes, less '0', below ten.
+    let values = [
+        date ^ ASCII_ZEROS,
+        middle ^ ASCII_ZEROS,
+        zone.map_or(0, |zone| zone ^ ASCII_ZEROS),
+    ];
+    date & 0xFF00_00FF_0000_0000 == 0x2D00_002D_0000_0000
+        && zone_in_place
+        && all_below_ten(values, [DATE_DIGITS, MIDDLE_DIGITS, ZONE_DIGITS])
 }
 
 /// The start, ms since the epoch, of the day that [`whole_seconds`]' words name: its date at
