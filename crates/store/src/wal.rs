@@ -31,6 +31,8 @@ use crate::StoreError;
 
 mod scans;
 
+pub(crate) use scans::{SiteNumber, NO_SITE_NUMBER};
+
 const SEGMENT_MAGIC: &[u8; 8] = b"IMBTWAL1";
 const RECORD_HEADER: usize = 8;
 const KIND_SYMBOLS: u8 = 1;
@@ -468,11 +470,12 @@ impl Wal {
         self.push_record(&payload);
     }
 
-    /// Queues events, in records of at most 65,536: compact scans records, or 56-byte events
-    /// records for those whose times span too far for them.
+    /// Queues events, each with its site's number if the appender has one ([`SiteNumber`]), in
+    /// records of at most 65,536: compact scans records, or 56-byte events records for those
+    /// whose times span too far for them.
     pub(crate) fn add_events<'e, I>(&mut self, events: I)
     where
-        I: IntoIterator<Item = &'e ScanEvent>,
+        I: IntoIterator<Item = (&'e ScanEvent, SiteNumber)>,
         I::IntoIter: Clone,
     {
         let mut events = events.into_iter();
@@ -500,7 +503,7 @@ impl Wal {
                 .extend_from_slice(&(count as u32).to_le_bytes());
             match base {
                 Some(base) => self.scans.encode(record, base, &mut self.pending),
-                None => record.for_each(|event| event.encode_record(&mut self.pending)),
+                None => record.for_each(|(event, _)| event.encode_record(&mut self.pending)),
             }
             self.close_record(start);
             events.nth(count - 1);
@@ -597,6 +600,11 @@ mod tests {
         (opened, records)
     }
 
+    /// Events without site numbers, as [`Wal::add_events`] takes them.
+    fn unnumbered(events: &[ScanEvent]) -> impl Iterator<Item = (&ScanEvent, SiteNumber)> + Clone {
+        events.iter().map(|event| (event, NO_SITE_NUMBER))
+    }
+
     /// [`read_segment`]'s records with their numbers, and where the good ones end.
     fn read_all(bytes: &[u8], skip: u64) -> (Vec<(u64, WalRecord)>, usize) {
         let mut records = Vec::new();
@@ -617,9 +625,9 @@ mod tests {
         let (Opened { mut wal, .. }, replayed) = open_collecting(dir.path());
         assert!(replayed.is_empty());
         wal.add_symbols([(1, "SF P&DC"), (2, "DBCS")].into_iter());
-        wal.add_events(&[event(1), event(2)]);
+        wal.add_events(unnumbered(&[event(1), event(2)]));
         wal.commit().unwrap();
-        wal.add_events(&[event(3)]);
+        wal.add_events(unnumbered(&[event(3)]));
         wal.commit().unwrap();
         let path = dir.path().join(segment_name(wal.seq()));
         drop(wal);
@@ -650,7 +658,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut wal = open_collecting(dir.path()).0.wal;
         for n in 0..3 {
-            wal.add_events(&[event(n)]);
+            wal.add_events(unnumbered(&[event(n)]));
             wal.commit().unwrap();
         }
         let path = dir.path().join(segment_name(wal.seq()));
@@ -672,9 +680,9 @@ mod tests {
     fn every_truncation_of_the_last_record_keeps_the_ones_before() {
         let dir = tempfile::tempdir().unwrap();
         let mut wal = open_collecting(dir.path()).0.wal;
-        wal.add_events(&[event(0)]);
+        wal.add_events(unnumbered(&[event(0)]));
         wal.commit().unwrap();
-        wal.add_events(&[event(1), event(2)]);
+        wal.add_events(unnumbered(&[event(1), event(2)]));
         wal.commit().unwrap();
         let path = dir.path().join(segment_name(wal.seq()));
         drop(wal);
@@ -702,8 +710,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut wal = open_collecting(dir.path()).0.wal;
         let far = [event(0), event(1 << 40)];
-        wal.add_events(&far);
-        wal.add_events(&[event(5), event(7)]);
+        wal.add_events(unnumbered(&far));
+        wal.add_events(unnumbered(&[event(5), event(7)]));
         wal.commit().unwrap();
         let bytes = fs::read(dir.path().join(segment_name(wal.seq()))).unwrap();
         let long = SEGMENT_MAGIC.len() + RECORD_HEADER;
@@ -731,7 +739,7 @@ mod tests {
         assert_eq!(events.len(), 3);
         let dir = tempfile::tempdir().unwrap();
         let mut wal = open_collecting(dir.path()).0.wal;
-        wal.add_events(events);
+        wal.add_events(unnumbered(events));
         wal.commit().unwrap();
         let bytes = fs::read(dir.path().join(segment_name(wal.seq()))).unwrap();
         assert_eq!(bytes[SEGMENT_MAGIC.len() + RECORD_HEADER], KIND_SCANS);

@@ -38,12 +38,13 @@ impl Writer {
     }
 
     /// Queues an append's WAL records (starting a new segment first when the open one is past
-    /// `segment_limit`): the kept events, the positions, and any symbols they need; returns
-    /// the ticket its fsync waits for.
+    /// `segment_limit`): the kept events (with their site numbers), the positions, and any
+    /// symbols they need; returns the ticket its fsync waits for.
     fn log_append(
         &mut self,
         candidates: &[ScanEvent],
         keep: &[bool],
+        site_numbers: &[u32],
         positions: &[(String, i64)],
         segment_limit: u64,
     ) -> Result<SyncTicket, StoreError> {
@@ -56,7 +57,8 @@ impl Writer {
             candidates
                 .iter()
                 .zip(keep)
-                .filter_map(|(event, &k)| k.then_some(event)),
+                .zip(site_numbers)
+                .filter_map(|((event, &k), &number)| k.then_some((event, number))),
         );
         if !positions.is_empty() {
             self.wal.add_positions(positions);
@@ -114,32 +116,59 @@ pub(crate) fn sort_out(
 
 /// A batch's events (as indexes into it, with their head shards) by bucket, in the order each
 /// bucket was first seen.
-#[derive(Default)]
 pub(crate) struct BucketIndexes {
     buckets: Vec<(BucketId, Vec<u32>, Vec<u8>)>,
-    last: usize,
+    /// Where in `buckets` each bucket is, one plus its index, by [`BucketIndexes::slot`] (0
+    /// for none): a batch's mail and package events alternate, and a list searched from the
+    /// last bucket hit was searched again for every other event.
+    slots: [u8; 2 * DAY_SLOTS],
+}
+
+/// Days [`BucketIndexes::slots`] holds a slot for, a class: days further apart share one.
+const DAY_SLOTS: usize = 64;
+
+impl Default for BucketIndexes {
+    fn default() -> Self {
+        BucketIndexes {
+            buckets: Vec::new(),
+            slots: [0; 2 * DAY_SLOTS],
+        }
+    }
 }
 
 impl BucketIndexes {
-    /// Files event `index`, of head shard `shard`, under bucket `id`. A batch spans few
-    /// buckets: a short list, searched from the last one hit.
+    fn slot((class, day): BucketId) -> usize {
+        class as usize * DAY_SLOTS + day.rem_euclid(DAY_SLOTS as i64) as usize
+    }
+
+    /// Files event `index`, of head shard `shard`, under bucket `id`. Inlined, with the
+    /// look at its slot; a bucket not there is [`BucketIndexes::position_of`].
+    #[inline(always)]
     fn push(&mut self, id: BucketId, index: u32, shard: u8) {
-        if self
-            .buckets
-            .get(self.last)
-            .is_none_or(|(known, ..)| *known != id)
-        {
-            self.last = match self.buckets.iter().position(|(known, ..)| *known == id) {
-                Some(found) => found,
-                None => {
-                    self.buckets.push((id, Vec::new(), Vec::new()));
-                    self.buckets.len() - 1
-                }
-            };
-        }
-        let (_, indexes, shards) = &mut self.buckets[self.last];
+        let slot = Self::slot(id);
+        let at = match usize::from(self.slots[slot]).checked_sub(1) {
+            Some(at) if self.buckets.get(at).is_some_and(|(known, ..)| *known == id) => at,
+            _ => self.position_of(id, slot),
+        };
+        let (_, indexes, shards) = &mut self.buckets[at];
         indexes.push(index);
         shards.push(shard);
+    }
+
+    /// Where bucket `id` is in `buckets`, added if new, its slot `slot` made to point there
+    /// (a batch spans few buckets: a short list, searched).
+    #[inline(never)]
+    fn position_of(&mut self, id: BucketId, slot: usize) -> usize {
+        let at = match self.buckets.iter().position(|(known, ..)| *known == id) {
+            Some(found) => found,
+            None => {
+                self.buckets.push((id, Vec::new(), Vec::new()));
+                self.buckets.len() - 1
+            }
+        };
+        // A batch past 255 buckets (a feed of scans strewn over years) searches every time.
+        self.slots[slot] = u8::try_from(at + 1).unwrap_or(0);
+        at
     }
 
     /// Each bucket's events (with their site numbers) grouped by head shard, for one lock a
@@ -279,8 +308,13 @@ impl Store {
                 ticket: None,
             });
         }
-        let logged =
-            writer.log_append(candidates, &keep, positions, self.options.wal_segment_bytes);
+        let logged = writer.log_append(
+            candidates,
+            &keep,
+            &site_numbers,
+            positions,
+            self.options.wal_segment_bytes,
+        );
         let ticket = match logged {
             Ok(ticket) => ticket,
             Err(error) => {
@@ -384,6 +418,28 @@ mod tests {
     }
 
     proptest::proptest! {
+        /// Events filed by bucket are the naive grouping: buckets in the order first seen,
+        /// each with its events' indexes and shards in order; with days far enough apart to
+        /// share a slot, and more buckets than slots can point at.
+        #[test]
+        fn bucket_lists_are_a_naive_grouping(ids in proptest::collection::vec((0u8..2, 0i64..400), 0..3_000)) {
+            let mut filed = BucketIndexes::default();
+            let mut naive: Vec<(BucketId, Vec<u32>, Vec<u8>)> = Vec::new();
+            for (index, &(class, day)) in ids.iter().enumerate() {
+                let id = (if class == 0 { MailClass::Mail } else { MailClass::Package }, day);
+                let shard = (index % 64) as u8;
+                filed.push(id, index as u32, shard);
+                match naive.iter_mut().find(|(known, ..)| *known == id) {
+                    Some((_, indexes, shards)) => {
+                        indexes.push(index as u32);
+                        shards.push(shard);
+                    }
+                    None => naive.push((id, vec![index as u32], vec![shard])),
+                }
+            }
+            proptest::prop_assert_eq!(filed.buckets, naive);
+        }
+
         /// Two batches into one head keep exactly the first copy of each identity, in order,
         /// across the batches as within each, like the naive twin; events `keep` leaves out
         /// are neither inserted nor reported.
