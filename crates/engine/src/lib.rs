@@ -388,8 +388,7 @@ impl Engine {
         positions: &[(String, i64)],
     ) -> Result<PendingAppend, StoreError> {
         let live = self.move_live_to_front(events);
-        let expired = (events.len() - live) as u64;
-        self.append_live_pending(&mut events[..live], expired, symbols, positions)
+        self.append_live_pending(events, live, symbols, positions)
     }
 
     /// Moves the scans still inside their retention window at "now" to the front of `events`,
@@ -411,24 +410,24 @@ impl Engine {
         kept
     }
 
-    /// [`Engine::append_pending`] of scans inside their window, `expired` more having been
-    /// left out.
+    /// [`Engine::append_pending`] of the first `live` of `events`, those inside their window
+    /// ([`Engine::move_live_to_front`]); the others count as expired.
     fn append_live_pending(
         &self,
         events: &mut [ScanEvent],
-        expired: u64,
+        live: usize,
         symbols: &SymbolTable,
         positions: &[(String, i64)],
     ) -> Result<PendingAppend, StoreError> {
-        let Some((watch, pieces)) = self.watched_pieces(events) else {
-            return self.append_unwatched_pending(events, expired, symbols, positions);
+        let Some((watch, pieces)) = self.watched_pieces(&events[..live]) else {
+            return self.append_unwatched_pending(events, live, symbols, positions);
         };
         let _one_at_a_time = self
             .watched_appends
             .lock()
             .unwrap_or_else(|e| e.into_inner());
         let before = self.statuses_of(&pieces);
-        let pending = self.append_unwatched_pending(events, expired, symbols, positions)?;
+        let pending = self.append_unwatched_pending(events, live, symbols, positions)?;
         let report = self.durable(pending)?;
         let changes = watch::changes(before, self.statuses_of(&pieces));
         if !changes.is_empty() {
@@ -459,22 +458,24 @@ impl Engine {
     ) -> Result<AppendReport, StoreError> {
         let mut events = events.to_vec();
         let live = self.move_live_to_front(&mut events);
-        let expired = (events.len() - live) as u64;
-        let pending =
-            self.append_unwatched_pending(&mut events[..live], expired, symbols, positions)?;
+        let pending = self.append_unwatched_pending(&mut events, live, symbols, positions)?;
         self.durable(pending)
     }
 
-    /// The store's append of scans inside their window, `expired` more having been left out.
+    /// The store's append of the first `live` of `events`, those inside their window; the
+    /// others count as expired.
     fn append_unwatched_pending(
         &self,
         events: &mut [ScanEvent],
-        expired: u64,
+        live: usize,
         symbols: &SymbolTable,
         positions: &[(String, i64)],
     ) -> Result<PendingAppend, StoreError> {
+        let expired = (events.len() - live) as u64;
         Ok(PendingAppend::Written {
-            store: self.store.append_pending(events, symbols, positions)?,
+            store: self
+                .store
+                .append_pending(&mut events[..live], symbols, positions)?,
             expired,
         })
     }
@@ -604,13 +605,7 @@ impl Engine {
                         return;
                     };
                     let mut events = std::mem::take(&mut output.events);
-                    let expired = (events.len() - live) as u64;
-                    let pending = self.append_live_pending(
-                        &mut events[..live],
-                        expired,
-                        &output.symbols,
-                        &[],
-                    );
+                    let pending = self.append_live_pending(&mut events, live, &output.symbols, &[]);
                     let failed = pending.is_err();
                     // The parser may have finished: then the buffer is simply dropped.
                     let _ = spare_sender.send(events);
