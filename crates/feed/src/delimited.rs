@@ -90,6 +90,15 @@ impl Header {
         }
     }
 
+    /// This header with its plain rows' blocks scanned sixteen bytes at a time.
+    #[cfg(test)]
+    pub(crate) fn narrow_scan_only(&self) -> Header {
+        Header {
+            plain: self.plain.as_ref().map(PlainRowReader::narrow_only),
+            ..self.clone()
+        }
+    }
+
     /// The headerless legacy layout: tracking, routing, facility ZIP, op code, date, time.
     pub(crate) fn legacy() -> Header {
         Header::new(LEGACY_COLUMNS.iter().copied().map(Some).collect(), b',')

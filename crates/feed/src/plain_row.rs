@@ -51,6 +51,8 @@ pub(crate) struct PlainRowReader {
     /// span of them is known without working it out from where the values are.
     site_side_by_side: bool,
     delimiter: u8,
+    /// The whole-block scan, where the processor has it ([`WideScan::detect`]).
+    wide_scan: Option<WideScan>,
 }
 
 /// The site columns in the IV-MTR order.
@@ -98,7 +100,97 @@ impl PlainRowReader {
             site_side_by_side: slots.windows(4).any(|run| run == SITE_SLOTS),
             slots,
             delimiter,
+            wide_scan: WideScan::detect(),
         })
+    }
+
+    /// This reader scanning sixteen bytes at a time on any processor: the twin the tests
+    /// compare the whole-block scan with.
+    #[cfg(test)]
+    pub(crate) fn narrow_only(&self) -> PlainRowReader {
+        PlainRowReader {
+            wide_scan: None,
+            ..self.clone()
+        }
+    }
+
+    /// Reads the plain rows from `start` of `bytes` on, pushing their events onto `events`,
+    /// until a row that is not plain ([`PlainRowReader::read_row`]) or the end; gives how many
+    /// it read and where the row after them starts. Each row's blocks are scanned whole where
+    /// the processor can ([`WideScan`]), sixteen bytes at a time elsewhere.
+    pub(crate) fn read_rows(
+        &self,
+        bytes: &[u8],
+        start: usize,
+        options: &FeedOptions,
+        symbols: &mut SymbolTable,
+        recent_days: &mut RecentDays,
+        events: &mut Vec<ScanEvent>,
+    ) -> (u64, usize) {
+        match self.wide_scan {
+            // SAFETY: a `WideScan` exists only where the processor has the features the
+            // function is compiled for.
+            #[allow(unsafe_code)]
+            Some(scan) => unsafe {
+                self.read_rows_wide(scan, bytes, start, options, symbols, recent_days, events)
+            },
+            None => self.read_rows_with(
+                NarrowScan,
+                bytes,
+                start,
+                options,
+                symbols,
+                recent_days,
+                events,
+            ),
+        }
+    }
+
+    /// [`PlainRowReader::read_rows_with`] compiled with AVX-512, so the whole-block scan's
+    /// compares are inlined into the row reader (a call a block cost more than it saved).
+    ///
+    /// # Safety
+    ///
+    /// The processor must have AVX-512F and AVX-512BW, as a `WideScan` proves.
+    #[allow(unsafe_code, clippy::too_many_arguments)]
+    #[cfg_attr(target_arch = "x86_64", target_feature(enable = "avx512f,avx512bw"))]
+    unsafe fn read_rows_wide(
+        &self,
+        scan: WideScan,
+        bytes: &[u8],
+        start: usize,
+        options: &FeedOptions,
+        symbols: &mut SymbolTable,
+        recent_days: &mut RecentDays,
+        events: &mut Vec<ScanEvent>,
+    ) -> (u64, usize) {
+        self.read_rows_with(scan, bytes, start, options, symbols, recent_days, events)
+    }
+
+    /// [`PlainRowReader::read_rows`] with the block scan `scan`.
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    fn read_rows_with<S: BlockScan>(
+        &self,
+        scan: S,
+        bytes: &[u8],
+        mut start: usize,
+        options: &FeedOptions,
+        symbols: &mut SymbolTable,
+        recent_days: &mut RecentDays,
+        events: &mut Vec<ScanEvent>,
+    ) -> (u64, usize) {
+        let mut rows = 0;
+        while start < bytes.len() {
+            let Some(newline) =
+                self.read_row(scan, bytes, start, options, symbols, recent_days, events)
+            else {
+                break;
+            };
+            rows += 1;
+            start = newline + 1;
+        }
+        (rows, start)
     }
 
     /// Pushes the event of the plain row at `start` of `bytes` onto `events` and gives where
@@ -107,8 +199,12 @@ impl PlainRowReader {
     /// [`build_event`](crate::record::build_event)'s order, the site's names last, so a row
     /// left to the general reader has interned no name it would not have. (The event is
     /// pushed here, not returned: returned, its 64 bytes went through the stack twice more.)
-    pub(crate) fn read_row(
+    /// Inlined always, into each of [`PlainRowReader::read_rows`]' scans.
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn read_row<S: BlockScan>(
         &self,
+        scan: S,
         bytes: &[u8],
         start: usize,
         options: &FeedOptions,
@@ -117,7 +213,7 @@ impl PlainRowReader {
         events: &mut Vec<ScanEvent>,
     ) -> Option<usize> {
         let row = &bytes[start..];
-        let (values, newline) = self.split(row)?;
+        let (values, newline) = self.split(scan, row)?;
         let line_len = newline - usize::from(newline > 0 && row[newline - 1] == b'\r');
         if line_len > options.max_record_len {
             return None;
@@ -169,11 +265,16 @@ impl PlainRowReader {
     /// The row's values by slot and where its newline is; `None` when the row holds a quote,
     /// has more or fewer columns than the header, or runs to the end of `row` before a whole
     /// block (the chunk's last bytes).
-    fn split<'a>(&self, row: &'a [u8]) -> Option<([&'a [u8]; SLOT_COUNT], usize)> {
+    #[inline(always)]
+    fn split<'a, S: BlockScan>(
+        &self,
+        scan: S,
+        row: &'a [u8],
+    ) -> Option<([&'a [u8]; SLOT_COUNT], usize)> {
         // A slot no column fills holds an empty slice that is not the row's, as the general
         // reader's record does: no name is taken to lie next to it.
         let mut values: [&[u8]; SLOT_COUNT] = [&[]; SLOT_COUNT];
-        let mut ends = ColumnEnds::new(row, self.delimiter)?;
+        let mut ends = ColumnEnds::new(scan, row, self.delimiter)?;
         let mut at = 0;
         let mut end = 0;
         for &slot in &self.slots {
@@ -194,9 +295,85 @@ impl PlainRowReader {
     }
 }
 
+/// How a row's 64-byte blocks are scanned: for each of three bytes (the delimiter, the
+/// newline, the quote), a mask of the places it has in the block. Holding a value of the type
+/// is the permission to use it: a [`WideScan`] is made only where the processor can run it.
+pub(crate) trait BlockScan: Copy {
+    fn masks(self, block: &[u8; WIDE], bytes: [u8; 3]) -> [u64; 3];
+}
+
+/// Sixteen bytes a compare ([`wide_masks`]), on any processor.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct NarrowScan;
+
+impl BlockScan for NarrowScan {
+    #[inline(always)]
+    fn masks(self, block: &[u8; WIDE], bytes: [u8; 3]) -> [u64; 3] {
+        wide_masks(block, bytes)
+    }
+}
+
+/// The whole block in one compare a byte (AVX-512BW): 7 instructions a block where
+/// [`NarrowScan`] takes about 55 (a row is one or two blocks). Made only by
+/// [`WideScan::detect`], where the processor has it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct WideScan(WideScanProof);
+
+/// What a [`WideScan`] holds: nothing on x86_64, where `detect` makes one only once it has
+/// checked; elsewhere a type with no value, so none is ever made.
+#[cfg(target_arch = "x86_64")]
+type WideScanProof = ();
+#[cfg(not(target_arch = "x86_64"))]
+type WideScanProof = std::convert::Infallible;
+
+impl WideScan {
+    /// A `WideScan` if this processor has AVX-512F and AVX-512BW.
+    pub(crate) fn detect() -> Option<WideScan> {
+        #[cfg(target_arch = "x86_64")]
+        if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bw") {
+            return Some(WideScan(()));
+        }
+        None
+    }
+}
+
+impl BlockScan for WideScan {
+    #[inline(always)]
+    fn masks(self, block: &[u8; WIDE], bytes: [u8; 3]) -> [u64; 3] {
+        #[cfg(target_arch = "x86_64")]
+        {
+            let WideScan(()) = self;
+            // SAFETY: a `WideScan` is made only where the processor has AVX-512F and BW.
+            #[allow(unsafe_code)]
+            unsafe {
+                wide_scan_masks(block, bytes)
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        match self.0 {}
+    }
+}
+
+/// [`WideScan`]'s masks: one unaligned load of the block, one compare a byte into a mask.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw")]
+#[inline]
+#[allow(unsafe_code)]
+fn wide_scan_masks(block: &[u8; WIDE], [a, b, c]: [u8; 3]) -> [u64; 3] {
+    use std::arch::x86_64::{_mm512_cmpeq_epi8_mask, _mm512_loadu_si512, _mm512_set1_epi8};
+    // SAFETY: the load reads the 64 bytes `block` holds; it needs no alignment.
+    let loaded = unsafe { _mm512_loadu_si512(block.as_ptr().cast()) };
+    [
+        _mm512_cmpeq_epi8_mask(loaded, _mm512_set1_epi8(a as i8)),
+        _mm512_cmpeq_epi8_mask(loaded, _mm512_set1_epi8(b as i8)),
+        _mm512_cmpeq_epi8_mask(loaded, _mm512_set1_epi8(c as i8)),
+    ]
+}
+
 /// The ends of a row's columns, in order: its delimiters, then its newline, found a 64-byte
 /// block at a time.
-struct ColumnEnds<'a> {
+struct ColumnEnds<'a, S> {
+    scan: S,
     row: &'a [u8],
     delimiter: u8,
     /// Where the block being read starts.
@@ -207,10 +384,12 @@ struct ColumnEnds<'a> {
     newline_found: bool,
 }
 
-impl<'a> ColumnEnds<'a> {
+impl<'a, S: BlockScan> ColumnEnds<'a, S> {
     /// `None` when the row's first block holds a quote before any newline, or is not whole.
-    fn new(row: &'a [u8], delimiter: u8) -> Option<ColumnEnds<'a>> {
+    #[inline(always)]
+    fn new(scan: S, row: &'a [u8], delimiter: u8) -> Option<ColumnEnds<'a, S>> {
         let mut ends = ColumnEnds {
+            scan,
             row,
             delimiter,
             base: 0,
@@ -222,9 +401,10 @@ impl<'a> ColumnEnds<'a> {
     }
 
     /// Reads the block at `base`: its delimiters up to and including the row's newline.
+    #[inline(always)]
     fn read_block(&mut self) -> Option<()> {
         let block = self.row.get(self.base..self.base + WIDE)?.try_into().ok()?;
-        let [delimiters, newlines, quotes] = wide_masks(block, [self.delimiter, b'\n', b'"']);
+        let [delimiters, newlines, quotes] = self.scan.masks(block, [self.delimiter, b'\n', b'"']);
         // Bits up to the first newline's, all when there is none.
         let in_row = newlines ^ newlines.wrapping_sub(1);
         self.newline_found = newlines != 0;
@@ -236,6 +416,7 @@ impl<'a> ColumnEnds<'a> {
     }
 
     /// The next column's end; `None` past the newline, or where a later block is not plain.
+    #[inline(always)]
     fn next(&mut self) -> Option<usize> {
         while self.pending == 0 {
             if self.newline_found {
@@ -304,20 +485,19 @@ mod tests {
         )
     }
 
-    /// Parses `feed` both ways; the outputs must be equal.
+    /// Parses `feed` both ways, the plain rows' blocks scanned whole (where the processor can)
+    /// and sixteen bytes at a time; the outputs must be equal.
     fn both_ways(feed: &[u8]) -> Result<(), TestCaseError> {
-        let plain = PreparedFeed::prepare(feed, None).expect("a header");
-        let general = PreparedFeed::prepare(feed, None)
-            .expect("a header")
-            .general_only();
+        let prepared = || PreparedFeed::prepare(feed, None).expect("a header");
+        let plain = prepared();
         let [chunk] = plain.chunks_at(&[])[..] else {
             unreachable!("no cuts, one chunk")
         };
-        let (plain, general) = (
-            plain.parse_chunk(chunk, &options()),
-            general.parse_chunk(chunk, &options()),
-        );
-        prop_assert_eq!(comparable(&plain), comparable(&general));
+        let general = prepared().general_only().parse_chunk(chunk, &options());
+        for plain in [plain, prepared().narrow_scan_only()] {
+            let plain = plain.parse_chunk(chunk, &options());
+            prop_assert_eq!(comparable(&plain), comparable(&general));
+        }
         Ok(())
     }
 
@@ -386,6 +566,7 @@ mod tests {
             let prepared = PreparedFeed::prepare(&feed, None).expect("a header");
             let header = prepared.header().expect("a delimited feed");
             let reader = header.plain_rows().expect("the IV-MTR layout");
+            let wide = reader.wide_scan;
             let (mut plain_symbols, mut general_symbols) = (SymbolTable::new(), SymbolTable::new());
             let mut recent_days = RecentDays::default();
             let (mut read_plain, mut accepted) = (0, 0); // the latter within the feed's whole blocks
@@ -402,21 +583,53 @@ mod tests {
                 let within_the_feed = start + blocks * WIDE <= feed.len();
                 accepted += usize::from(general.is_some() && within_the_feed);
                 let mut events = Vec::new();
-                if let Some(newline) = reader.read_row(
+                let narrow = reader.read_row(
+                    NarrowScan,
                     &feed,
                     start,
                     &options(),
                     &mut plain_symbols,
                     &mut recent_days,
                     &mut events,
-                ) {
+                );
+                if let Some(scan) = wide {
+                    let read = reader.read_row(
+                        scan,
+                        &feed,
+                        start,
+                        &options(),
+                        &mut plain_symbols,
+                        &mut recent_days,
+                        &mut events,
+                    );
+                    assert_eq!(read, narrow);
+                }
+                if let Some(newline) = narrow {
                     assert_eq!(events.pop(), general);
+                    if wide.is_some() {
+                        assert_eq!(events.pop(), general);
+                    }
                     assert!(events.is_empty());
                     assert_eq!(newline, start + row.len() + line_end.len() - 1);
                     read_plain += 1;
                 }
             }
             assert_eq!(read_plain, accepted, "{line_end:?}");
+        }
+    }
+
+    proptest! {
+        /// The whole-block scan's masks are the sixteen-byte scan's, for any bytes (blocks of
+        /// few distinct bytes, so that each searched byte is often there).
+        #[test]
+        fn whole_block_masks_equal_narrow_ones(
+            block in prop::collection::vec(prop::sample::select(b"|\n\"a\x00\xff".to_vec()), WIDE),
+            bytes in prop::array::uniform3(prop::sample::select(b"|\n\"a\x00\xff".to_vec())),
+        ) {
+            let block: &[u8; WIDE] = block.as_slice().try_into().expect("64 bytes");
+            if let Some(scan) = WideScan::detect() {
+                prop_assert_eq!(scan.masks(block, bytes), NarrowScan.masks(block, bytes));
+            }
         }
     }
 
