@@ -35,9 +35,19 @@ pub(crate) fn routing_of_value(routing_value: u64) -> Option<(usize, u64)> {
     }
 }
 
-/// The tracking value (second digit in base 5) and routing value R of an IMb's digit fields,
-/// read eight digits at a time; `None` unless [`Imb::from_digit_fields`] accepts the fields.
-pub(crate) fn values_of_digit_fields(tracking: &[u8], routing: &[u8]) -> Option<(u128, u64)> {
+/// What [`values_of_digit_fields`] reads of an IMb's digit fields.
+pub(crate) struct DigitFieldValues {
+    /// The tracking code's value (its second digit in base 5).
+    pub(crate) tracking: u128,
+    /// The routing value R (spec step 1).
+    pub(crate) routing: u64,
+    /// The routing digits as a number, 0 for none.
+    pub(crate) routing_number: u64,
+}
+
+/// The values of an IMb's digit fields, read eight digits at a time; `None` unless
+/// [`Imb::from_digit_fields`] accepts the fields.
+pub(crate) fn values_of_digit_fields(tracking: &[u8], routing: &[u8]) -> Option<DigitFieldValues> {
     let tracking: &[u8; TRACKING_LEN] = tracking.try_into().ok()?;
     let (first, second) = (
         tracking[0].wrapping_sub(b'0'),
@@ -54,13 +64,17 @@ pub(crate) fn values_of_digit_fields(tracking: &[u8], routing: &[u8]) -> Option<
         11 => ROUTING_BASE_11,
         _ => return None,
     };
-    let routing_value = if routing.is_empty() {
+    let routing_number = if routing.is_empty() {
         0
     } else {
-        digits_value(routing)? + base
+        digits_value(routing)?
     };
     let head = u128::from(first * 5 + second);
-    Some((head * TEN_TO_18 + u128::from(tail), routing_value))
+    Some(DigitFieldValues {
+        tracking: head * TEN_TO_18 + u128::from(tail),
+        routing: routing_number + base,
+        routing_number,
+    })
 }
 
 /// The data of one IMb: a 20-digit tracking code and a 0/5/9/11-digit routing code, every field
@@ -263,15 +277,15 @@ impl Imb {
     /// The routing value R of spec step 1: 0 for no routing, else the routing number plus the
     /// base of its length's range.
     pub(crate) fn routing_value(&self) -> u64 {
-        self.values().1
+        self.values().routing
     }
 
     /// The tracking code as a number below [`TRACKING_SPAN`], second digit in base 5.
     pub(crate) fn tracking_value(&self) -> u128 {
-        self.values().0
+        self.values().tracking
     }
 
-    fn values(&self) -> (u128, u64) {
+    fn values(&self) -> DigitFieldValues {
         values_of_digit_fields(&self.digits[..TRACKING_LEN], self.routing_digits())
             .expect("an Imb holds valid digit fields")
     }

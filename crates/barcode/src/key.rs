@@ -221,10 +221,15 @@ fn impb_key(digits: &[u8]) -> Option<u128> {
 
 impl BarcodeKey {
     /// The key of the IMb with these tracking and routing digit fields, read without building
-    /// the [`Imb`]: what `Imb::from_digit_fields` then [`Barcode::key`] give, at feed speed.
-    pub fn of_imb_digit_fields(tracking: &[u8], routing: &[u8]) -> Option<BarcodeKey> {
-        let (tracking_value, routing_value) = values_of_digit_fields(tracking, routing)?;
-        Some(BarcodeKey(imb_key(tracking_value, routing_value)))
+    /// the [`Imb`]: what `Imb::from_digit_fields` then [`Barcode::key`] give, at feed speed;
+    /// with it, the routing digits as a number (0 for none), which a feed's routing ZIP is
+    /// made of without reading the key's bits back.
+    pub fn of_imb_digit_fields(tracking: &[u8], routing: &[u8]) -> Option<(BarcodeKey, u64)> {
+        let values = values_of_digit_fields(tracking, routing)?;
+        Some((
+            BarcodeKey(imb_key(values.tracking, values.routing)),
+            values.routing_number,
+        ))
     }
 
     /// The key of the package barcode of digits only that [`Impb::from_digits`] accepts in
@@ -622,9 +627,16 @@ mod tests {
         ) {
             let routing = routing.as_bytes();
             let fast = BarcodeKey::of_imb_digit_fields(&tracking, routing);
-            proptest::prop_assert_eq!(fast.map(BarcodeKey::as_u128), naive_imb_key(&tracking, routing));
+            let key = fast.map(|(key, _)| key);
+            proptest::prop_assert_eq!(key.map(BarcodeKey::as_u128), naive_imb_key(&tracking, routing));
             if let Some(imb) = Imb::from_digit_fields(&tracking, routing) {
-                proptest::prop_assert_eq!(fast, Some(Barcode::Imb(imb).key()));
+                proptest::prop_assert_eq!(key, Some(Barcode::Imb(imb).key()));
+                // The routing number is the routing code's, as the key's bits give it back
+                // (with the digit count, none for no routing, and then 0).
+                let from_bits = key.and_then(BarcodeKey::imb_routing);
+                let given = fast.and_then(|(_, n)| (!routing.is_empty()).then_some((routing.len() as u32, n)));
+                proptest::prop_assert_eq!(given, from_bits);
+                proptest::prop_assert!(!routing.is_empty() || fast.is_some_and(|(_, n)| n == 0));
             }
         }
     }

@@ -230,8 +230,7 @@ impl PlainRowReader {
                 }
             }
         } else {
-            let key = imb_digits_key(imb)?;
-            (key, Zip::implied_by(key))
+            imb_digits_key(imb)?
         };
         let time_ms = fixed_rfc3339(value(Slot::Time), Some(recent_days))?.ok()?;
         if !options.accepts_time(time_ms) {

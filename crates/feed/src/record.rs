@@ -291,23 +291,33 @@ fn span_of<'l>(line: &'l [u8], parts: &[&[u8]]) -> Option<&'l [u8]> {
 /// plain digits (nearly every mail record) goes straight to its key.
 fn barcode(raw: &RawRecord<'_>) -> Result<(BarcodeKey, Zip), RejectReason> {
     let imb_bytes = raw.get(Field::Imb);
-    if let Some(key) = imb_digits_key(imb_bytes) {
-        return Ok((key, Zip::implied_by(key)));
+    if let Some(barcode) = imb_digits_key(imb_bytes) {
+        return Ok(barcode);
     }
     let (tracking, routing) = (raw.get(Field::ImbTracking), raw.get(Field::ImbRouting));
     if imb_bytes.is_empty() {
-        if let Some(key) = BarcodeKey::of_imb_digit_fields(tracking, routing) {
-            return Ok((key, Zip::implied_by(key)));
+        if let Some(barcode) = imb_digit_fields_key(tracking, routing) {
+            return Ok(barcode);
         }
     }
     let (barcode, routing) = any_barcode(raw)?;
     Ok((barcode.key(), routing))
 }
 
-/// The key of an IMb of digits only: its 20-digit tracking code and the routing digits after.
-pub(crate) fn imb_digits_key(imb: &[u8]) -> Option<BarcodeKey> {
+/// The key and routing ZIP of an IMb of digits only: its 20-digit tracking code and the
+/// routing digits after.
+pub(crate) fn imb_digits_key(imb: &[u8]) -> Option<(BarcodeKey, Zip)> {
     let (tracking, routing) = imb.split_at_checked(20)?;
-    BarcodeKey::of_imb_digit_fields(tracking, routing)
+    imb_digit_fields_key(tracking, routing)
+}
+
+/// The key and routing ZIP of the IMb of these tracking and routing digit fields (the ZIP made
+/// of the routing digits' number, not read back from the key's bits).
+fn imb_digit_fields_key(tracking: &[u8], routing: &[u8]) -> Option<(BarcodeKey, Zip)> {
+    let (key, routing_number) = BarcodeKey::of_imb_digit_fields(tracking, routing)?;
+    // The fields were accepted: the number has as many digits as a ZIP of their length.
+    let zip = Zip::from_parts(routing_number, routing.len() as u32).unwrap_or(Zip::NONE);
+    Some((key, zip))
 }
 
 /// The general way of [`barcode`]: every form, with its reject reasons.
