@@ -49,25 +49,57 @@ pub(crate) struct DigitFieldValues {
 /// [`Imb::from_digit_fields`] accepts the fields.
 pub(crate) fn values_of_digit_fields(tracking: &[u8], routing: &[u8]) -> Option<DigitFieldValues> {
     let tracking: &[u8; TRACKING_LEN] = tracking.try_into().ok()?;
-    let (first, second) = (
-        tracking[0].wrapping_sub(b'0'),
-        tracking[1].wrapping_sub(b'0'),
-    );
+    let barcode_id = [tracking[0], tracking[1]].map(|digit| digit.wrapping_sub(b'0'));
+    let tail = digits_value(&tracking[2..])?;
+    let routing_number = if routing.is_empty() {
+        0
+    } else {
+        digits_value(routing)?
+    };
+    // Eighteen digits and as many as the routing's length: numbers in range.
+    values_in_range(barcode_id, tail, routing.len(), routing_number)
+}
+
+/// The values of an IMb whose digits were read apart: `barcode_id` its first two digits'
+/// values, `tail` its other eighteen tracking digits as a number, and its routing digits'
+/// count and number; `None` unless they are an IMb's (a first digit of at most 9, a second of
+/// at most 4, a tail below 10^18, a routing of 0, 5, 9 or 11 digits and a number that fits).
+pub(crate) fn values_of_numbers(
+    barcode_id: [u8; 2],
+    tail: u64,
+    routing_len: usize,
+    routing_number: u64,
+) -> Option<DigitFieldValues> {
+    let routing_span = match routing_len {
+        0 => 1,
+        5 => ROUTING_BASE_9 - ROUTING_BASE_5,
+        9 => ROUTING_BASE_11 - ROUTING_BASE_9,
+        11 => ROUTING_END - ROUTING_BASE_11,
+        _ => return None,
+    };
+    if u128::from(tail) >= TEN_TO_18 || routing_number >= routing_span {
+        return None;
+    }
+    values_in_range(barcode_id, tail, routing_len, routing_number)
+}
+
+/// [`values_of_numbers`] of a tail and routing number known to be in range.
+fn values_in_range(
+    barcode_id: [u8; 2],
+    tail: u64,
+    routing_len: usize,
+    routing_number: u64,
+) -> Option<DigitFieldValues> {
+    let [first, second] = barcode_id;
     if first > 9 || second > 4 {
         return None;
     }
-    let tail = digits_value(&tracking[2..])?;
-    let base = match routing.len() {
+    let base = match routing_len {
         0 => 0,
         5 => ROUTING_BASE_5,
         9 => ROUTING_BASE_9,
         11 => ROUTING_BASE_11,
         _ => return None,
-    };
-    let routing_number = if routing.is_empty() {
-        0
-    } else {
-        digits_value(routing)?
     };
     let head = u128::from(first * 5 + second);
     Some(DigitFieldValues {

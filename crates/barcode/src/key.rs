@@ -23,7 +23,8 @@ use std::ops::Range;
 use crate::digits::wide_digits_value;
 use crate::error::{Error, ErrorKind};
 use crate::imb::{
-    decode, routing_of_value, values_of_digit_fields, Bars, Imb, ROUTING_END, TRACKING_SPAN,
+    decode, routing_of_value, values_of_digit_fields, values_of_numbers, Bars, DigitFieldValues,
+    Imb, ROUTING_END, TRACKING_SPAN,
 };
 use crate::imcb::Imcb;
 use crate::impb::{common_package_digits, Impb};
@@ -225,11 +226,28 @@ impl BarcodeKey {
     /// with it, the routing digits as a number (0 for none), which a feed's routing ZIP is
     /// made of without reading the key's bits back.
     pub fn of_imb_digit_fields(tracking: &[u8], routing: &[u8]) -> Option<(BarcodeKey, u64)> {
-        let values = values_of_digit_fields(tracking, routing)?;
-        Some((
+        values_of_digit_fields(tracking, routing).map(BarcodeKey::of_imb_values)
+    }
+
+    /// [`BarcodeKey::of_imb_digit_fields`] of digits read apart: `barcode_id` the first two
+    /// tracking digits' values (0-9 each), `tail` the other eighteen as a number, and the
+    /// routing digits' count (0, 5, 9 or 11) and number; `None` unless they are an IMb's (a
+    /// second digit above 4, say). For a reader that turns digits into numbers its own way.
+    pub fn of_imb_numbers(
+        barcode_id: [u8; 2],
+        tail: u64,
+        routing_len: usize,
+        routing_number: u64,
+    ) -> Option<(BarcodeKey, u64)> {
+        values_of_numbers(barcode_id, tail, routing_len, routing_number)
+            .map(BarcodeKey::of_imb_values)
+    }
+
+    fn of_imb_values(values: DigitFieldValues) -> (BarcodeKey, u64) {
+        (
             BarcodeKey(imb_key(values.tracking, values.routing)),
             values.routing_number,
-        ))
+        )
     }
 
     /// The key of the package barcode of digits only that [`Impb::from_digits`] accepts in
@@ -472,6 +490,21 @@ mod tests {
         .prop_map(|body| body & ((1 << KIND_SHIFT) - 1))
     }
 
+    /// Numbers that no IMb's digits write are no key: a second digit above 4, a tail of
+    /// nineteen digits, a routing number longer than its count, a count no routing has.
+    #[test]
+    fn imb_numbers_out_of_range_are_no_key() {
+        let key = |id, tail, len, number| BarcodeKey::of_imb_numbers(id, tail, len, number);
+        assert!(key([0, 0], 999_999_999_999_999_999, 11, 99_999_999_999).is_some());
+        assert!(key([9, 4], 0, 0, 0).is_some());
+        assert_eq!(key([0, 5], 0, 0, 0), None);
+        assert_eq!(key([10, 0], 0, 0, 0), None);
+        assert_eq!(key([0, 0], 1_000_000_000_000_000_000, 0, 0), None);
+        assert_eq!(key([0, 0], 0, 5, 100_000), None);
+        assert_eq!(key([0, 0], 0, 0, 1), None);
+        assert_eq!(key([0, 0], 0, 3, 1), None);
+    }
+
     proptest::proptest! {
         #![proptest_config(proptest::prelude::ProptestConfig::with_cases(4096))]
         /// The bits check answers as rebuilding the barcode does.
@@ -637,6 +670,11 @@ mod tests {
                 let given = fast.and_then(|(_, n)| (!routing.is_empty()).then_some((routing.len() as u32, n)));
                 proptest::prop_assert_eq!(given, from_bits);
                 proptest::prop_assert!(!routing.is_empty() || fast.is_some_and(|(_, n)| n == 0));
+                // The same digits read apart and given as numbers make the same key.
+                let barcode_id = [tracking[0] - b'0', tracking[1] - b'0'];
+                let tail = crate::digits::digits_value(&tracking[2..]).expect("digits");
+                let number = crate::digits::digits_value(routing).expect("digits");
+                proptest::prop_assert_eq!(BarcodeKey::of_imb_numbers(barcode_id, tail, routing.len(), number), fast);
             }
         }
     }

@@ -170,7 +170,7 @@ impl PlainRowReader {
     /// [`PlainRowReader::read_rows`] with the block scan `scan`.
     #[inline(always)]
     #[allow(clippy::too_many_arguments)]
-    fn read_rows_with<S: BlockScan>(
+    fn read_rows_with<S: RowScan>(
         &self,
         scan: S,
         bytes: &[u8],
@@ -202,7 +202,7 @@ impl PlainRowReader {
     /// Inlined always, into each of [`PlainRowReader::read_rows`]' scans.
     #[inline(always)]
     #[allow(clippy::too_many_arguments)]
-    pub(crate) fn read_row<S: BlockScan>(
+    pub(crate) fn read_row<S: RowScan>(
         &self,
         scan: S,
         bytes: &[u8],
@@ -230,7 +230,7 @@ impl PlainRowReader {
                 }
             }
         } else {
-            imb_digits_key(imb)?
+            scan.imb_digits_key(imb)?
         };
         let time_ms = fixed_rfc3339(value(Slot::Time), Some(recent_days))?.ok()?;
         if !options.accepts_time(time_ms) {
@@ -265,7 +265,7 @@ impl PlainRowReader {
     /// has more or fewer columns than the header, or runs to the end of `row` before a whole
     /// block (the chunk's last bytes).
     #[inline(always)]
-    fn split<'a, S: BlockScan>(
+    fn split<'a, S: RowScan>(
         &self,
         scan: S,
         row: &'a [u8],
@@ -294,27 +294,38 @@ impl PlainRowReader {
     }
 }
 
-/// How a row's 64-byte blocks are scanned: for each of three bytes (the delimiter, the
-/// newline, the quote), a mask of the places it has in the block. Holding a value of the type
+/// How a row's bytes are read where vector instructions pay: its 64-byte blocks, for each of
+/// three bytes (the delimiter, the newline, the quote) a mask of the places it has in the
+/// block; and an IMb of digits only, to its key and routing ZIP as
+/// [`imb_digits_key`](crate::record::imb_digits_key) gives them. Holding a value of the type
 /// is the permission to use it: a [`WideScan`] is made only where the processor can run it.
-pub(crate) trait BlockScan: Copy {
+pub(crate) trait RowScan: Copy {
     fn masks(self, block: &[u8; WIDE], bytes: [u8; 3]) -> [u64; 3];
+
+    fn imb_digits_key(self, imb: &[u8]) -> Option<(BarcodeKey, Zip)>;
 }
 
-/// Sixteen bytes a compare ([`wide_masks`]), on any processor.
+/// Sixteen bytes a compare ([`wide_masks`]) and eight digits a word (as the general reader
+/// reads an IMb), on any processor.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct NarrowScan;
 
-impl BlockScan for NarrowScan {
+impl RowScan for NarrowScan {
     #[inline(always)]
     fn masks(self, block: &[u8; WIDE], bytes: [u8; 3]) -> [u64; 3] {
         wide_masks(block, bytes)
     }
+
+    #[inline(always)]
+    fn imb_digits_key(self, imb: &[u8]) -> Option<(BarcodeKey, Zip)> {
+        imb_digits_key(imb)
+    }
 }
 
 /// The whole block in one compare a byte (AVX-512BW): 7 instructions a block where
-/// [`NarrowScan`] takes about 55 (a row is one or two blocks). Made only by
-/// [`WideScan::detect`], where the processor has it.
+/// [`NarrowScan`] takes about 55 (a row is one or two blocks); and an IMb's digits sixteen to
+/// a vector (SSSE3's multiply-adds, which AVX-512 implies). Made only by [`WideScan::detect`],
+/// where the processor has it.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct WideScan(WideScanProof);
 
@@ -336,7 +347,7 @@ impl WideScan {
     }
 }
 
-impl BlockScan for WideScan {
+impl RowScan for WideScan {
     #[inline(always)]
     fn masks(self, block: &[u8; WIDE], bytes: [u8; 3]) -> [u64; 3] {
         #[cfg(target_arch = "x86_64")]
@@ -346,6 +357,21 @@ impl BlockScan for WideScan {
             #[allow(unsafe_code)]
             unsafe {
                 wide_scan_masks(block, bytes)
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        match self.0 {}
+    }
+
+    #[inline(always)]
+    fn imb_digits_key(self, imb: &[u8]) -> Option<(BarcodeKey, Zip)> {
+        #[cfg(target_arch = "x86_64")]
+        {
+            let WideScan(()) = self;
+            // SAFETY: a `WideScan` is made only where the processor has AVX-512F and BW.
+            #[allow(unsafe_code)]
+            unsafe {
+                wide_imb_digits_key(imb)
             }
         }
         #[cfg(not(target_arch = "x86_64"))]
@@ -369,6 +395,72 @@ fn wide_scan_masks(block: &[u8; WIDE], [a, b, c]: [u8; 3]) -> [u64; 3] {
     ]
 }
 
+/// [`WideScan`]'s sixteen digits: each byte less `'0'` checked below ten, then digit pairs,
+/// fours and eights summed by multiply-adds (after Lemire's "parsing eight digits"), the two
+/// eights joined.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw")]
+#[inline]
+#[allow(unsafe_code)]
+fn wide_sixteen_digits(digits: &[u8; 16]) -> Option<u64> {
+    use std::arch::x86_64::{
+        _mm_cmpeq_epi8, _mm_cvtsi128_si32, _mm_extract_epi32, _mm_loadu_si128, _mm_madd_epi16,
+        _mm_maddubs_epi16, _mm_max_epu8, _mm_movemask_epi8, _mm_packus_epi32, _mm_set1_epi8,
+        _mm_setr_epi16, _mm_setr_epi8, _mm_sub_epi8,
+    };
+    // SAFETY: the load reads the 16 bytes `digits` holds; it needs no alignment.
+    let loaded = unsafe { _mm_loadu_si128(digits.as_ptr().cast()) };
+    let values = _mm_sub_epi8(loaded, _mm_set1_epi8(b'0' as i8));
+    let nine = _mm_set1_epi8(9);
+    if _mm_movemask_epi8(_mm_cmpeq_epi8(_mm_max_epu8(values, nine), nine)) != 0xFFFF {
+        return None;
+    }
+    let pairs = _mm_maddubs_epi16(
+        values,
+        _mm_setr_epi8(10, 1, 10, 1, 10, 1, 10, 1, 10, 1, 10, 1, 10, 1, 10, 1),
+    );
+    let fours = _mm_madd_epi16(pairs, _mm_setr_epi16(100, 1, 100, 1, 100, 1, 100, 1));
+    let fours = _mm_packus_epi32(fours, fours);
+    let eights = _mm_madd_epi16(
+        fours,
+        _mm_setr_epi16(10_000, 1, 10_000, 1, 10_000, 1, 10_000, 1),
+    );
+    let high = u64::from(_mm_cvtsi128_si32(eights) as u32);
+    let low = u64::from(_mm_extract_epi32::<1>(eights) as u32);
+    Some(high * 100_000_000 + low)
+}
+
+/// [`WideScan`]'s IMb key and routing ZIP (twenty tracking digits, then 0, 5, 9 or 11 routing
+/// digits): the last sixteen tracking digits in one vector, and the routing digits in another,
+/// as the IMb's last sixteen bytes with those before the routing made `'0'`s.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw")]
+#[inline]
+fn wide_imb_digits_key(imb: &[u8]) -> Option<(BarcodeKey, Zip)> {
+    let routing_len = imb.len().checked_sub(20).filter(|&len| len <= 11)?;
+    let [first, second, third, fourth] = <[u8; 4]>::try_from(&imb[..4])
+        .ok()?
+        .map(|digit| digit.wrapping_sub(b'0'));
+    if third > 9 || fourth > 9 {
+        return None;
+    }
+    let sixteen = wide_sixteen_digits(imb[4..20].try_into().ok()?)?;
+    let routing_number = match routing_len {
+        0 => 0,
+        _ => {
+            let last = u128::from_le_bytes(imb[imb.len() - 16..].try_into().ok()?);
+            let routing = u128::MAX << (8 * (16 - routing_len));
+            let padded = last & routing | u128::from_le_bytes([b'0'; 16]) & !routing;
+            wide_sixteen_digits(&padded.to_le_bytes())?
+        }
+    };
+    let tail = u64::from(third * 10 + fourth) * 10_000_000_000_000_000 + sixteen;
+    let (key, routing_number) =
+        BarcodeKey::of_imb_numbers([first, second], tail, routing_len, routing_number)?;
+    let routing = Zip::from_parts(routing_number, routing_len as u32).unwrap_or(Zip::NONE);
+    Some((key, routing))
+}
+
 /// The ends of a row's columns, in order: its delimiters, then its newline, found a 64-byte
 /// block at a time.
 struct ColumnEnds<'a, S> {
@@ -383,7 +475,7 @@ struct ColumnEnds<'a, S> {
     newline_found: bool,
 }
 
-impl<'a, S: BlockScan> ColumnEnds<'a, S> {
+impl<'a, S: RowScan> ColumnEnds<'a, S> {
     /// `None` when the row's first block holds a quote before any newline, or is not whole.
     #[inline(always)]
     fn new(scan: S, row: &'a [u8], delimiter: u8) -> Option<ColumnEnds<'a, S>> {
@@ -617,7 +709,41 @@ mod tests {
         }
     }
 
+    /// Digits, now and then another byte.
+    fn mostly_digits(len: std::ops::RangeInclusive<usize>) -> impl Strategy<Value = Vec<u8>> {
+        prop::collection::vec(
+            prop_oneof![
+                40 => prop::sample::select(b"0123456789".to_vec()),
+                1 => any::<u8>(),
+            ],
+            len,
+        )
+    }
+
     proptest! {
+        /// Sixteen digits read in one vector are the number the byte loop reads, and no byte
+        /// that is not a digit is taken.
+        #[test]
+        fn sixteen_digits_equal_the_byte_loop(digits in mostly_digits(16..=16)) {
+            let digits: &[u8; 16] = digits.as_slice().try_into().expect("16 bytes");
+            #[cfg(target_arch = "x86_64")]
+            if WideScan::detect().is_some() {
+                // SAFETY: the processor has the features, just checked.
+                #[allow(unsafe_code)]
+                let read = unsafe { wide_sixteen_digits(digits) };
+                prop_assert_eq!(read, imbtrack_barcode::digits_value(digits));
+            }
+        }
+
+        /// An IMb's key and routing ZIP read sixteen digits to a vector are the general
+        /// reader's, for fields of every length around the IMb's.
+        #[test]
+        fn imb_keys_read_wide_equal_the_general_readers(imb in mostly_digits(18..=33)) {
+            if let Some(scan) = WideScan::detect() {
+                prop_assert_eq!(scan.imb_digits_key(&imb), imb_digits_key(&imb));
+            }
+        }
+
         /// The whole-block scan's masks are the sixteen-byte scan's, for any bytes (blocks of
         /// few distinct bytes, so that each searched byte is often there).
         #[test]
