@@ -19,8 +19,8 @@ use imbtrack_barcode::{Barcode, BarcodeKey, Impb};
 use crate::delimited::{wide_masks, WIDE};
 use crate::event::{EventCode, ScanEvent, SymbolTable, Zip};
 use crate::record::{
-    imb_digits_key, package_routing, routing_zip, scan_event, site_symbols_in, trimmed_as_is,
-    FeedOptions, Field, FIELD_COUNT,
+    imb_digits_key, imb_routing_zip, package_routing, routing_zip, scan_event, site_symbols_in,
+    trimmed_as_is, FeedOptions, Field, FIELD_COUNT,
 };
 use crate::time::{fixed_rfc3339, RecentDays};
 
@@ -457,8 +457,7 @@ fn wide_imb_digits_key(imb: &[u8]) -> Option<(BarcodeKey, Zip)> {
     let tail = u64::from(third * 10 + fourth) * 10_000_000_000_000_000 + sixteen;
     let (key, routing_number) =
         BarcodeKey::of_imb_numbers([first, second], tail, routing_len, routing_number)?;
-    let routing = Zip::from_parts(routing_number, routing_len as u32).unwrap_or(Zip::NONE);
-    Some((key, routing))
+    Some((key, imb_routing_zip(routing_number, routing_len)))
 }
 
 /// The ends of a row's columns, in order: its delimiters, then its newline, found a 64-byte

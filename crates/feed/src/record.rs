@@ -315,9 +315,13 @@ pub(crate) fn imb_digits_key(imb: &[u8]) -> Option<(BarcodeKey, Zip)> {
 /// of the routing digits' number, not read back from the key's bits).
 fn imb_digit_fields_key(tracking: &[u8], routing: &[u8]) -> Option<(BarcodeKey, Zip)> {
     let (key, routing_number) = BarcodeKey::of_imb_digit_fields(tracking, routing)?;
-    // The fields were accepted: the number has as many digits as a ZIP of their length.
-    let zip = Zip::from_parts(routing_number, routing.len() as u32).unwrap_or(Zip::NONE);
-    Some((key, zip))
+    Some((key, imb_routing_zip(routing_number, routing.len())))
+}
+
+/// An IMb's routing ZIP from its routing digits' number and count, the key made of them being
+/// an IMb's (so the number has no more digits than the count, and the count is 0, 5, 9 or 11).
+pub(crate) fn imb_routing_zip(routing_number: u64, routing_len: usize) -> Zip {
+    Zip::from_parts(routing_number, routing_len as u32).unwrap_or(Zip::NONE)
 }
 
 /// The general way of [`barcode`]: every form, with its reject reasons.
