@@ -50,6 +50,7 @@ pub(crate) struct DigitFieldValues {
 pub(crate) fn values_of_digit_fields(tracking: &[u8], routing: &[u8]) -> Option<DigitFieldValues> {
     let tracking: &[u8; TRACKING_LEN] = tracking.try_into().ok()?;
     let barcode_id = [tracking[0], tracking[1]].map(|digit| digit.wrapping_sub(b'0'));
+    let (base, _) = routing_range(routing.len())?;
     let tail = digits_value(&tracking[2..])?;
     let routing_number = if routing.is_empty() {
         0
@@ -57,7 +58,19 @@ pub(crate) fn values_of_digit_fields(tracking: &[u8], routing: &[u8]) -> Option<
         digits_value(routing)?
     };
     // Eighteen digits and as many as the routing's length: numbers in range.
-    values_in_range(barcode_id, tail, routing.len(), routing_number)
+    values_in_range(barcode_id, tail, base, routing_number)
+}
+
+/// The first routing value R of a routing code of `len` digits, and how many values the
+/// length has; `None` for a length no routing code has.
+fn routing_range(len: usize) -> Option<(u64, u64)> {
+    match len {
+        0 => Some((0, 1)),
+        5 => Some((ROUTING_BASE_5, ROUTING_BASE_9 - ROUTING_BASE_5)),
+        9 => Some((ROUTING_BASE_9, ROUTING_BASE_11 - ROUTING_BASE_9)),
+        11 => Some((ROUTING_BASE_11, ROUTING_END - ROUTING_BASE_11)),
+        _ => None,
+    }
 }
 
 /// The values of an IMb whose digits were read apart: `barcode_id` its first two digits'
@@ -70,37 +83,25 @@ pub(crate) fn values_of_numbers(
     routing_len: usize,
     routing_number: u64,
 ) -> Option<DigitFieldValues> {
-    let routing_span = match routing_len {
-        0 => 1,
-        5 => ROUTING_BASE_9 - ROUTING_BASE_5,
-        9 => ROUTING_BASE_11 - ROUTING_BASE_9,
-        11 => ROUTING_END - ROUTING_BASE_11,
-        _ => return None,
-    };
-    if u128::from(tail) >= TEN_TO_18 || routing_number >= routing_span {
+    let (base, span) = routing_range(routing_len)?;
+    if u128::from(tail) >= TEN_TO_18 || routing_number >= span {
         return None;
     }
-    values_in_range(barcode_id, tail, routing_len, routing_number)
+    values_in_range(barcode_id, tail, base, routing_number)
 }
 
-/// [`values_of_numbers`] of a tail and routing number known to be in range.
+/// [`values_of_numbers`] of a tail and routing number known to be in range, the routing's
+/// first value R being `base`.
 fn values_in_range(
     barcode_id: [u8; 2],
     tail: u64,
-    routing_len: usize,
+    base: u64,
     routing_number: u64,
 ) -> Option<DigitFieldValues> {
     let [first, second] = barcode_id;
     if first > 9 || second > 4 {
         return None;
     }
-    let base = match routing_len {
-        0 => 0,
-        5 => ROUTING_BASE_5,
-        9 => ROUTING_BASE_9,
-        11 => ROUTING_BASE_11,
-        _ => return None,
-    };
     let head = u128::from(first * 5 + second);
     Some(DigitFieldValues {
         tracking: head * TEN_TO_18 + u128::from(tail),
