@@ -572,6 +572,24 @@ fn same_bytes(a: &[u8], b: &[u8]) -> bool {
     word_at(a, len - 8) == word_at(b, len - 8)
 }
 
+/// How a recent name's span is compared with a record's of the same length: [`same_bytes`]
+/// ([`WordCompare`]), or a reader's wider compare where the processor has one.
+pub(crate) trait SpanCompare: Copy {
+    /// `a == b` for slices of one length.
+    fn same_span(self, a: &[u8], b: &[u8]) -> bool;
+}
+
+/// [`same_bytes`], on any processor.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct WordCompare;
+
+impl SpanCompare for WordCompare {
+    #[inline(always)]
+    fn same_span(self, a: &[u8], b: &[u8]) -> bool {
+        same_bytes(a, b)
+    }
+}
+
 impl SymbolTable {
     /// An empty table.
     pub fn new() -> SymbolTable {
@@ -609,7 +627,7 @@ impl SymbolTable {
     /// last one's end, delimiters included).
     pub(crate) fn intern_span(&mut self, span: &[u8], parts: &[&[u8]]) -> Option<Symbol> {
         debug_assert_eq!(span.len(), joined_len(parts));
-        if let Some(recent) = self.recent_entry(span, parts) {
+        if let Some(recent) = self.recent_entry(span, parts, WordCompare) {
             return Some(recent.symbol);
         }
         let symbol = self.intern_uncached(parts)?;
@@ -625,14 +643,18 @@ impl SymbolTable {
     /// Inlined, the recent names' hit with it: returned from a call, the two symbols went
     /// through memory as two stores read back as one load, which the store buffer cannot
     /// forward (a tenth of the plain rows' reader's cycles stalled there).
+    ///
+    /// `compare` compares the span with a recent one: the plain rows' reader passes its
+    /// whole-span compare where the processor has one.
     #[inline(always)]
     pub(crate) fn intern_site_span(
         &mut self,
         span: &[u8],
         parts: &[&[u8]; 4],
+        compare: impl SpanCompare,
     ) -> Option<(Symbol, Symbol)> {
         debug_assert_eq!(span.len(), joined_len(parts));
-        if let Some(recent) = self.recent_entry(span, parts) {
+        if let Some(recent) = self.recent_entry(span, parts, compare) {
             return Some((recent.symbol, recent.second));
         }
         self.intern_site_span_uncached(span, parts)
@@ -662,13 +684,18 @@ impl SymbolTable {
     /// The recent entry of `parts` lying in `span`, moved to its set's first way; `None` if
     /// there is none (or the parts are too long to cache).
     #[inline(always)]
-    fn recent_entry(&mut self, span: &[u8], parts: &[&[u8]]) -> Option<&RecentName> {
+    fn recent_entry(
+        &mut self,
+        span: &[u8],
+        parts: &[&[u8]],
+        compare: impl SpanCompare,
+    ) -> Option<&RecentName> {
         let lengths = part_lengths(parts)?;
         let slot = Self::recent_set(span, lengths);
         let holds = |recent: &RecentName| {
             recent.lengths == lengths
                 && recent.bytes.len() == span.len()
-                && same_bytes(&recent.bytes, span)
+                && compare.same_span(&recent.bytes, span)
         };
         if holds(&self.recent[slot]) {
             return Some(&self.recent[slot]);
@@ -1001,7 +1028,7 @@ mod tests {
                 } else {
                     let span = parts.join(&b'|');
                     let parts: [&[u8]; 4] = parts.try_into().unwrap();
-                    table.intern_site_span(&span, &parts).unwrap()
+                    table.intern_site_span(&span, &parts, WordCompare).unwrap()
                 };
                 proptest::prop_assert_eq!(found, expected);
             }

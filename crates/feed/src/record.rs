@@ -3,7 +3,9 @@
 
 use imbtrack_barcode::{Barcode, BarcodeKey, BarcodeKind, Imb, Impb};
 
-use crate::event::{EventCode, HandlingEventType, MailClass, ScanEvent, Symbol, SymbolTable, Zip};
+use crate::event::{
+    EventCode, HandlingEventType, MailClass, ScanEvent, Symbol, SymbolTable, WordCompare, Zip,
+};
 use crate::reject::RejectReason;
 use crate::time::{parse_date_and_time, parse_timestamp, DAY_MS};
 
@@ -257,7 +259,7 @@ pub(crate) fn site_symbols_in(
     symbols: &mut SymbolTable,
 ) -> Option<(Symbol, Symbol)> {
     if let Some(span) = span_of(line, &parts) {
-        return symbols.intern_site_span(span, &parts);
+        return symbols.intern_site_span(span, &parts, WordCompare);
     }
     let facility_parts = &parts[..3];
     let facility = match span_of(line, facility_parts) {
