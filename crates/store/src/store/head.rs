@@ -520,11 +520,12 @@ impl HeadShard {
         (scan.time_in_day, scan.code, facility_zip)
     }
 
-    /// Inserts `event`, into `piece` when a probe under this same write turn found it there
-    /// (no second lookup), else into the piece its key finds or a new one; returns the piece.
+    /// Inserts `event` into `piece`, as a probe under this same write turn found it, or into a
+    /// new piece when that probe found none ([`NO_PIECE`]): no second lookup either way (half
+    /// a feed's scans are their piece's first of the day); returns the piece.
     fn insert_into(&mut self, event: ScanEvent, piece: u32, hash: u64, site_number: u32) -> u32 {
         let piece = if piece == NO_PIECE {
-            self.piece_or_new(&event, hash)
+            self.new_piece(&event, hash)
         } else {
             piece
         };
@@ -563,10 +564,8 @@ impl HeadShard {
         }
     }
 
-    fn piece_or_new(&mut self, event: &ScanEvent, hash: u64) -> u32 {
-        if let Some(piece) = self.piece_of_hashed(event.barcode, hash) {
-            return piece;
-        }
+    /// A new piece for `event`'s key (of hash `hash`), which the caller found missing.
+    fn new_piece(&mut self, event: &ScanEvent, hash: u64) -> u32 {
         let piece = self.pieces.push(Piece {
             key: event.barcode,
             routing: event.routing,
