@@ -35,6 +35,20 @@ pub(crate) fn routing_of_value(routing_value: u64) -> Option<(usize, u64)> {
     }
 }
 
+/// The Mailer ID of an IMb's tracking value (below [`TRACKING_SPAN`]): digits 6 to 11 of the
+/// tracking code, or 6 to 14 where the first of them is a 9.
+pub(crate) fn imb_mailer_id(tracking_value: u128) -> u32 {
+    debug_assert!(tracking_value < TRACKING_SPAN);
+    // The last fifteen digits: the Mailer ID, then the serial.
+    let mailer_and_serial = (tracking_value % TEN_TO_18) as u64 % 1_000_000_000_000_000;
+    let six = mailer_and_serial / 1_000_000_000;
+    if six >= 900_000 {
+        (mailer_and_serial / 1_000_000) as u32
+    } else {
+        six as u32
+    }
+}
+
 /// What [`values_of_digit_fields`] reads of an IMb's digit fields.
 pub(crate) struct DigitFieldValues {
     /// The tracking code's value (its second digit in base 5).

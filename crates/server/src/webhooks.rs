@@ -852,7 +852,7 @@ impl StatusWatch for Webhooks {
         for target in &active {
             let mut bodies = Vec::new();
             for change in &changes {
-                let Some(mid) = change.piece.barcode.to_barcode().mailer_id() else {
+                let Some(mid) = change.piece.barcode.mailer_id() else {
                     continue;
                 };
                 if !target.subscription.mailer_ids.contains(&mid)

@@ -224,7 +224,7 @@ fn answers(store: &Store, feed: &[u8], now: i64) -> Vec<String> {
                 out.push(format!("{zip} {}", described(store, &pieces, now)));
             }
         }
-        if let Some(mid) = event.barcode.to_barcode().mailer_id() {
+        if let Some(mid) = event.barcode.mailer_id() {
             let pieces = store.pieces_by_mailer(mid, day, now);
             out.push(format!("{mid} {}", described(store, &pieces, now)));
         }

@@ -42,7 +42,7 @@ pub(super) async fn zip_pieces(
             .day_pieces_by_zip(zip, day)
             .into_iter()
             .filter(|piece| after.is_none_or(|after| piece.key.as_u128() > after))
-            .filter(|piece| asker.sees(piece.key.to_barcode().mailer_id()))
+            .filter(|piece| asker.sees(piece.key.mailer_id()))
             .filter(|piece| owned_here(peers.as_ref(), piece.key))
             .take(limit + 1)
             .collect();

@@ -130,11 +130,6 @@ fn routing_key_matches(key: u64, range: &Range<u64>) -> bool {
     range.contains(&key) && key % 4 >= range.start % 4
 }
 
-/// The Mailer ID a piece is filed under, if its barcode carries one.
-pub(crate) fn mailer_id(key: BarcodeKey) -> Option<u32> {
-    key.to_barcode().mailer_id()
-}
-
 /// The 64-bit hash of a key that the Bloom filter uses (FORMAT.md gives it step by step, with a
 /// test vector): the key's two halves folded, then the murmur3 64-bit finaliser.
 fn bloom_hash(key: u128) -> u64 {

@@ -138,7 +138,7 @@ fn assert_format_answers(
             .collect();
         assert_eq!(got, want, "ZIP {zip}");
     }
-    let mailers: BTreeSet<u32> = by_piece.keys().filter_map(|k| mailer_id(*k)).collect();
+    let mailers: BTreeSet<u32> = by_piece.keys().filter_map(|k| k.mailer_id()).collect();
     for mid in mailers.iter().take(100) {
         let mut got = Vec::new();
         bucket.pieces_by_mailer(*mid, &mut got);
@@ -150,7 +150,7 @@ fn assert_format_answers(
         let got: BTreeSet<BarcodeKey> = got.into_iter().map(|(k, _)| k).collect();
         let want: BTreeSet<BarcodeKey> = by_piece
             .keys()
-            .filter(|k| mailer_id(**k) == Some(*mid))
+            .filter(|k| k.mailer_id() == Some(*mid))
             .copied()
             .collect();
         assert_eq!(got, want, "Mailer ID {mid}");

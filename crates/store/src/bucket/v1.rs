@@ -8,9 +8,8 @@ use std::path::Path;
 use imbtrack_feed::{MailClass, ScanEvent, SymbolTable, Zip};
 
 use super::{
-    bloom_section, corrupt, frame, mailer_id, partition_point, pieces_of, routing_key,
-    routing_key_matches, u128_at, u32_at, u64_at, BucketKind, Header, PieceEntry, ScanFields,
-    TableBuilder, Tables,
+    bloom_section, corrupt, frame, partition_point, pieces_of, routing_key, routing_key_matches,
+    u128_at, u32_at, u64_at, BucketKind, Header, PieceEntry, ScanFields, TableBuilder, Tables,
 };
 use crate::StoreError;
 
@@ -74,7 +73,7 @@ pub(super) fn encode(
         if !routing.is_empty() {
             zips.push((routing_key(routing), piece));
         }
-        if let Some(mid) = mailer_id(key) {
+        if let Some(mid) = key.mailer_id() {
             mailers.push((mid, piece));
         }
         for scan in piece_scans {

@@ -15,9 +15,9 @@ use super::codec::{
     BIT_PADDING, MAX_FIELD_BITS,
 };
 use super::{
-    bloom_section, corrupt, frame, mailer_id, partition_point, pieces_of, prefetch_lines,
-    routing_key, routing_key_matches, u128_at, u32_at, u64_at, BucketKind, Header, PieceEntry,
-    ScanFields, TableBuilder, Tables, SECTIONS_OFFSET, SECTION_ENTRY_LEN,
+    bloom_section, corrupt, frame, partition_point, pieces_of, prefetch_lines, routing_key,
+    routing_key_matches, u128_at, u32_at, u64_at, BucketKind, Header, PieceEntry, ScanFields,
+    TableBuilder, Tables, SECTIONS_OFFSET, SECTION_ENTRY_LEN,
 };
 use crate::StoreError;
 
@@ -212,7 +212,7 @@ pub(super) fn encode(
         if !routing.is_empty() {
             zips.push((routing_key(routing), piece));
         }
-        if let Some(mid) = mailer_id(key) {
+        if let Some(mid) = key.mailer_id() {
             match runs.last_mut() {
                 Some([run_mid, first, count]) if *run_mid == mid && *first + *count == piece => {
                     *count += 1

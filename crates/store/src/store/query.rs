@@ -9,7 +9,7 @@ use imbtrack_feed::{MailClass, ScanEvent, Zip};
 use super::head::{HeadBucket, HeadShard};
 use super::layout::{class_of, day_name, BucketId, WAL_DIR};
 use super::{Store, StoreStats, View};
-use crate::bucket::{self, BloomProbe, SealedBucket, StoredScan};
+use crate::bucket::{BloomProbe, SealedBucket, StoredScan};
 use crate::fsutil::disk_bytes;
 use crate::retention::DAY_MS;
 
@@ -157,7 +157,7 @@ impl Store {
             day,
             now_ms,
             |bucket, out| bucket.pieces_by_mailer(mailer_id, out),
-            |e| bucket::mailer_id(e.barcode) == Some(mailer_id),
+            |e| e.barcode.mailer_id() == Some(mailer_id),
         )
     }
 
