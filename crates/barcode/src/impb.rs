@@ -91,6 +91,27 @@ pub(crate) fn common_package_digits(bytes: &[u8]) -> Option<(&[u8], &[u8])> {
     }
 }
 
+/// The Mailer ID of a package tracking number of `len` digits written as `number` (a key's
+/// bits), as [`Impb::mailer_id`] and [`parse_mailer_id`](crate::parse_mailer_id) give it: a
+/// 22-digit number of channel 92 carries a 9-digit one after its service type, of channel 93
+/// a 6-digit one (each valid only by the Mailer ID rule of its first digit).
+pub(crate) fn impb_mailer_id(len: usize, number: u128) -> Option<u32> {
+    if len != 22 {
+        return None;
+    }
+    let (mailer_id, nine_digits) = match number / 10u128.pow(20) {
+        92 => ((number / 10u128.pow(8) % 1_000_000_000) as u32, true),
+        93 => ((number / 10u128.pow(11) % 1_000_000) as u32, false),
+        _ => return None,
+    };
+    let valid = if nine_digits {
+        mailer_id >= 900_000_000
+    } else {
+        mailer_id < 900_000
+    };
+    valid.then_some(mailer_id)
+}
+
 /// A candidate split of a `420` barcode without FNC1 (or a bare number) into ZIP and tracking.
 fn checked(digits: &[u8], zip: &[u8], require_channel: bool) -> Result<Impb, Error> {
     let len = digits.len();

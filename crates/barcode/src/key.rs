@@ -27,7 +27,7 @@ use crate::imb::{
     DigitFieldValues, Imb, ROUTING_END, TRACKING_SPAN,
 };
 use crate::imcb::Imcb;
-use crate::impb::{common_package_digits, Impb};
+use crate::impb::{common_package_digits, impb_mailer_id, Impb};
 
 const KIND_SHIFT: u32 = 120;
 const KIND_IMB: u128 = 1;
@@ -330,15 +330,20 @@ impl BarcodeKey {
         }
     }
 
-    /// The Mailer ID of the barcode, as [`Barcode::mailer_id`] gives it: an IMb's read from the
-    /// key's bits (a seal asks it of every piece, and rebuilding the barcode's digits for it
-    /// cost ~400 instructions a piece), other kinds' from their barcode.
+    /// The Mailer ID of the barcode, as [`Barcode::mailer_id`] gives it: an IMb's and an IMpb's
+    /// read from the key's bits (a seal asks it of every piece, and rebuilding the barcode's
+    /// digits for it cost ~400 instructions an IMb, ~1,000 a package), an IMcb's from its
+    /// barcode.
     pub fn mailer_id(self) -> Option<u32> {
-        if self.0 >> KIND_SHIFT != KIND_IMB {
-            return self.to_barcode().mailer_id();
+        let body = self.0 & ((1 << KIND_SHIFT) - 1);
+        match self.0 >> KIND_SHIFT {
+            KIND_IMB => Some(imb_mailer_id(body >> IMB_ROUTING_BITS)),
+            KIND_IMPB => impb_mailer_id(
+                (body >> IMPB_LENGTH_SHIFT) as usize + 20,
+                body & ((1 << IMPB_LENGTH_SHIFT) - 1),
+            ),
+            _ => self.to_barcode().mailer_id(),
         }
-        let tracking = (self.0 & ((1 << KIND_SHIFT) - 1)) >> IMB_ROUTING_BITS;
-        Some(imb_mailer_id(tracking))
     }
 
     /// Every IMb key with this tracking code, whatever the routing.
@@ -582,15 +587,22 @@ mod tests {
     fn a_mailer_id_field_is_one_only_by_the_mailer_id_rule() {
         // Channel 92: a 9-digit field. Starting with 9 it is a Mailer ID; `000839744` is not,
         // and so cannot pass for the 6-digit Mailer ID 839744.
-        let with_field = |field: &str| {
-            let body = format!("92055{field}1234567");
+        // Each read from the barcode and from its key's bits, which must agree.
+        let with_field = |channel: &str, field: &str| {
+            let body = format!("{channel}055{field}{}", &"1234567890"[..16 - field.len()]);
             let check = crate::mod10_check_digit(body.bytes());
-            Barcode::parse(&format!("{body}{check}"))
-                .unwrap()
-                .mailer_id()
+            let barcode = Barcode::parse(&format!("{body}{check}")).unwrap();
+            assert_eq!(barcode.key().mailer_id(), barcode.mailer_id(), "{body}");
+            barcode.mailer_id()
         };
-        assert_eq!(with_field("901234567"), Some(901_234_567));
-        assert_eq!(with_field("000839744"), None);
+        assert_eq!(with_field("92", "901234567"), Some(901_234_567));
+        assert_eq!(with_field("92", "900000000"), Some(900_000_000));
+        assert_eq!(with_field("92", "899999999"), None);
+        assert_eq!(with_field("92", "000839744"), None);
+        // Channel 93: a 6-digit field, a Mailer ID unless it starts with 9.
+        assert_eq!(with_field("93", "899999"), Some(899_999));
+        assert_eq!(with_field("93", "900000"), None);
+        assert_eq!(with_field("93", "000123"), Some(123));
         assert_eq!(parse_mailer_id("839744"), Some(839_744));
         assert_eq!(parse_mailer_id("939744"), None);
         assert_eq!(parse_mailer_id("000839744"), None);
@@ -668,6 +680,15 @@ mod tests {
                     proptest::prop_assert_eq!(zip, impb.zip_digits());
                 }
                 None => proptest::prop_assert!(slow.is_none_or(|impb| impb.tracking_digits().len() == 20)),
+            }
+        }
+
+        /// A package key's Mailer ID read from its bits is its barcode's.
+        #[test]
+        fn package_mailer_ids_from_bits_equal_the_barcodes(digits in package_digits()) {
+            if let Some(impb) = Impb::from_digits(&digits).and_then(Result::ok) {
+                let key = Barcode::Impb(impb).key();
+                proptest::prop_assert_eq!(key.mailer_id(), Barcode::Impb(impb).mailer_id());
             }
         }
 
