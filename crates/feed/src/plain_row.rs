@@ -355,35 +355,33 @@ impl WideScan {
     }
 }
 
-impl RowScan for WideScan {
-    #[inline(always)]
-    fn masks(self, block: &[u8; WIDE], bytes: [u8; 3]) -> [u64; 3] {
+/// `$call`, a function compiled for AVX-512F and BW, called under the proof `$scan` (a
+/// [`WideScan`]) holds; on other targets no `WideScan` exists and there is nothing to call.
+macro_rules! under_wide_scan {
+    ($scan:expr, $call:expr) => {{
         #[cfg(target_arch = "x86_64")]
         {
-            let WideScan(()) = self;
+            let WideScan(()) = $scan;
             // SAFETY: a `WideScan` is made only where the processor has AVX-512F and BW.
             #[allow(unsafe_code)]
             unsafe {
-                wide_scan_masks(block, bytes)
+                $call
             }
         }
         #[cfg(not(target_arch = "x86_64"))]
-        match self.0 {}
+        match $scan.0 {}
+    }};
+}
+
+impl RowScan for WideScan {
+    #[inline(always)]
+    fn masks(self, block: &[u8; WIDE], bytes: [u8; 3]) -> [u64; 3] {
+        under_wide_scan!(self, wide_scan_masks(block, bytes))
     }
 
     #[inline(always)]
     fn imb_digits_key(self, imb: &[u8]) -> Option<(BarcodeKey, Zip)> {
-        #[cfg(target_arch = "x86_64")]
-        {
-            let WideScan(()) = self;
-            // SAFETY: a `WideScan` is made only where the processor has AVX-512F and BW.
-            #[allow(unsafe_code)]
-            unsafe {
-                wide_imb_digits_key(imb)
-            }
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        match self.0 {}
+        under_wide_scan!(self, wide_imb_digits_key(imb))
     }
 }
 
@@ -393,17 +391,7 @@ impl SpanCompare for WideScan {
         if a.len() > WIDE {
             return WordCompare.same_span(a, b);
         }
-        #[cfg(target_arch = "x86_64")]
-        {
-            let WideScan(()) = self;
-            // SAFETY: a `WideScan` is made only where the processor has AVX-512F and BW.
-            #[allow(unsafe_code)]
-            unsafe {
-                wide_same_span(a, b)
-            }
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        match self.0 {}
+        under_wide_scan!(self, wide_same_span(a, b))
     }
 }
 
