@@ -296,10 +296,9 @@ impl PlainRowReader {
 
 /// How a row's bytes are read where vector instructions pay: its 64-byte blocks, for each of
 /// three bytes (the delimiter, the newline, the quote) a mask of the places it has in the
-/// block; and an IMb of digits only, to its key and routing ZIP as
-/// [`imb_digits_key`] gives them; and a site's span with a
-/// recent one ([`SpanCompare`]). Holding a value of the type is the permission to use it: a
-/// [`WideScan`] is made only where the processor can run it.
+/// block; an IMb of digits only, to its key and routing ZIP as [`imb_digits_key`] gives them;
+/// and a site's span, compared with a recent one ([`SpanCompare`]). Holding a value of the type
+/// is the permission to use it: a [`WideScan`] is made only where the processor can run it.
 pub(crate) trait RowScan: SpanCompare {
     fn masks(self, block: &[u8; WIDE], bytes: [u8; 3]) -> [u64; 3];
 
