@@ -3,10 +3,11 @@
 
 use std::sync::Arc;
 
+use imbtrack_barcode::BarcodeKey;
 use imbtrack_feed::{MailClass, ScanEvent, SymbolTable};
 use rayon::prelude::*;
 
-use super::head::{shard_of, HeadBucket, ShardGroups, SiteNumbers, NO_SITE_NUMBER};
+use super::head::{key_hash, shard_of, HeadBucket, ShardGroups, SiteNumbers, NO_SITE_NUMBER};
 use super::layout::{bucket_id, BucketId};
 use super::{AppendReport, PendingAppend, Store, View, Writer};
 use crate::bucket::BloomProbe;
@@ -105,23 +106,34 @@ pub(crate) fn sort_out(
             keep[index] = false;
             site_numbers.push(NO_SITE_NUMBER);
         } else {
-            // The shard is worked out here, where the event is in the cache, not in a pass of
-            // its own when the groups are made (a fifth of the writer's grouping time).
-            bucket_indexes.push(id, index as u32, shard_of(event.barcode));
+            // The shard and key hash are worked out here, where the event is in the cache:
+            // the shard in a pass of its own when the groups were made cost a fifth of the
+            // writer's grouping time; the hash, in each shard's insert, missed the cache
+            // about once an event (-6 % ingest time).
+            bucket_indexes.push(id, index as u32, event.barcode);
             site_numbers.push(numbers.number(event));
         }
     }
     (keep, bucket_indexes)
 }
 
-/// A batch's events (as indexes into it, with their head shards) by bucket, in the order each
-/// bucket was first seen.
+/// A batch's events (as indexes into it, with their head shards and key hashes) by bucket, in
+/// the order each bucket was first seen.
 pub(crate) struct BucketIndexes {
-    buckets: Vec<(BucketId, Vec<u32>, Vec<u8>)>,
+    buckets: Vec<(BucketId, BucketEvents)>,
     /// Where in `buckets` each bucket is, one plus its index, by [`BucketIndexes::slot`] (0
     /// for none): a batch's mail and package events alternate, and a list searched from the
     /// last bucket hit was searched again for every other event.
     slots: [u8; 2 * DAY_SLOTS],
+}
+
+/// A bucket's events in a batch: their indexes, and beside each its key's head shard and
+/// [`key_hash`] (worked out here, where the event is in the cache).
+#[derive(Debug, Default, PartialEq)]
+struct BucketEvents {
+    indexes: Vec<u32>,
+    shards: Vec<u8>,
+    hashes: Vec<u64>,
 }
 
 /// Days [`BucketIndexes::slots`] holds a slot for, a class: days further apart share one.
@@ -141,28 +153,29 @@ impl BucketIndexes {
         class as usize * DAY_SLOTS + day.rem_euclid(DAY_SLOTS as i64) as usize
     }
 
-    /// Files event `index`, of head shard `shard`, under bucket `id`. Inlined, with the
-    /// look at its slot; a bucket not there is [`BucketIndexes::position_of`].
+    /// Files event `index`, of key `key`, under bucket `id`. Inlined, with the look at its
+    /// slot; a bucket not there is [`BucketIndexes::position_of`].
     #[inline(always)]
-    fn push(&mut self, id: BucketId, index: u32, shard: u8) {
+    fn push(&mut self, id: BucketId, index: u32, key: BarcodeKey) {
         let slot = Self::slot(id);
         let at = match usize::from(self.slots[slot]).checked_sub(1) {
-            Some(at) if self.buckets.get(at).is_some_and(|(known, ..)| *known == id) => at,
+            Some(at) if self.buckets.get(at).is_some_and(|(known, _)| *known == id) => at,
             _ => self.position_of(id, slot),
         };
-        let (_, indexes, shards) = &mut self.buckets[at];
-        indexes.push(index);
-        shards.push(shard);
+        let events = &mut self.buckets[at].1;
+        events.indexes.push(index);
+        events.shards.push(shard_of(key));
+        events.hashes.push(key_hash(key));
     }
 
     /// Where bucket `id` is in `buckets`, added if new, its slot `slot` made to point there
     /// (a batch spans few buckets: a short list, searched).
     #[inline(never)]
     fn position_of(&mut self, id: BucketId, slot: usize) -> usize {
-        let at = match self.buckets.iter().position(|(known, ..)| *known == id) {
+        let at = match self.buckets.iter().position(|(known, _)| *known == id) {
             Some(found) => found,
             None => {
-                self.buckets.push((id, Vec::new(), Vec::new()));
+                self.buckets.push((id, BucketEvents::default()));
                 self.buckets.len() - 1
             }
         };
@@ -176,7 +189,15 @@ impl BucketIndexes {
     pub(crate) fn into_shard_groups(self, site_numbers: &[u32]) -> Vec<(BucketId, ShardGroups)> {
         self.buckets
             .into_iter()
-            .map(|(id, indexes, shards)| (id, ShardGroups::new(&indexes, &shards, site_numbers)))
+            .map(|(id, events)| {
+                let groups = ShardGroups::new(
+                    &events.indexes,
+                    &events.shards,
+                    &events.hashes,
+                    site_numbers,
+                );
+                (id, groups)
+            })
             .collect()
     }
 }
@@ -419,23 +440,27 @@ mod tests {
 
     proptest::proptest! {
         /// Events filed by bucket are the naive grouping: buckets in the order first seen,
-        /// each with its events' indexes and shards in order; with days far enough apart to
-        /// share a slot, and more buckets than slots can point at.
+        /// each with its events' indexes, shards and key hashes in order; with days far enough
+        /// apart to share a slot, and more buckets than slots can point at.
         #[test]
         fn bucket_lists_are_a_naive_grouping(ids in proptest::collection::vec((0u8..2, 0i64..400), 0..3_000)) {
             let mut filed = BucketIndexes::default();
-            let mut naive: Vec<(BucketId, Vec<u32>, Vec<u8>)> = Vec::new();
+            let mut naive: Vec<(BucketId, BucketEvents)> = Vec::new();
             for (index, &(class, day)) in ids.iter().enumerate() {
                 let id = (if class == 0 { MailClass::Mail } else { MailClass::Package }, day);
-                let shard = (index % 64) as u8;
-                filed.push(id, index as u32, shard);
-                match naive.iter_mut().find(|(known, ..)| *known == id) {
-                    Some((_, indexes, shards)) => {
-                        indexes.push(index as u32);
-                        shards.push(shard);
+                let key = event(index as u64, 0, 0).barcode;
+                filed.push(id, index as u32, key);
+                let at = match naive.iter().position(|(known, _)| *known == id) {
+                    Some(at) => at,
+                    None => {
+                        naive.push((id, BucketEvents::default()));
+                        naive.len() - 1
                     }
-                    None => naive.push((id, vec![index as u32], vec![shard])),
-                }
+                };
+                let events = &mut naive[at].1;
+                events.indexes.push(index as u32);
+                events.shards.push(shard_of(key));
+                events.hashes.push(key_hash(key));
             }
             proptest::prop_assert_eq!(filed.buckets, naive);
         }

@@ -20,7 +20,7 @@
 //! it holds 8-byte slots only. [`HeadBucket::heap_bytes`] counts it all.
 
 use std::hash::BuildHasher;
-use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{LazyLock, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use hashbrown::{DefaultHashBuilder, HashMap, HashSet};
 use imbtrack_barcode::BarcodeKey;
@@ -41,6 +41,15 @@ const PREFETCH_AHEAD: usize = 8;
 
 /// Shards per open bucket.
 pub(crate) const HEAD_SHARDS: usize = 64;
+
+/// The hash a head shard's [`PieceTable`] files a key under: one hasher for every shard of
+/// every bucket (seeded at random once a process, as hashbrown seeds its own), so a batch's
+/// keys are hashed where the append first reads them ([`ShardGroups`] carries the hashes), not
+/// again when each shard's turn comes and the event has left the cache.
+pub(crate) fn key_hash(key: BarcodeKey) -> u64 {
+    static HASHER: LazyLock<DefaultHashBuilder> = LazyLock::new(DefaultHashBuilder::default);
+    HASHER.hash_one(key)
+}
 
 /// The shard of a piece: high bits of a multiplicative hash of its key.
 pub(crate) fn shard_of(key: BarcodeKey) -> u8 {
@@ -344,7 +353,6 @@ pub(crate) struct HeadShard {
     pieces: Chunked<Piece>,
     /// Piece indexes, by key hash.
     piece_index: PieceTable,
-    hasher: DefaultHashBuilder,
     sites: Interned<Site>,
     /// This shard's site id by [`SiteNumbers`] number, for sites at the piece's routing
     /// ([`NO_ID`] for a number not seen here yet).
@@ -371,7 +379,6 @@ impl HeadShard {
             scans: Chunked::default(),
             pieces: Chunked::default(),
             piece_index: PieceTable::default(),
-            hasher: DefaultHashBuilder::default(),
             sites: Interned::default(),
             site_ids: Vec::new(),
             other_routings: Interned::default(),
@@ -379,36 +386,21 @@ impl HeadShard {
         }
     }
 
-    fn hash(&self, key: BarcodeKey) -> u64 {
-        self.hasher.hash_one(key)
-    }
-
-    /// The key hashes of the events `group` indexes, in its order. A shard's events are
-    /// scattered through the batch: each is loaded a few ahead, as [`HeadShard::prefetch_ahead`]
-    /// loads the table slots after.
-    fn hashes_of(&self, events: &[ScanEvent], group: &[u32]) -> Vec<u64> {
-        group
-            .iter()
-            .enumerate()
-            .map(|(n, &i)| {
-                if let Some(&ahead) = group.get(n + PREFETCH_AHEAD) {
-                    prefetch_lines(std::slice::from_ref(&events[ahead as usize]));
-                }
-                self.hash(events[i as usize].barcode)
-            })
-            .collect()
-    }
-
-    /// Starts loading the table slot that the lookup [`PREFETCH_AHEAD`] after `hashes[n]`
-    /// will read. (Prefetching the piece records too, in a second step, measured slower.)
-    fn prefetch_ahead(&self, hashes: &[u64], n: usize) {
-        if let Some(&ahead) = hashes.get(n + PREFETCH_AHEAD) {
-            self.piece_index.prefetch(ahead);
+    /// Starts loading what the lookup [`PREFETCH_AHEAD`] after the `n`th of a group will
+    /// read first: its event (a shard's events are scattered through the batch) and its table
+    /// slot. (Prefetching the piece records too, in a second step, measured slower.)
+    fn prefetch_ahead(&self, events: &[ScanEvent], group: &[u32], hashes: &[u64], n: usize) {
+        if let (Some(&ahead), Some(&hash)) = (
+            group.get(n + PREFETCH_AHEAD),
+            hashes.get(n + PREFETCH_AHEAD),
+        ) {
+            prefetch_lines(std::slice::from_ref(&events[ahead as usize]));
+            self.piece_index.prefetch(hash);
         }
     }
 
     fn piece_of(&self, key: BarcodeKey) -> Option<u32> {
-        self.piece_of_hashed(key, self.hash(key))
+        self.piece_of_hashed(key, key_hash(key))
     }
 
     fn piece_of_hashed(&self, key: BarcodeKey, hash: u64) -> Option<u32> {
@@ -718,8 +710,7 @@ impl HeadShard {
                 newest: NO_SCAN,
                 identities: 0,
             });
-            let hash = shard.hash(key);
-            shard.piece_index.insert(hash, piece);
+            shard.piece_index.insert(key_hash(key), piece);
             let (mut previous, mut identities) = (NO_SCAN, 0);
             for _ in 0..take_u32(bytes)? {
                 let scan = HeadScan {
@@ -763,13 +754,21 @@ pub(crate) struct ShardGroups {
     /// The site number of each event in `order`, beside it: an insert reads them in group
     /// order, where reading them by event index missed the cache about once an event.
     site_numbers: Vec<u32>,
+    /// The [`key_hash`] of each event in `order`, beside it.
+    hashes: Vec<u64>,
     starts: [u32; HEAD_SHARDS + 1],
 }
 
 impl ShardGroups {
     /// Groups `indexes` (into a batch's events and their `site_numbers`) by `shards`, each
-    /// event's ([`shard_of`] its key).
-    pub(crate) fn new(indexes: &[u32], shards: &[u8], site_numbers: &[u32]) -> ShardGroups {
+    /// event's ([`shard_of`] its key), with `hashes` (each event's [`key_hash`], in
+    /// `indexes`' order).
+    pub(crate) fn new(
+        indexes: &[u32],
+        shards: &[u8],
+        hashes: &[u64],
+        site_numbers: &[u32],
+    ) -> ShardGroups {
         let mut starts = [0u32; HEAD_SHARDS + 1];
         for &shard in shards {
             starts[shard as usize + 1] += 1;
@@ -780,15 +779,18 @@ impl ShardGroups {
         let mut next = starts;
         let mut order = vec![0; indexes.len()];
         let mut grouped_site_numbers = vec![0; indexes.len()];
-        for (&index, &shard) in indexes.iter().zip(shards) {
+        let mut grouped_hashes = vec![0; indexes.len()];
+        for ((&index, &shard), &hash) in indexes.iter().zip(shards).zip(hashes) {
             let at = next[shard as usize] as usize;
             order[at] = index;
             grouped_site_numbers[at] = site_numbers[index as usize];
+            grouped_hashes[at] = hash;
             next[shard as usize] += 1;
         }
         ShardGroups {
             order,
             site_numbers: grouped_site_numbers,
+            hashes: grouped_hashes,
             starts,
         }
     }
@@ -800,11 +802,10 @@ impl ShardGroups {
         indexes: &[u32],
         site_numbers: &[u32],
     ) -> ShardGroups {
-        let shards: Vec<u8> = indexes
-            .iter()
-            .map(|&i| shard_of(events[i as usize].barcode))
-            .collect();
-        ShardGroups::new(indexes, &shards, site_numbers)
+        let keys = indexes.iter().map(|&i| events[i as usize].barcode);
+        let shards: Vec<u8> = keys.clone().map(shard_of).collect();
+        let hashes: Vec<u64> = keys.map(key_hash).collect();
+        ShardGroups::new(indexes, &shards, &hashes, site_numbers)
     }
 
     /// Every grouped index, shard by shard.
@@ -820,6 +821,11 @@ impl ShardGroups {
     /// The site numbers of `shard`'s events, in [`ShardGroups::of`]'s order.
     fn site_numbers_of(&self, shard: usize) -> &[u32] {
         &self.site_numbers[self.range_of(shard)]
+    }
+
+    /// The key hashes of `shard`'s events, in [`ShardGroups::of`]'s order.
+    fn hashes_of(&self, shard: usize) -> &[u64] {
+        &self.hashes[self.range_of(shard)]
     }
 
     fn range_of(&self, shard: usize) -> std::ops::Range<usize> {
@@ -904,7 +910,7 @@ impl HeadBucket {
     #[cfg(test)]
     pub(crate) fn contains(&self, identity: &ScanIdentity) -> bool {
         self.with_shard_of(identity.barcode, |shard| {
-            shard.probe(identity, shard.hash(identity.barcode)).present
+            shard.probe(identity, key_hash(identity.barcode)).present
         })
     }
 
@@ -920,13 +926,13 @@ impl HeadBucket {
                     return Vec::new();
                 }
                 let shard = read(shard);
-                let hashes = shard.hashes_of(events, group);
+                let hashes = groups.hashes_of(index);
                 group
                     .iter()
-                    .zip(&hashes)
+                    .zip(hashes)
                     .enumerate()
                     .map(|(n, (&i, &hash))| {
-                        shard.prefetch_ahead(&hashes, n);
+                        shard.prefetch_ahead(events, group, hashes, n);
                         shard.probe(&events[i as usize].identity(), hash)
                     })
                     .collect()
@@ -968,10 +974,10 @@ impl HeadBucket {
                 let mut present = Vec::new();
                 let mut shard = write(&head.shards[index]);
                 let group = groups.of(index);
-                let hashes = shard.hashes_of(events, group);
+                let hashes = groups.hashes_of(index);
                 let site_numbers = groups.site_numbers_of(index);
                 for (n, (&i, &site_number)) in group.iter().zip(site_numbers).enumerate() {
-                    shard.prefetch_ahead(&hashes, n);
+                    shard.prefetch_ahead(events, group, hashes, n);
                     let i = i as usize;
                     if keep[i] && !shard.insert_if_new(&events[i], hashes[n], site_number) {
                         present.push(i as u32);
