@@ -146,19 +146,33 @@ fn bloom_hash(key: u128) -> u64 {
 /// TLB misses overlap instead of adding up.
 pub(crate) fn prefetch_lines<T>(items: &[T]) {
     #[cfg(target_arch = "x86_64")]
-    for line in items.iter().step_by((64 / std::mem::size_of::<T>()).max(1)) {
+    for line in cache_lines(items) {
         // SAFETY: a prefetch is a hint: it never faults (not even on a bad address), changes
         // no memory and returns nothing, and SSE, which provides it, is part of every x86_64
         // target.
         #[allow(unsafe_code)]
         unsafe {
-            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
-                std::ptr::from_ref(line).cast(),
-            );
+            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(line.cast());
         }
     }
     #[cfg(not(target_arch = "x86_64"))]
     let _ = items;
+}
+
+/// The start of each 64-byte cache line `items` has a byte in, first to last: an item need
+/// not start a line (a batch's 64-byte events are 16-byte aligned, most across two lines).
+fn cache_lines<T>(items: &[T]) -> impl Iterator<Item = *const u8> {
+    const LINE: usize = 64;
+    let first = items.as_ptr().cast::<u8>();
+    let into_line = first as usize % LINE;
+    let line_start = first.wrapping_sub(into_line);
+    let span = match size_of_val(items) {
+        0 => 0,
+        bytes => into_line + bytes,
+    };
+    (0..span)
+        .step_by(LINE)
+        .map(move |offset| line_start.wrapping_add(offset))
 }
 
 /// A key's Bloom probe, computed once per lookup and used against every bucket: the hash that

@@ -275,3 +275,22 @@ fn the_bloom_hash_matches_format_md() {
         [0, 5, 758]
     );
 }
+
+proptest! {
+    /// A prefetch's lines are the lines the slice has a byte in, each once, in order: its
+    /// first byte's, its last byte's and every line between, wherever the slice starts; an
+    /// empty slice has none.
+    #[test]
+    fn cache_lines_are_the_lines_a_slice_touches(start in 0usize..200, len in 0usize..40) {
+        let words = [0u32; 256];
+        let items = &words[start..start + len];
+        let address = |line: *const u8| line as usize;
+        let lines: Vec<usize> = cache_lines(items).map(address).collect();
+        let first = items.as_ptr() as usize;
+        let expected: Vec<usize> = match len {
+            0 => Vec::new(),
+            _ => (first / 64..=(first + 4 * len - 1) / 64).map(|line| line * 64).collect(),
+        };
+        prop_assert_eq!(lines, expected);
+    }
+}
