@@ -296,12 +296,14 @@ impl Store {
             .collect();
         let texts = (view.symbol_texts.len() < writer.symbols.len()).then(|| writer.symbol_texts());
         if texts.is_some() || !new_ids.is_empty() {
+            let numbered = Arc::clone(writer.site_numbers.table());
             self.publish(writer, |view| {
                 if let Some(texts) = texts {
                     view.symbol_texts = texts;
                 }
                 for id in new_ids {
-                    view.head.insert(id, Arc::new(HeadBucket::new(id)));
+                    view.head
+                        .insert(id, Arc::new(HeadBucket::new(id, &numbered)));
                 }
             });
         }
@@ -407,11 +409,9 @@ mod tests {
     #[test]
     fn a_batch_of_one_scan_repeated_keeps_its_first() {
         let events = vec![event(1, 0, 0); 200_000];
-        let head = HeadBucket::new(bucket_id(&events[0]));
-        assert_eq!(
-            kept_by_insert(&head, &mut SiteNumbers::default(), &events),
-            [events[0]]
-        );
+        let mut numbers = SiteNumbers::default();
+        let head = HeadBucket::new(bucket_id(&events[0]), numbers.table());
+        assert_eq!(kept_by_insert(&head, &mut numbers, &events), [events[0]]);
         assert_eq!(head.scan_count(), 1);
     }
 
@@ -425,8 +425,8 @@ mod tests {
                 .flat_map(|t| [event(7, t, 0), event(7, t, 1)])
                 .collect()
         };
-        let head = HeadBucket::new(bucket_id(&event(7, 0, 0)));
         let mut numbers = SiteNumbers::default();
+        let head = HeadBucket::new(bucket_id(&event(7, 0, 0)), numbers.table());
         let first = scans(0..300);
         let kept = kept_by_insert(&head, &mut numbers, &first);
         assert_eq!(kept.len(), 300);
@@ -481,8 +481,8 @@ mod tests {
             let mut naive = |events: &[ScanEvent]| -> Vec<ScanEvent> {
                 events.iter().copied().filter(|e| seen.insert(e.identity())).collect()
             };
-            let head = HeadBucket::new(bucket_id(&event(0, 0, 0)));
             let mut numbers = SiteNumbers::default();
+            let head = HeadBucket::new(bucket_id(&event(0, 0, 0)), numbers.table());
             let (kept_first, kept_second) = (naive(&first), naive(&second));
             proptest::prop_assert_eq!(kept_by_insert(&head, &mut numbers, &first), kept_first.clone());
             proptest::prop_assert_eq!(kept_by_insert(&head, &mut numbers, &second), kept_second.clone());

@@ -36,7 +36,7 @@ use imbtrack_feed::{MailClass, SymbolTable};
 use rayon::prelude::*;
 
 use super::codec::{put_u32, put_u64, take, take_u32, take_u64};
-use super::head::{HeadBucket, HeadShard, HEAD_SHARDS};
+use super::head::{HeadBucket, HeadShard, SiteTable, HEAD_SHARDS};
 use super::layout::{bucket_name, BucketId, Manifest};
 use super::Store;
 use crate::fsutil::sync_dir;
@@ -190,9 +190,13 @@ impl Body {
     }
 }
 
-/// Reads the checkpoint in `dir`: `Ok(None)` when there is none, `Err(why)` when it fails its
-/// checks (then it is ignored and the whole WAL replayed).
-pub(crate) fn read_checkpoint(dir: &Path) -> Result<Option<LoadedCheckpoint>, String> {
+/// Reads the checkpoint in `dir`, its head's scans to take site numbers from `numbered`:
+/// `Ok(None)` when there is none, `Err(why)` when it fails its checks (then it is ignored and
+/// the whole WAL replayed).
+pub(crate) fn read_checkpoint(
+    dir: &Path,
+    numbered: &Arc<SiteTable>,
+) -> Result<Option<LoadedCheckpoint>, String> {
     let path = dir.join(CHECKPOINT);
     let file = match File::open(&path) {
         Ok(file) => file,
@@ -217,7 +221,7 @@ pub(crate) fn read_checkpoint(dir: &Path) -> Result<Option<LoadedCheckpoint>, St
         })
         .map(|(body, _)| body)
         .ok_or_else(|| format!("{}: bad magic, length or checksum", path.display()))?;
-    decode(body).map(Some).ok_or_else(|| {
+    decode(body, numbered).map(Some).ok_or_else(|| {
         format!(
             "{}: checksum good but contents inconsistent",
             path.display()
@@ -225,7 +229,7 @@ pub(crate) fn read_checkpoint(dir: &Path) -> Result<Option<LoadedCheckpoint>, St
     })
 }
 
-fn decode(mut body: &[u8]) -> Option<LoadedCheckpoint> {
+fn decode(mut body: &[u8], numbered: &Arc<SiteTable>) -> Option<LoadedCheckpoint> {
     let bytes = &mut body;
     if take_u32(bytes)? as usize != HEAD_SHARDS {
         return None;
@@ -272,7 +276,7 @@ fn decode(mut body: &[u8]) -> Option<LoadedCheckpoint> {
                 .into_par_iter()
                 .enumerate()
                 .map(|(index, mut shard)| {
-                    let decoded = HeadShard::decode(id, index, &mut shard)?;
+                    let decoded = HeadShard::decode(id, index, &mut shard, numbered)?;
                     shard.is_empty().then_some(decoded)
                 })
                 .collect::<Option<Vec<_>>>()?;

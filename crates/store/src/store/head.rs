@@ -10,9 +10,9 @@
 //!
 //! A scan costs 16 bytes ([`HeadScan`]): its time as milliseconds into the bucket's day (the
 //! bucket knows its class and day), the index of its piece's previous scan, its site (facility
-//! ZIP, facility and machine, interned per shard: a plant has few) and its code and handling.
-//! Its routing ZIP is the piece's, kept once per piece; the rare scan whose routing differs
-//! has a site of its own that says so. A piece costs its key, routing, newest scan and a
+//! ZIP, facility and machine, by its store-wide number: [`SiteNumbers`]) and its code and
+//! handling. Its routing ZIP is the piece's, kept once per piece; the rare scan whose routing
+//! differs has a site of its shard's own that says so. A piece costs its key, routing, newest scan and a
 //! filter of its scans' identities, in one 32-byte record (a lookup that finds the piece reads
 //! one cache line, not three arrays), and an 8-byte slot in its shard's [`PieceTable`] (at
 //! most three in four slots full). Arrays grow in chunks ([`Chunked`]), so growth never copies
@@ -20,7 +20,7 @@
 //! it holds 8-byte slots only. [`HeadBucket::heap_bytes`] counts it all.
 
 use std::hash::BuildHasher;
-use std::sync::{LazyLock, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, LazyLock, OnceLock, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use hashbrown::{DefaultHashBuilder, HashMap, HashSet};
 use imbtrack_barcode::BarcodeKey;
@@ -135,7 +135,8 @@ impl<T> Chunked<T> {
     }
 }
 
-/// Where a scan happened: interned per shard, since a day's scans come from few sites.
+/// Where a scan happened, as a shard interns it (a scan whose site has no store-wide number,
+/// or whose routing ZIP is not its piece's; [`HeadScan::site`]).
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 struct Site {
     facility_zip: Zip,
@@ -146,14 +147,20 @@ struct Site {
     routing: u32,
 }
 
-/// Numbers for the sites (facility ZIP, facility, machine) appends see, store-wide, so each
-/// head shard finds its id for a scan's site by index ([`HeadShard::site_ids`]) instead of
-/// hashing the site into its own table: a batch touches every shard of several days, and each
-/// shard's table is cold by its turn (that hashing led the ingest profile). The first
-/// [`NUMBERED_SITES`] sites are numbered (a nation's plants and machines are a few thousand);
-/// later ones, from a hostile feed, are interned as before.
+/// A site's fields: facility ZIP, facility and machine.
+type SiteFields = (Zip, Symbol, Symbol);
+
+/// Numbers for the sites (facility ZIP, facility, machine) appends see, store-wide, and the
+/// [`SiteTable`] the head reads them back by: a head scan holds its site's number, so no shard
+/// interns the site again. (Each shard of each day interned its own: a national feed's
+/// thousands of sites made nearly every scan a new site of its shard, a hash insert each, and
+/// an ingest four times slower than one of a hundred sites.) The first [`NUMBERED_SITES`] sites
+/// are numbered; later ones, from a hostile feed, are interned by each shard.
 pub(crate) struct SiteNumbers {
-    numbers: HashMap<(Zip, Symbol, Symbol), u32>,
+    numbers: HashMap<SiteFields, u32>,
+    table: Arc<SiteTable>,
+    /// Sites numbered at most: [`NUMBERED_SITES`] (fewer in tests of what lies past it).
+    limit: usize,
     /// Sites numbered, by a hash of their fields, one a slot: a batch's events come from a few
     /// hundred sites, so nearly every one is found here by one compare, not looked up in
     /// `numbers` (a hash map's lookup an event, ~60 instructions, on the writer's thread,
@@ -164,11 +171,13 @@ pub(crate) struct SiteNumbers {
 /// A slot of [`SiteNumbers::recent`]: a site and its number ([`NO_SITE_NUMBER`] when empty).
 #[derive(Clone, Copy)]
 struct RecentSite {
-    site: (Zip, Symbol, Symbol),
+    site: SiteFields,
     number: u32,
 }
 
-const RECENT_SITES: usize = 1024;
+/// [`SiteNumbers::recent`]'s slots: a national feed's sites, a few thousand, with room.
+const RECENT_SITE_BITS: u32 = 13;
+const RECENT_SITES: usize = 1 << RECENT_SITE_BITS;
 
 impl Default for SiteNumbers {
     fn default() -> Self {
@@ -178,13 +187,56 @@ impl Default for SiteNumbers {
         };
         SiteNumbers {
             numbers: HashMap::new(),
-            recent: Box::new([empty; RECENT_SITES]),
+            table: Arc::default(),
+            limit: NUMBERED_SITES,
+            recent: vec![empty; RECENT_SITES]
+                .into_boxed_slice()
+                .try_into()
+                .unwrap_or_else(|_| unreachable!("RECENT_SITES slots")),
         }
     }
 }
 
-/// Sites [`SiteNumbers`] numbers at most: bounds each shard's [`HeadShard::site_ids`].
-const NUMBERED_SITES: usize = 4096;
+/// Sites [`SiteNumbers`] numbers at most (the [`SiteTable`]'s capacity).
+const NUMBERED_SITES: usize = SITE_CHUNKS * SITE_CHUNK;
+const SITE_CHUNK: usize = 1 << 10;
+const SITE_CHUNKS: usize = 1 << 10;
+
+/// Sites by store-wide number ([`SiteNumbers`]): written once each, by the writer as it numbers
+/// them, before any scan holds the number; read by every head shard, under no lock. Chunks are
+/// made as numbers reach them, so a few thousand sites cost a few chunks.
+pub(crate) struct SiteTable {
+    chunks: Box<[OnceLock<SiteChunk>]>,
+}
+
+/// [`SITE_CHUNK`] sites of a [`SiteTable`], each set once.
+type SiteChunk = Box<[OnceLock<SiteFields>]>;
+
+impl Default for SiteTable {
+    fn default() -> Self {
+        SiteTable {
+            chunks: (0..SITE_CHUNKS).map(|_| OnceLock::new()).collect(),
+        }
+    }
+}
+
+impl SiteTable {
+    /// The fields of site `number`; `None` for a number not given out.
+    fn get(&self, number: u32) -> Option<SiteFields> {
+        let number = number as usize;
+        let chunk = self.chunks.get(number / SITE_CHUNK)?.get()?;
+        chunk[number % SITE_CHUNK].get().copied()
+    }
+
+    /// Gives `number` (below [`NUMBERED_SITES`], not given before) its fields.
+    fn set(&self, number: u32, fields: SiteFields) {
+        let number = number as usize;
+        let chunk = self.chunks[number / SITE_CHUNK]
+            .get_or_init(|| (0..SITE_CHUNK).map(|_| OnceLock::new()).collect());
+        let set = chunk[number % SITE_CHUNK].set(fields);
+        debug_assert!(set.is_ok(), "a site number is given once");
+    }
+}
 /// The number of a site [`SiteNumbers`] has none for (the WAL's encoder reads the numbers too).
 pub(crate) use crate::wal::NO_SITE_NUMBER;
 
@@ -195,7 +247,7 @@ impl SiteNumbers {
     pub(crate) fn number(&mut self, event: &ScanEvent) -> u32 {
         let site = (event.facility_zip, event.facility, event.machine);
         let mixed = site.0.to_bits() ^ u64::from(site.1) << 40 ^ u64::from(site.2) << 20;
-        let slot = (mixed.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 54) as usize % RECENT_SITES;
+        let slot = (mixed.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - RECENT_SITE_BITS)) as usize;
         let recent = self.recent[slot];
         if recent.site == site && recent.number != NO_SITE_NUMBER {
             return recent.number;
@@ -205,18 +257,33 @@ impl SiteNumbers {
 
     /// The number of a site not in its recent slot, `slot`, which it then takes.
     #[inline(never)]
-    fn number_of_new(&mut self, site: (Zip, Symbol, Symbol), slot: usize) -> u32 {
+    fn number_of_new(&mut self, site: SiteFields, slot: usize) -> u32 {
         let number = match self.numbers.get(&site) {
             Some(&number) => number,
-            None if self.numbers.len() >= NUMBERED_SITES => return NO_SITE_NUMBER,
+            None if self.numbers.len() >= self.limit => return NO_SITE_NUMBER,
             None => {
                 let number = self.numbers.len() as u32;
+                self.table.set(number, site);
                 self.numbers.insert(site, number);
                 number
             }
         };
         self.recent[slot] = RecentSite { site, number };
         number
+    }
+
+    /// The table the head reads the numbers' sites from.
+    pub(crate) fn table(&self) -> &Arc<SiteTable> {
+        &self.table
+    }
+
+    /// Numbers for at most `limit` sites.
+    #[cfg(test)]
+    pub(crate) fn with_limit(limit: usize) -> SiteNumbers {
+        SiteNumbers {
+            limit: limit.min(NUMBERED_SITES),
+            ..SiteNumbers::default()
+        }
     }
 }
 
@@ -238,13 +305,18 @@ struct HeadScan {
     time_in_day: u32,
     /// The piece's scan before this one, or [`NO_SCAN`].
     previous: u32,
-    /// Index into the shard's sites.
+    /// The site's store-wide number ([`SiteNumbers`]), or [`LOCAL_SITE`] and an index into
+    /// the shard's own sites.
     site: u32,
     code: EventCode,
     handling: HandlingEventType,
 }
 
 const _: () = assert!(size_of::<HeadScan>() == 16);
+
+/// [`HeadScan::site`]'s mark of a site the shard interned itself (numbers stay below it).
+const LOCAL_SITE: u32 = 1 << 31;
+const _: () = assert!(NUMBERED_SITES <= LOCAL_SITE as usize);
 
 /// Values interned per shard, each given the index of its first appearance.
 struct Interned<T> {
@@ -353,10 +425,10 @@ pub(crate) struct HeadShard {
     pieces: Chunked<Piece>,
     /// Piece indexes, by key hash.
     piece_index: PieceTable,
+    /// The sites of scans that hold no store-wide number.
     sites: Interned<Site>,
-    /// This shard's site id by [`SiteNumbers`] number, for sites at the piece's routing
-    /// ([`NO_ID`] for a number not seen here yet).
-    site_ids: Vec<u32>,
+    /// The sites of the store-wide numbers scans hold.
+    numbered: Arc<SiteTable>,
     other_routings: Interned<Zip>,
     /// The scan identities (time in day, code, facility ZIP) of each piece with a long chain.
     /// A piece with more than [`LONG_CHAIN`] scans in a day is hostile or broken, and walking
@@ -372,7 +444,7 @@ type ChainIdentity = (u32, EventCode, Zip);
 const LONG_CHAIN: u32 = 64;
 
 impl HeadShard {
-    fn new((class, day): BucketId) -> HeadShard {
+    fn new((class, day): BucketId, numbered: &Arc<SiteTable>) -> HeadShard {
         HeadShard {
             class,
             day_start_ms: day * DAY_MS,
@@ -380,7 +452,7 @@ impl HeadShard {
             pieces: Chunked::default(),
             piece_index: PieceTable::default(),
             sites: Interned::default(),
-            site_ids: Vec::new(),
+            numbered: Arc::clone(numbered),
             other_routings: Interned::default(),
             long_chains: HashMap::new(),
         }
@@ -408,8 +480,25 @@ impl HeadShard {
             .find(hash, |piece| self.pieces.get(piece).key == key)
     }
 
+    /// Site `site` of a scan ([`HeadScan::site`]): a numbered one is at its piece's routing.
+    fn site(&self, site: u32) -> Site {
+        if site & LOCAL_SITE != 0 {
+            return self.sites.values[(site & !LOCAL_SITE) as usize];
+        }
+        let (facility_zip, facility, machine) = self
+            .numbered
+            .get(site)
+            .unwrap_or_else(|| unreachable!("a scan's site number is given out first"));
+        Site {
+            facility_zip,
+            facility,
+            machine,
+            routing: PIECE_ROUTING,
+        }
+    }
+
     fn event(&self, piece: u32, scan: &HeadScan) -> ScanEvent {
-        let site = self.sites.values[scan.site as usize];
+        let site = self.site(scan.site);
         let piece = self.pieces.get(piece);
         ScanEvent {
             barcode: piece.key,
@@ -508,7 +597,7 @@ impl HeadShard {
     }
 
     fn chain_identity(&self, scan: &HeadScan) -> ChainIdentity {
-        let facility_zip = self.sites.values[scan.site as usize].facility_zip;
+        let facility_zip = self.site(scan.site).facility_zip;
         (scan.time_in_day, scan.code, facility_zip)
     }
 
@@ -569,11 +658,13 @@ impl HeadShard {
     }
 
     fn push_scan(&mut self, piece: u32, event: &ScanEvent, site_number: u32) {
-        let site = if self.pieces.get(piece).routing == event.routing {
-            self.numbered_site_id(event, site_number)
-        } else {
+        let site = if self.pieces.get(piece).routing != event.routing {
             let routing = self.other_routings.id(event.routing);
-            self.sites.id(Site::of(event, routing))
+            self.sites.id(Site::of(event, routing)) | LOCAL_SITE
+        } else if site_number == NO_SITE_NUMBER {
+            self.sites.id(Site::of(event, PIECE_ROUTING)) | LOCAL_SITE
+        } else {
+            site_number
         };
         let time_in_day = (event.time_ms - self.day_start_ms) as u32;
         let record = self.pieces.get_mut(piece);
@@ -587,26 +678,8 @@ impl HeadShard {
         });
     }
 
-    /// The id of `event`'s site at its piece's routing, found by the site's number when this
-    /// shard has seen it, else interned (and remembered by number).
-    fn numbered_site_id(&mut self, event: &ScanEvent, site_number: u32) -> u32 {
-        let number = site_number as usize;
-        if let Some(&id) = self.site_ids.get(number).filter(|&&id| id != NO_ID) {
-            return id;
-        }
-        let id = self.sites.id(Site::of(event, PIECE_ROUTING));
-        if site_number != NO_SITE_NUMBER {
-            if self.site_ids.len() <= number {
-                self.site_ids.resize(number + 1, NO_ID);
-            }
-            self.site_ids[number] = id;
-        }
-        id
-    }
-
     fn heap_bytes(&self) -> usize {
         self.scans.heap_bytes()
-            + self.site_ids.capacity() * size_of::<u32>()
             + self.pieces.heap_bytes()
             + self.piece_index.heap_bytes()
             + self.sites.heap_bytes()
@@ -621,22 +694,27 @@ impl HeadShard {
     /// Appends the shard's first `scans` scans to `out` (see `checkpoint.rs` for the layout):
     /// its sites and other routings, then each piece with a scan among them, with those scans
     /// oldest first. Scans after the first `scans` (appended since the checkpoint's position)
-    /// are left out, and so are pieces that have only those.
+    /// are left out, and so are pieces that have only those. Site numbers are this process's
+    /// own, so the sites the scans name by number are written after the shard's own ones, as
+    /// if it had interned them.
     fn encode_prefix(&self, scans: u32, out: &mut Vec<u8>) {
-        put_u32(out, self.sites.values.len() as u32);
-        for site in &self.sites.values {
-            put_u64(out, site.facility_zip.to_bits());
-            put_u32(out, site.facility);
-            put_u32(out, site.machine);
-            put_u32(out, site.routing);
-        }
-        put_u32(out, self.other_routings.values.len() as u32);
-        for zip in &self.other_routings.values {
-            put_u64(out, zip.to_bits());
-        }
-        let count_at = out.len();
-        put_u32(out, 0);
-        put_u32(out, scans);
+        let mut sites = self.sites.values.clone();
+        let mut written_ids: HashMap<u32, u32> = HashMap::new();
+        let mut written_id = |site: u32| {
+            if site & LOCAL_SITE != 0 {
+                return site & !LOCAL_SITE;
+            }
+            *written_ids.entry(site).or_insert_with(|| {
+                // A site the shard holds as its own too (one its scans from before a restart
+                // name, decoded from the last checkpoint) is written once.
+                let fields = self.site(site);
+                self.sites.ids.get(&fields).copied().unwrap_or_else(|| {
+                    sites.push(fields);
+                    sites.len() as u32 - 1
+                })
+            })
+        };
+        let mut pieces_out = Vec::new();
         let mut pieces = 0u32;
         let mut chain = Vec::new();
         for piece in 0..self.pieces.len {
@@ -647,24 +725,42 @@ impl HeadShard {
             }
             pieces += 1;
             let record = self.pieces.get(piece);
-            out.extend_from_slice(&record.key.as_u128().to_le_bytes());
-            put_u64(out, record.routing.to_bits());
-            put_u32(out, chain.len() as u32);
+            pieces_out.extend_from_slice(&record.key.as_u128().to_le_bytes());
+            put_u64(&mut pieces_out, record.routing.to_bits());
+            put_u32(&mut pieces_out, chain.len() as u32);
             for (_, scan) in chain.iter().rev() {
-                put_u32(out, scan.time_in_day);
-                put_u32(out, scan.site);
-                out.extend_from_slice(&scan.code.to_bytes());
-                out.push(scan.handling as u8);
+                put_u32(&mut pieces_out, scan.time_in_day);
+                put_u32(&mut pieces_out, written_id(scan.site));
+                pieces_out.extend_from_slice(&scan.code.to_bytes());
+                pieces_out.push(scan.handling as u8);
             }
         }
-        out[count_at..count_at + 4].copy_from_slice(&pieces.to_le_bytes());
+        put_u32(out, sites.len() as u32);
+        for site in &sites {
+            put_u64(out, site.facility_zip.to_bits());
+            put_u32(out, site.facility);
+            put_u32(out, site.machine);
+            put_u32(out, site.routing);
+        }
+        put_u32(out, self.other_routings.values.len() as u32);
+        for zip in &self.other_routings.values {
+            put_u64(out, zip.to_bits());
+        }
+        put_u32(out, pieces);
+        put_u32(out, scans);
+        out.extend_from_slice(&pieces_out);
     }
 
     /// Reads a shard written by [`HeadShard::encode_prefix`] from the front of `bytes`,
     /// advancing it; `None` if the bytes do not hold a consistent shard number `index` of
     /// `id`.
-    pub(crate) fn decode(id: BucketId, index: usize, bytes: &mut &[u8]) -> Option<HeadShard> {
-        let mut shard = HeadShard::new(id);
+    pub(crate) fn decode(
+        id: BucketId,
+        index: usize,
+        bytes: &mut &[u8],
+        numbered: &Arc<SiteTable>,
+    ) -> Option<HeadShard> {
+        let mut shard = HeadShard::new(id, numbered);
         for _ in 0..take_u32(bytes)? {
             let site = Site {
                 facility_zip: Zip::from_bits(take_u64(bytes)?)?,
@@ -713,15 +809,18 @@ impl HeadShard {
             shard.piece_index.insert(key_hash(key), piece);
             let (mut previous, mut identities) = (NO_SCAN, 0);
             for _ in 0..take_u32(bytes)? {
+                let time_in_day = take_u32(bytes)?;
+                let site = take_u32(bytes)?;
                 let scan = HeadScan {
-                    time_in_day: take_u32(bytes)?,
+                    time_in_day,
                     previous,
-                    site: take_u32(bytes)?,
+                    // Decoded sites are the shard's own ([`HeadShard::encode_prefix`]).
+                    site: site | LOCAL_SITE,
                     code: EventCode::from_bytes(take(bytes, 3)?.try_into().ok()?)?,
                     handling: HandlingEventType::from_byte(take(bytes, 1)?[0])?,
                 };
-                let valid = i64::from(scan.time_in_day) < DAY_MS
-                    && (scan.site as usize) < shard.sites.values.len();
+                let valid =
+                    i64::from(time_in_day) < DAY_MS && (site as usize) < shard.sites.values.len();
                 if !valid {
                     return None;
                 }
@@ -863,11 +962,11 @@ fn write(shard: &RwLock<HeadShard>) -> RwLockWriteGuard<'_, HeadShard> {
 }
 
 impl HeadBucket {
-    /// An empty bucket for `id`.
-    pub(crate) fn new(id: BucketId) -> HeadBucket {
+    /// An empty bucket for `id`, its scans' site numbers those of `numbered`.
+    pub(crate) fn new(id: BucketId, numbered: &Arc<SiteTable>) -> HeadBucket {
         HeadBucket {
             shards: (0..HEAD_SHARDS)
-                .map(|_| RwLock::new(HeadShard::new(id)))
+                .map(|_| RwLock::new(HeadShard::new(id, numbered)))
                 .collect(),
         }
     }
@@ -988,11 +1087,11 @@ impl HeadBucket {
             .collect()
     }
 
-    /// Inserts events known to be new (tests build heads so).
+    /// Inserts events known to be new, their sites numbered by `numbers` (whose table this
+    /// bucket reads; tests build heads so).
     #[cfg(test)]
-    pub(crate) fn insert_all(&self, events: Vec<ScanEvent>) {
+    pub(crate) fn insert_all(&self, events: Vec<ScanEvent>, numbers: &mut SiteNumbers) {
         let indexes: Vec<u32> = (0..events.len() as u32).collect();
-        let mut numbers = SiteNumbers::default();
         let site_numbers: Vec<u32> = events.iter().map(|e| numbers.number(e)).collect();
         let groups = ShardGroups::of_events(&events, &indexes, &site_numbers);
         self.insert_new(&events, &groups, &vec![true; events.len()]);
@@ -1060,11 +1159,13 @@ mod tests {
 
     proptest::proptest! {
         /// Site numbers through the recent slots are the numbers a plain map gives, first seen
-        /// first numbered, none past [`NUMBERED_SITES`]: with a few facilities' many machines
-        /// (sites of one facility sharing slots) and with more sites than are numbered.
+        /// first numbered, none past the limit, and the table gives each number's site back:
+        /// with a few facilities' many machines (sites of one facility sharing slots) and with
+        /// more sites than are numbered.
         #[test]
         fn site_numbers_are_a_maps(sites in proptest::collection::vec((0u32..6_000, 0u32..300, 0u32..3), 1..12_000), few in proptest::bool::ANY) {
-            let mut numbers = SiteNumbers::default();
+            const LIMIT: usize = 5_000;
+            let mut numbers = SiteNumbers::with_limit(LIMIT);
             let mut model: std::collections::HashMap<(Zip, Symbol, Symbol), u32> = Default::default();
             for (facility, machine, zip) in sites {
                 let facility = if few { facility % 4 } else { facility };
@@ -1075,7 +1176,7 @@ mod tests {
                 let key = (site.facility_zip, site.facility, site.machine);
                 let expected = match model.get(&key) {
                     Some(&number) => number,
-                    None if model.len() >= NUMBERED_SITES => NO_SITE_NUMBER,
+                    None if model.len() >= LIMIT => NO_SITE_NUMBER,
                     None => {
                         let number = model.len() as u32;
                         model.insert(key, number);
@@ -1083,6 +1184,9 @@ mod tests {
                     }
                 };
                 proptest::prop_assert_eq!(numbers.number(&site), expected);
+                if expected != NO_SITE_NUMBER {
+                    proptest::prop_assert_eq!(numbers.table().get(expected), Some(key));
+                }
             }
         }
     }
@@ -1111,9 +1215,12 @@ mod tests {
 
     #[test]
     fn scans_come_back_as_they_went_in() {
-        let head = HeadBucket::new((MailClass::Mail, DAY));
+        // Six of the sample's 21 sites numbered: the rest are the shards' own, as sites past
+        // the numbers' limit are.
+        let mut numbers = SiteNumbers::with_limit(6);
+        let head = HeadBucket::new((MailClass::Mail, DAY), numbers.table());
         let events = sample(20_000);
-        head.insert_all(events.clone());
+        head.insert_all(events.clone(), &mut numbers);
         assert_eq!(head.scan_count(), events.len());
         assert_eq!(head.piece_count(), 20_000);
         assert_eq!(sorted(head.events()), sorted(events.clone()));
@@ -1134,9 +1241,10 @@ mod tests {
 
     #[test]
     fn a_scan_costs_at_most_40_bytes() {
-        let head = HeadBucket::new((MailClass::Mail, DAY));
+        let mut numbers = SiteNumbers::default();
+        let head = HeadBucket::new((MailClass::Mail, DAY), numbers.table());
         // Enough pieces that each shard's arrays are mostly whole chunks, as in a real day.
-        head.insert_all(sample(100_000));
+        head.insert_all(sample(100_000), &mut numbers);
         let per_scan = head.heap_bytes() as f64 / head.scan_count() as f64;
         assert!(per_scan <= 40.0, "{per_scan:.1} bytes per scan");
     }
@@ -1144,19 +1252,21 @@ mod tests {
     #[test]
     fn a_prefix_round_trips_without_the_later_scans() {
         let id = (MailClass::Mail, DAY);
-        let head = HeadBucket::new(id);
+        // Some sites numbered and some the shards' own, as in `scans_come_back_as_they_went_in`.
+        let mut numbers = SiteNumbers::with_limit(6);
+        let head = HeadBucket::new(id, numbers.table());
         let events = sample(20_000);
         let (early, late) = events.split_at(50_000);
-        head.insert_all(early.to_vec());
+        head.insert_all(early.to_vec(), &mut numbers);
         let counts = head.shard_scan_counts();
-        head.insert_all(late.to_vec());
+        head.insert_all(late.to_vec(), &mut numbers);
         let mut bytes = Vec::new();
         for (index, &count) in counts.iter().enumerate() {
             head.encode_shard_prefix(index, count, &mut bytes);
         }
         let mut rest = &bytes[..];
         let shards = (0..HEAD_SHARDS)
-            .map(|i| HeadShard::decode(id, i, &mut rest))
+            .map(|i| HeadShard::decode(id, i, &mut rest, numbers.table()))
             .collect::<Option<Vec<_>>>()
             .unwrap();
         assert!(rest.is_empty());
@@ -1166,11 +1276,26 @@ mod tests {
         for &event in early {
             assert!(restored.contains(&event.identity()));
         }
-        restored.insert_all(events.clone());
+        restored.insert_all(events.clone(), &mut numbers);
         assert_eq!(restored.scan_count(), events.len());
+        // Checkpointed again, the decoded scans' sites and the new ones' numbered ones, the
+        // same sites, come back as one.
+        let mut again = Vec::new();
+        for index in 0..HEAD_SHARDS {
+            let count = restored.shard_scan_counts()[index];
+            restored.encode_shard_prefix(index, count, &mut again);
+        }
+        let mut rest = &again[..];
+        let shards = (0..HEAD_SHARDS)
+            .map(|i| HeadShard::decode(id, i, &mut rest, &Arc::default()))
+            .collect::<Option<Vec<_>>>()
+            .unwrap();
+        let restored_again = HeadBucket::from_shards(shards).unwrap();
+        assert_eq!(sorted(restored_again.events()), sorted(events.clone()));
         for cut in [0, 1, bytes.len() / 2, bytes.len() - 1] {
             let mut rest = &bytes[..cut];
-            let whole = (0..HEAD_SHARDS).all(|i| HeadShard::decode(id, i, &mut rest).is_some());
+            let whole = (0..HEAD_SHARDS)
+                .all(|i| HeadShard::decode(id, i, &mut rest, numbers.table()).is_some());
             assert!(!whole, "a shard list cut at {cut} decoded");
         }
     }

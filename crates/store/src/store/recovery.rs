@@ -86,7 +86,8 @@ impl Store {
         }
         sync_dir(&buckets_dir).map_err(|e| StoreError::io(&buckets_dir, e))?;
 
-        let checkpoint = read_checkpoint(dir).unwrap_or_else(|why| {
+        let site_numbers = SiteNumbers::default();
+        let checkpoint = read_checkpoint(dir, site_numbers.table()).unwrap_or_else(|why| {
             report.checkpoint_rejected = Some(why);
             None
         });
@@ -101,7 +102,7 @@ impl Store {
             positions: manifest.positions.clone(),
             positions_from: manifest.positions_at,
             segment_buckets: BTreeMap::new(),
-            site_numbers: SiteNumbers::default(),
+            site_numbers,
             from,
             sealed_through: HashMap::new(),
             segment: None,
@@ -248,8 +249,10 @@ impl Replay<'_> {
             .map(|(id, groups)| {
                 let head = self.view.head.entry(id);
                 (
-                    head.or_insert_with(|| Arc::new(HeadBucket::new(id)))
-                        .clone(),
+                    head.or_insert_with(|| {
+                        Arc::new(HeadBucket::new(id, self.site_numbers.table()))
+                    })
+                    .clone(),
                     groups,
                 )
             })

@@ -79,6 +79,9 @@ pub(crate) struct ScansEncoder {
     /// for a site the record has not met (a hash map's lookup an event, found this way, was
     /// half the encoding, on the appender's thread).
     ids_by_number: Vec<u32>,
+    /// The numbers the record met, for the next to forget (a store numbers up to a million
+    /// sites: clearing them all a record would cost more than the record).
+    numbers_met: Vec<SiteNumber>,
 }
 
 impl ScansEncoder {
@@ -115,9 +118,9 @@ impl ScansEncoder {
             out.extend_from_slice(&site.facility.to_le_bytes());
             out.extend_from_slice(&site.machine.to_le_bytes());
         }
-        // Every number the record met is forgotten for the next (a few KiB: site numbers stop
-        // at a few thousand).
-        self.ids_by_number.fill(0);
+        for number in self.numbers_met.drain(..) {
+            self.ids_by_number[number as usize] = 0;
+        }
     }
 
     /// The index in the record's table of `event`'s site, `number` if it has one, added if new.
@@ -138,6 +141,7 @@ impl ScansEncoder {
             0 => {
                 let id = add();
                 self.ids_by_number[number] = u32::from(id) + 1;
+                self.numbers_met.push(number as SiteNumber);
                 id
             }
             known => (known - 1) as u16,
