@@ -426,14 +426,89 @@ pub struct SymbolTable {
     ids: HashTable<Symbol>,
     strings: Vec<Box<str>>,
     hasher: DefaultHashBuilder,
-    /// Names recently interned, by the [`sketch`] of their parts as they lay. A feed repeats a
-    /// few hundred facility and machine names; a hit, one compare of the bytes a record holds
-    /// them in, skips joining the parts and hashing them, which was a sixth of the parse.
-    recent: Box<[RecentName]>,
+    /// Names recently interned. A feed repeats a few hundred facility and machine names; a
+    /// hit, one compare of the bytes a record holds them in, skips joining the parts and
+    /// hashing them, which was a sixth of the parse.
+    recent: RecentNames,
+    /// Sites (a facility and a machine lying together) recently interned, apart from the
+    /// names: a national feed's thousands of sites would evict its few hundred names.
+    recent_sites: RecentNames,
+    /// Sites not found in `recent_sites` (while it is used).
+    site_misses: u32,
 }
 
 const RECENT_BITS: u32 = 10;
 const RECENT_SLOTS: usize = 1 << RECENT_BITS;
+
+/// Sites missed after which a table stops keeping recent sites: four times the slots is a feed
+/// naming more sites than they hold (a national feed's 8,000 missed ~87 % of its rows), where
+/// each miss looked up, and each time kept, the site besides its facility and machine.
+const SITE_MISS_LIMIT: u32 = 4 * RECENT_SLOTS as u32;
+
+/// Names recently interned, by the [`sketch`] of their parts as they lay, two ways a set.
+#[derive(Clone)]
+struct RecentNames {
+    slots: Box<[RecentName]>,
+}
+
+impl Default for RecentNames {
+    fn default() -> Self {
+        RecentNames {
+            slots: vec![RecentName::default(); RECENT_SLOTS].into(),
+        }
+    }
+}
+
+impl RecentNames {
+    /// The two ways of the set `span` and its part lengths fall in. Two ways, the name seen
+    /// last in the first: with one slot a name, a few dozen names would likely have two
+    /// contending for one slot, each evicting the other on every record.
+    fn set(span: &[u8], lengths: u64) -> usize {
+        sketch(span, lengths) & !1
+    }
+
+    /// The entry of `parts` lying in `span`, moved to its set's first way; `None` if there is
+    /// none (or the parts are too long to cache).
+    #[inline(always)]
+    fn entry(
+        &mut self,
+        span: &[u8],
+        parts: &[&[u8]],
+        compare: impl SpanCompare,
+    ) -> Option<&RecentName> {
+        let lengths = part_lengths(parts)?;
+        let slot = Self::set(span, lengths);
+        let holds = |recent: &RecentName| {
+            recent.lengths == lengths
+                && recent.bytes.len() == span.len()
+                && compare.same_span(&recent.bytes, span)
+        };
+        if holds(&self.slots[slot]) {
+            return Some(&self.slots[slot]);
+        }
+        if holds(&self.slots[slot + 1]) {
+            self.slots.swap(slot, slot + 1);
+            return Some(&self.slots[slot]);
+        }
+        None
+    }
+
+    /// Keeps `parts` lying in `span` as the first way of their set, the way that was first
+    /// becoming the second.
+    fn remember(&mut self, span: &[u8], parts: &[&[u8]], symbol: Symbol, second: Symbol) {
+        let Some(lengths) = part_lengths(parts) else {
+            return;
+        };
+        let slot = Self::set(span, lengths);
+        self.slots.swap(slot, slot + 1);
+        self.slots[slot] = RecentName {
+            symbol,
+            second,
+            lengths,
+            bytes: span.into(),
+        };
+    }
+}
 
 /// A name recently interned: the bytes its parts lay in, one byte apart (a record's adjacent
 /// columns with their delimiters, or the parts joined), and [`part_lengths`]. The two say
@@ -468,7 +543,7 @@ fn part_lengths(parts: &[&[u8]]) -> Option<u64> {
 }
 
 /// A cheap hash of a name's bytes (the first and last eight, or four, or the first, middle
-/// and last) and part lengths, a slot of [`SymbolTable::recent`]. Names that share it only
+/// and last) and part lengths, a slot of [`RecentNames`]. Names that share it only
 /// share a slot.
 fn sketch(bytes: &[u8], lengths: u64) -> usize {
     let ends = match bytes.len() {
@@ -498,7 +573,9 @@ impl Default for SymbolTable {
             ids: HashTable::new(),
             strings: vec!["".into()],
             hasher: DefaultHashBuilder::default(),
-            recent: vec![RecentName::default(); RECENT_SLOTS].into(),
+            recent: RecentNames::default(),
+            recent_sites: RecentNames::default(),
+            site_misses: 0,
         }
     }
 }
@@ -627,18 +704,19 @@ impl SymbolTable {
     /// last one's end, delimiters included).
     pub(crate) fn intern_span(&mut self, span: &[u8], parts: &[&[u8]]) -> Option<Symbol> {
         debug_assert_eq!(span.len(), joined_len(parts));
-        if let Some(recent) = self.recent_entry(span, parts, WordCompare) {
+        if let Some(recent) = self.recent.entry(span, parts, WordCompare) {
             return Some(recent.symbol);
         }
         let symbol = self.intern_uncached(parts)?;
-        self.remember(span, parts, symbol, 0);
+        self.recent.remember(span, parts, symbol, 0);
         Some(symbol)
     }
 
     /// The symbols of a facility (its name, city and state, the first three parts) and a
     /// machine name (the fourth) that lie in `span` one byte apart, in order: the same as
-    /// [`SymbolTable::intern_span`] of each, found with one lookup of the recent names where
-    /// a feed's columns lie so (the IV-MTR layout ends with them).
+    /// [`SymbolTable::intern_span`] of each, found with one lookup of the recent sites where
+    /// a feed's columns lie so (the IV-MTR layout ends with them), or, once the feed has shown
+    /// more sites than those hold, of its facility and its machine among the recent names.
     ///
     /// Inlined, the recent names' hit with it: returned from a call, the two symbols went
     /// through memory as two stores read back as one load, which the store buffer cannot
@@ -654,13 +732,16 @@ impl SymbolTable {
         compare: impl SpanCompare,
     ) -> Option<(Symbol, Symbol)> {
         debug_assert_eq!(span.len(), joined_len(parts));
-        if let Some(recent) = self.recent_entry(span, parts, compare) {
-            return Some((recent.symbol, recent.second));
+        if self.site_misses < SITE_MISS_LIMIT {
+            if let Some(recent) = self.recent_sites.entry(span, parts, compare) {
+                return Some((recent.symbol, recent.second));
+            }
         }
         self.intern_site_span_uncached(span, parts)
     }
 
-    /// [`SymbolTable::intern_site_span`] of a site the recent names lack.
+    /// [`SymbolTable::intern_site_span`] of a site the recent sites lack, or of any site once
+    /// they are no longer used.
     #[inline(never)]
     fn intern_site_span_uncached(
         &mut self,
@@ -670,57 +751,11 @@ impl SymbolTable {
         let facility_len = joined_len(&parts[..3]);
         let facility = self.intern_span(&span[..facility_len], &parts[..3])?;
         let machine = self.intern_span(parts[3], &parts[3..])?;
-        self.remember(span, parts, facility, machine);
+        if self.site_misses < SITE_MISS_LIMIT {
+            self.site_misses += 1;
+            self.recent_sites.remember(span, parts, facility, machine);
+        }
         Some((facility, machine))
-    }
-
-    /// The two ways of the recent names' set `span` and its part lengths fall in. Two ways,
-    /// the name seen last in the first: with one slot a name, a few dozen names would likely
-    /// have two contending for one slot, each evicting the other on every record.
-    fn recent_set(span: &[u8], lengths: u64) -> usize {
-        sketch(span, lengths) & !1
-    }
-
-    /// The recent entry of `parts` lying in `span`, moved to its set's first way; `None` if
-    /// there is none (or the parts are too long to cache).
-    #[inline(always)]
-    fn recent_entry(
-        &mut self,
-        span: &[u8],
-        parts: &[&[u8]],
-        compare: impl SpanCompare,
-    ) -> Option<&RecentName> {
-        let lengths = part_lengths(parts)?;
-        let slot = Self::recent_set(span, lengths);
-        let holds = |recent: &RecentName| {
-            recent.lengths == lengths
-                && recent.bytes.len() == span.len()
-                && compare.same_span(&recent.bytes, span)
-        };
-        if holds(&self.recent[slot]) {
-            return Some(&self.recent[slot]);
-        }
-        if holds(&self.recent[slot + 1]) {
-            self.recent.swap(slot, slot + 1);
-            return Some(&self.recent[slot]);
-        }
-        None
-    }
-
-    /// Keeps `parts` lying in `span` as the first way of their set, the way that was first
-    /// becoming the second.
-    fn remember(&mut self, span: &[u8], parts: &[&[u8]], symbol: Symbol, second: Symbol) {
-        let Some(lengths) = part_lengths(parts) else {
-            return;
-        };
-        let slot = Self::recent_set(span, lengths);
-        self.recent.swap(slot, slot + 1);
-        self.recent[slot] = RecentName {
-            symbol,
-            second,
-            lengths,
-            bytes: span.into(),
-        };
     }
 
     /// The id of the parts joined, found by their hash or added.
@@ -1033,6 +1068,33 @@ mod tests {
                 proptest::prop_assert_eq!(found, expected);
             }
         }
+    }
+
+    /// A feed of more sites than the recent sites hold: each site's symbols are those its
+    /// facility and machine interned alone get, while the recent sites are used and after the
+    /// table stops using them.
+    #[test]
+    fn more_sites_than_slots_keep_their_symbols() {
+        let (mut table, mut twin) = (SymbolTable::new(), SymbolTable::new());
+        let mut rng = 7u64;
+        for _ in 0..3 * SITE_MISS_LIMIT {
+            rng = rng.wrapping_mul(6364136223846793005).wrapping_add(1);
+            let plant = (rng >> 33) % 400;
+            let machine = format!("DBCS{}", (rng >> 45) % 20);
+            let (name, city) = (format!("PLANT {plant}"), format!("CITY {}", plant % 31));
+            let parts: [&[u8]; 4] = [name.as_bytes(), city.as_bytes(), b"FL", machine.as_bytes()];
+            let expected = (
+                twin.intern_bytes(&parts[..3]).unwrap(),
+                twin.intern_bytes(&parts[3..]).unwrap(),
+            );
+            let span = parts.join(&b'|');
+            let found = table.intern_site_span(&span, &parts, WordCompare).unwrap();
+            assert_eq!(found, expected, "{name} {city} {machine}");
+        }
+        assert_eq!(
+            table.site_misses, SITE_MISS_LIMIT,
+            "the recent sites are left"
+        );
     }
 
     #[test]
