@@ -463,7 +463,9 @@ impl Default for RecentNames {
 impl RecentNames {
     /// The two ways of the set `span` and its part lengths fall in. Two ways, the name seen
     /// last in the first: with one slot a name, a few dozen names would likely have two
-    /// contending for one slot, each evicting the other on every record.
+    /// contending for one slot, each evicting the other on every record. Inlined always: a
+    /// call of its own a row, as the compiler left it, cost a row ~1 % of an ingest.
+    #[inline(always)]
     fn set(span: &[u8], lengths: u64) -> usize {
         sketch(span, lengths) & !1
     }
