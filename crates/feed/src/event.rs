@@ -524,7 +524,7 @@ impl RecentNames {
 /// exactly what the parts are, whatever the bytes between them.
 ///
 /// A record's facility and machine names, when adjacent, are cached as one entry of four parts
-/// holding both symbols ([`SymbolTable::intern_site_span`]).
+/// holding both symbols, among the recent sites ([`SymbolTable::intern_site_span`]).
 #[derive(Clone, Default)]
 struct RecentName {
     symbol: Symbol,
