@@ -6,7 +6,7 @@ use std::path::Path;
 
 use anyhow::Context;
 use clap::Args;
-use imbtrack_barcode::Barcode;
+use imbtrack_barcode::{format_mailer_id, Barcode};
 use imbtrack_engine::{Clock, ExportFormat, IngestProgress, IngestSummary, PieceStatus};
 use imbtrack_feed::time::DAY_MS;
 use imbtrack_feed::{generate, GenFormat, GenOptions, Zip};
@@ -271,7 +271,8 @@ pub(crate) fn demo(
                 eprintln!("demo:   curl -s '{base}/v1/zips/{zip}/pieces?date={day}&limit=5'");
             }
             if let Some(piece) = shown.first() {
-                if let Some(mid) = barcode(piece).get(5..11) {
+                // From the key: a Mailer ID is 6 digits or, from a leading 9, 9.
+                if let Some(mid) = piece.barcode.mailer_id().map(format_mailer_id) {
                     eprintln!("demo:   curl -s '{base}/v1/mailers/{mid}/summary?date={day}'");
                 }
                 eprintln!("demo:   {base}/?barcode={}", barcode(piece));
